@@ -1,0 +1,135 @@
+//! Messages exchanged over one agent connection.
+
+use serde::{Deserialize, Serialize};
+
+/// What the host sends to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostMessage {
+    /// First frame of every host-initiated connection, and the reply to the agent's ready hello.
+    Hello { version: u32 },
+    /// Start a process; the agent answers `Started` or `Error`.
+    Exec(ExecRequest),
+    /// Bytes for the process's stdin (or the PTY).
+    Stdin(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Close the process's stdin.
+    StdinEof,
+    /// New terminal size for a PTY process.
+    Resize(TermSize),
+    /// Deliver a signal (Linux number) to the process (its process group when on a PTY).
+    Signal(i32),
+    /// Sync filesystems and power the guest off.
+    Shutdown,
+    /// Liveness probe; the agent answers `Pong`.
+    Ping,
+}
+
+/// What the agent sends to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuestMessage {
+    /// The agent's hello: the reply to the host's, and the first frame on the ready connection.
+    Hello {
+        version: u32,
+        agent_version: String,
+    },
+    /// The process was spawned.
+    Started { pid: u32 },
+    /// Output from the process's stdout (or the PTY).
+    Stdout(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Output from the process's stderr.
+    Stderr(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The process ended and all of its output has been sent.
+    Exited(ExitStatus),
+    /// The operation failed; the connection closes after this frame.
+    Error(RemoteError),
+    /// Answer to `Ping`.
+    Pong,
+    /// Answer to `Shutdown`, sent just before the guest powers off.
+    ShuttingDown,
+}
+
+/// A process to start in the guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// Program and arguments; the program is looked up in `PATH` when it has no `/`.
+    pub argv: Vec<String>,
+    /// Environment as `KEY=VALUE`, added to (and overriding) the agent's default environment.
+    pub env: Vec<String>,
+    /// Working directory; `None` means `/`.
+    pub cwd: Option<String>,
+    /// Run on a new PTY of this size instead of pipes.
+    pub tty: Option<TermSize>,
+    /// Whether the host will send stdin; without it the process gets `/dev/null`.
+    pub stdin: bool,
+}
+
+/// Terminal size in character cells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// How a guest process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The status a shell would report: the code, or 128 + the signal number (as docker does).
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(code) => code,
+            ExitStatus::Signal(signal) => 128 + signal,
+        }
+    }
+}
+
+/// A stable code for errors that cross the wire, so the host can map them without parsing text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    VersionMismatch,
+    /// The program to exec does not exist.
+    NotFound,
+    /// The program exists but cannot be executed.
+    PermissionDenied,
+    /// The request was malformed or arrived out of order.
+    BadRequest,
+    Internal,
+}
+
+/// An error reported by the peer: a code and the chain of messages, outermost first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    pub code: ErrorCode,
+    pub chain: Vec<String>,
+}
+
+impl RemoteError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RemoteError {
+            code,
+            chain: vec![message.into()],
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.chain.join(": "))
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_exit_status_signal_maps_to_128_plus_signal() {
+        assert_eq!(ExitStatus::Signal(9).shell_code(), 137);
+        assert_eq!(ExitStatus::Code(7).shell_code(), 7);
+    }
+}

@@ -1,0 +1,1 @@
+//! hearth-test-support
