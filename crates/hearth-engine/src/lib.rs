@@ -1,1 +1,4 @@
-//! hearth-engine
+//! hearth-engine: sandbox lifecycle. Builds boot assets (`setup`), starts VMs through
+//! `hearth-vmm`, and drives the guest agent over vsock.
+
+pub mod paths;
