@@ -1,1 +1,90 @@
-//! hearth-vmm
+//! hearth-vmm: the [`Vmm`] backend trait and its backends.
+//!
+//! A backend starts a VM from a [`VmConfig`] (kernel, initramfs, disks, command line, resources)
+//! and exposes the guest's vsock as a hybrid Unix socket (Firecracker's `CONNECT <port>` scheme,
+//! see [`vsock`]), so everything above this crate talks to the guest the same way whichever
+//! backend runs it. Today: QEMU `microvm` ([`qemu::QemuVmm`]) with KVM or TCG.
+
+pub mod config;
+pub mod qemu;
+mod sys;
+pub mod vsock;
+
+use std::path::Path;
+use std::time::Duration;
+
+pub use config::{Accel, DiskConfig, VmConfig};
+
+/// A way of running VMs.
+#[async_trait::async_trait]
+pub trait Vmm: Send + Sync + std::fmt::Debug {
+    /// Starts a VM and returns once it is running (the guest may still be booting).
+    async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError>;
+}
+
+/// A running VM. Dropping it kills the VM and its helper processes.
+#[async_trait::async_trait]
+pub trait Vm: Send + std::fmt::Debug {
+    /// Host side of the guest's vsock: connect with [`vsock::connect`], or listen on
+    /// [`vsock::listener_path`] for guest-initiated connections.
+    fn vsock_uds(&self) -> &Path;
+
+    /// File that receives the guest's serial console (kernel log and agent messages).
+    fn console_log(&self) -> &Path;
+
+    /// Host process id of the VMM, for diagnostics.
+    fn pid(&self) -> Option<u32>;
+
+    /// Waits until the VM has exited. Cancel-safe.
+    async fn wait(&mut self) -> VmExit;
+
+    /// Asks the VMM to end the VM now, waits up to `grace` for it to exit, then kills it.
+    /// Always leaves no VMM or helper process behind.
+    async fn stop(&mut self, grace: Duration) -> VmExit;
+}
+
+/// How a VM ended, as seen from the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The VMM exited by itself (guest power off, reset, or a VMM error) with this status.
+    Exited(Option<i32>),
+    /// hearth killed the VMM.
+    Killed,
+}
+
+/// Why a VM could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartVmError {
+    #[error("`{program}` was not found; {hint}")]
+    ProgramMissing { program: String, hint: String },
+    #[error("{what} `{}` does not exist", path.display())]
+    MissingFile {
+        what: &'static str,
+        path: std::path::PathBuf,
+    },
+    #[error("failed to spawn `{program}`")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{program}` exited during start-up ({status}); its output: {output}")]
+    HelperExited {
+        program: String,
+        status: String,
+        output: String,
+    },
+    #[error("timed out waiting for `{program}` to create `{}`", path.display())]
+    SocketTimeout {
+        program: String,
+        path: std::path::PathBuf,
+    },
+    #[error("socket path `{}` is longer than the 107 bytes a Unix socket allows; use a shorter state dir", path.display())]
+    PathTooLong { path: std::path::PathBuf },
+    #[error("failed to prepare `{}`", path.display())]
+    Prepare {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

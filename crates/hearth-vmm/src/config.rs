@@ -1,0 +1,34 @@
+//! What a backend needs to start a VM.
+
+use std::path::PathBuf;
+
+/// Everything needed to boot one VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// Kernel command line, without the console setting the backend adds itself.
+    pub cmdline: String,
+    /// Block devices in order: the guest sees them as `/dev/vda`, `/dev/vdb`, ...
+    pub disks: Vec<DiskConfig>,
+    pub vcpus: u8,
+    pub mem_size_mib: u32,
+    /// Directory owned by this VM: sockets and the console log are created in it.
+    pub run_dir: PathBuf,
+    pub accel: Accel,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// CPU virtualization used by QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware KVM.
+    Kvm,
+    /// QEMU's software emulation; works everywhere, slower.
+    Tcg,
+}

@@ -1,0 +1,237 @@
+//! Starting, watching and stopping one QEMU `microvm` with its vhost-device-vsock helper.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use tokio::time::{sleep, timeout, Instant};
+
+use super::cmdline::{qemu_args, vhost_vsock_args, RunFiles};
+use super::qmp::Qmp;
+use crate::config::VmConfig;
+use crate::{StartVmError, Vm, VmExit, Vmm};
+
+/// How long a helper gets to create its socket before start-up is declared failed.
+const SOCKET_WAIT: Duration = Duration::from_secs(10);
+const SOCKET_POLL: Duration = Duration::from_millis(2);
+
+/// sockaddr_un holds 108 bytes including the terminating NUL; `_<port>` suffixes need room too.
+const MAX_SOCKET_PATH: usize = 100;
+
+/// The QEMU backend, holding the paths of the programs it runs.
+#[derive(Debug, Clone)]
+pub struct QemuVmm {
+    qemu: PathBuf,
+    vhost_vsock: PathBuf,
+}
+
+impl QemuVmm {
+    pub fn new(qemu: PathBuf, vhost_vsock: PathBuf) -> Self {
+        QemuVmm { qemu, vhost_vsock }
+    }
+}
+
+/// A running QEMU VM.
+#[derive(Debug)]
+pub struct QemuVm {
+    qemu: Child,
+    vhost: Child,
+    qmp: Option<Qmp>,
+    files: RunFiles,
+    exit: Option<VmExit>,
+}
+
+#[async_trait::async_trait]
+impl Vmm for QemuVmm {
+    async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError> {
+        check_inputs(config)?;
+        let files = RunFiles::new(&config.run_dir);
+        for socket in [&files.qmp, &files.vhost_user, &files.vsock] {
+            if socket.as_os_str().len() > MAX_SOCKET_PATH {
+                return Err(StartVmError::PathTooLong {
+                    path: socket.clone(),
+                });
+            }
+        }
+        let mut vhost = spawn(
+            &self.vhost_vsock,
+            vhost_vsock_args(&files),
+            &config.run_dir.join("vhost-vsock.log"),
+        )?;
+        wait_for_socket(
+            &mut vhost,
+            &self.vhost_vsock,
+            &files.vhost_user,
+            &config.run_dir.join("vhost-vsock.log"),
+        )
+        .await?;
+        let qemu_log = config.run_dir.join("qemu.log");
+        let mut qemu = spawn(&self.qemu, qemu_args(config, &files), &qemu_log)?;
+        wait_for_socket(&mut qemu, &self.qemu, &files.qmp, &qemu_log).await?;
+        // QMP is how the VM is stopped; a VM that cannot be controlled is not worth keeping.
+        let qmp = match Qmp::connect(&files.qmp).await {
+            Ok(qmp) => qmp,
+            Err(e) => {
+                return Err(helper_exited(&mut qemu, &self.qemu, &qemu_log, &e.to_string()).await)
+            }
+        };
+        tracing::debug!(pid = ?qemu.id(), "qemu started");
+        Ok(Box::new(QemuVm {
+            qemu,
+            vhost,
+            qmp: Some(qmp),
+            files,
+            exit: None,
+        }))
+    }
+}
+
+fn check_inputs(config: &VmConfig) -> Result<(), StartVmError> {
+    let files = [("kernel", &config.kernel), ("initramfs", &config.initramfs)]
+        .into_iter()
+        .chain(config.disks.iter().map(|d| ("disk image", &d.path)));
+    for (what, path) in files {
+        if !path.is_file() {
+            return Err(StartVmError::MissingFile {
+                what,
+                path: path.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn spawn(program: &Path, args: Vec<std::ffi::OsString>, log: &Path) -> Result<Child, StartVmError> {
+    let name = program.display().to_string();
+    let log_file = std::fs::File::create(log).map_err(|source| StartVmError::Prepare {
+        path: log.to_owned(),
+        source,
+    })?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(|source| StartVmError::Prepare {
+            path: log.to_owned(),
+            source,
+        })?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        .kill_on_drop(true);
+    crate::sys::kill_with_parent(&mut command);
+    command.spawn().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            StartVmError::ProgramMissing {
+                program: name,
+                hint: "run `hearth doctor` to see what to install".to_owned(),
+            }
+        } else {
+            StartVmError::Spawn {
+                program: name,
+                source,
+            }
+        }
+    })
+}
+
+async fn wait_for_socket(
+    child: &mut Child,
+    program: &Path,
+    socket: &Path,
+    log: &Path,
+) -> Result<(), StartVmError> {
+    let deadline = Instant::now() + SOCKET_WAIT;
+    while !socket.exists() {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(helper_exited(child, program, log, "").await);
+        }
+        if Instant::now() > deadline {
+            return Err(StartVmError::SocketTimeout {
+                program: program.display().to_string(),
+                path: socket.to_owned(),
+            });
+        }
+        sleep(SOCKET_POLL).await;
+    }
+    Ok(())
+}
+
+/// Builds the error for a helper that died (or is unusable) during start-up, from its log.
+async fn helper_exited(child: &mut Child, program: &Path, log: &Path, why: &str) -> StartVmError {
+    let _ = child.start_kill();
+    let status = match timeout(Duration::from_secs(1), child.wait()).await {
+        Ok(Ok(status)) => status.to_string(),
+        _ => "still running".to_owned(),
+    };
+    let mut output = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if !why.is_empty() {
+        output = format!("{why}; {output}");
+    }
+    StartVmError::HelperExited {
+        program: program.display().to_string(),
+        status,
+        output,
+    }
+}
+
+impl QemuVm {
+    async fn reap(&mut self, exit: VmExit) -> VmExit {
+        let _ = self.vhost.start_kill();
+        let _ = self.vhost.wait().await;
+        self.qmp = None;
+        self.exit = Some(exit.clone());
+        exit
+    }
+}
+
+#[async_trait::async_trait]
+impl Vm for QemuVm {
+    fn vsock_uds(&self) -> &Path {
+        &self.files.vsock
+    }
+
+    fn console_log(&self) -> &Path {
+        &self.files.console
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.qemu.id()
+    }
+
+    async fn wait(&mut self) -> VmExit {
+        if let Some(exit) = &self.exit {
+            return exit.clone();
+        }
+        let exit = match self.qemu.wait().await {
+            Ok(status) => VmExit::Exited(status.code()),
+            Err(_) => VmExit::Exited(None),
+        };
+        self.reap(exit).await
+    }
+
+    async fn stop(&mut self, grace: Duration) -> VmExit {
+        if let Some(exit) = &self.exit {
+            return exit.clone();
+        }
+        if let Some(qmp) = self.qmp.as_mut() {
+            // QEMU may close the connection before answering `quit`; both mean it is going.
+            let _ = timeout(grace, qmp.execute("quit", Value::Null)).await;
+        }
+        let exit = match timeout(grace, self.qemu.wait()).await {
+            Ok(Ok(status)) => VmExit::Exited(status.code()),
+            _ => {
+                let _ = self.qemu.start_kill();
+                let _ = self.qemu.wait().await;
+                VmExit::Killed
+            }
+        };
+        self.reap(exit).await
+    }
+}

@@ -1,0 +1,186 @@
+//! Builds QEMU's and vhost-device-vsock's argument vectors. Pure, so the exact command lines are
+//! unit-tested without starting anything.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Accel, VmConfig};
+
+/// Files a VM creates in its run dir.
+#[derive(Debug, Clone)]
+pub struct RunFiles {
+    pub qmp: PathBuf,
+    pub console: PathBuf,
+    /// vhost-user control socket between QEMU and vhost-device-vsock.
+    pub vhost_user: PathBuf,
+    /// Host side of the hybrid vsock.
+    pub vsock: PathBuf,
+}
+
+impl RunFiles {
+    pub fn new(run_dir: &Path) -> Self {
+        RunFiles {
+            qmp: run_dir.join("qmp.sock"),
+            console: run_dir.join("console.log"),
+            vhost_user: run_dir.join("vhost-vsock.sock"),
+            vsock: run_dir.join("vsock.sock"),
+        }
+    }
+}
+
+/// Every VM has its own vhost-device-vsock, so all guests can use the first free CID.
+pub const GUEST_CID: u32 = 3;
+
+/// Kernel arguments the backend always adds: serial console, and a panic that ends the VM
+/// (`panic=-1` reboots at once, and `-no-reboot` turns the reboot into QEMU exiting).
+const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=t";
+
+pub fn vhost_vsock_args(files: &RunFiles) -> Vec<OsString> {
+    vec![
+        "--guest-cid".into(),
+        GUEST_CID.to_string().into(),
+        "--socket".into(),
+        files.vhost_user.clone().into(),
+        "--uds-path".into(),
+        files.vsock.clone().into(),
+    ]
+}
+
+pub fn qemu_args(config: &VmConfig, files: &RunFiles) -> Vec<OsString> {
+    let mem = format!("{}M", config.mem_size_mib);
+    let accel = match config.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    };
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |parts: &[&dyn AsRef<std::ffi::OsStr>]| {
+        for part in parts {
+            args.push(part.as_ref().to_owned());
+        }
+    };
+    push(&[
+        &"-M",
+        // vhost-user needs guest RAM in shared memory, hence the memfd backend.
+        &"microvm,acpi=on,pcie=off,rtc=on,memory-backend=ram",
+        &"-accel",
+        &accel,
+        &"-cpu",
+        &"max",
+        &"-smp",
+        &config.vcpus.to_string(),
+        &"-m",
+        &mem,
+        &"-object",
+        &format!("memory-backend-memfd,id=ram,size={mem},share=on"),
+        &"-nodefaults",
+        &"-no-user-config",
+        &"-display",
+        &"none",
+        &"-no-reboot",
+        &"-kernel",
+        &config.kernel,
+        &"-initrd",
+        &config.initramfs,
+        &"-append",
+        &format!("{BASE_CMDLINE} {}", config.cmdline),
+        &"-chardev",
+        &chardev_arg("file", "console", &files.console),
+        &"-serial",
+        &"chardev:console",
+        &"-chardev",
+        &chardev_arg("socket", "vsock", &files.vhost_user),
+        &"-device",
+        &"vhost-user-vsock-device,chardev=vsock",
+        &"-chardev",
+        &format!(
+            "{},server=on,wait=off",
+            chardev_arg("socket", "qmp", &files.qmp)
+        ),
+        &"-mon",
+        &"chardev=qmp,mode=control",
+    ]);
+    for (i, disk) in config.disks.iter().enumerate() {
+        let readonly = if disk.read_only { "on" } else { "off" };
+        push(&[
+            &"-drive",
+            &format!(
+                "id=disk{i},file={},format=raw,if=none,readonly={readonly}",
+                escape_option(&disk.path)
+            ),
+            &"-device",
+            &format!("virtio-blk-device,drive=disk{i}"),
+        ]);
+    }
+    args
+}
+
+fn chardev_arg(kind: &str, id: &str, path: &Path) -> String {
+    format!("{kind},id={id},path={}", escape_option(path))
+}
+
+/// QEMU option values separate fields with `,`; a literal comma is written twice.
+fn escape_option(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DiskConfig;
+
+    fn config(accel: Accel) -> VmConfig {
+        VmConfig {
+            kernel: "/boot/vmlinuz".into(),
+            initramfs: "/boot/initramfs.cpio".into(),
+            cmdline: "quiet hearth.rootfs=/dev/vda".into(),
+            disks: vec![DiskConfig {
+                path: "/images/a,b.ext4".into(),
+                read_only: true,
+            }],
+            vcpus: 2,
+            mem_size_mib: 512,
+            run_dir: "/run/vm".into(),
+            accel,
+        }
+    }
+
+    fn joined(accel: Accel) -> String {
+        let files = RunFiles::new(Path::new("/run/vm"));
+        qemu_args(&config(accel), &files)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn test_qemu_args_use_shared_memfd_ram_for_vhost_user() {
+        let args = joined(Accel::Tcg);
+        assert!(args.contains("memory-backend=ram"));
+        assert!(args.contains("-object memory-backend-memfd,id=ram,size=512M,share=on"));
+        assert!(args.contains("-m 512M"));
+    }
+
+    #[test]
+    fn test_qemu_args_pick_accelerator() {
+        assert!(joined(Accel::Tcg).contains("-accel tcg"));
+        assert!(joined(Accel::Kvm).contains("-accel kvm"));
+    }
+
+    #[test]
+    fn test_qemu_args_escape_commas_in_disk_paths() {
+        assert!(
+            joined(Accel::Tcg).contains("file=/images/a,,b.ext4,format=raw,if=none,readonly=on")
+        );
+    }
+
+    #[test]
+    fn test_qemu_args_console_and_cmdline() {
+        let args = joined(Accel::Tcg);
+        assert!(
+            args.contains("-append console=ttyS0 panic=-1 reboot=t quiet hearth.rootfs=/dev/vda")
+        );
+        assert!(args.contains("-chardev file,id=console,path=/run/vm/console.log"));
+        assert!(args.contains("-no-reboot"));
+    }
+}
