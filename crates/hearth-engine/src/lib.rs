@@ -1,4 +1,20 @@
 //! hearth-engine: sandbox lifecycle. Builds boot assets (`setup`), starts VMs through
 //! `hearth-vmm`, and drives the guest agent over vsock.
+//!
+//! - [`Engine`]: the operations the CLI calls (boot a sandbox).
+//! - [`Sandbox`]: a booted VM with a ready agent: exec, ping, shutdown, kill.
+//! - [`exec`]: a running guest process as an input half and an output event stream.
+//! - [`paths::StateDir`]: where everything lives on disk.
 
+mod agent;
+mod engine;
+pub mod exec;
 pub mod paths;
+mod sandbox;
+
+pub use agent::AgentError;
+pub use engine::{Engine, DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCPUS};
+pub use exec::{ExecError, ExecEvent, ExecInput, ExecOutput};
+pub use hearth_agent_proto::{ExecRequest, ExitStatus, TermSize};
+pub use hearth_vmm::{Accel, VmExit};
+pub use sandbox::{console_tail, BootError, Sandbox, SandboxConfig};

@@ -15,6 +15,9 @@ pub struct VmConfig {
     pub mem_size_mib: u32,
     /// Directory owned by this VM: sockets and the console log are created in it.
     pub run_dir: PathBuf,
+    /// Where the host side of the hybrid vsock is created. Chosen by the caller so it can listen
+    /// for guest-initiated connections before the guest boots.
+    pub vsock_uds: PathBuf,
     pub accel: Accel,
 }
 

@@ -47,7 +47,7 @@ pub struct QemuVm {
 impl Vmm for QemuVmm {
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError> {
         check_inputs(config)?;
-        let files = RunFiles::new(&config.run_dir);
+        let files = RunFiles::new(config);
         for socket in [&files.qmp, &files.vhost_user, &files.vsock] {
             if socket.as_os_str().len() > MAX_SOCKET_PATH {
                 return Err(StartVmError::PathTooLong {

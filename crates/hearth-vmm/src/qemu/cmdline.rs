@@ -18,12 +18,12 @@ pub struct RunFiles {
 }
 
 impl RunFiles {
-    pub fn new(run_dir: &Path) -> Self {
+    pub fn new(config: &VmConfig) -> Self {
         RunFiles {
-            qmp: run_dir.join("qmp.sock"),
-            console: run_dir.join("console.log"),
-            vhost_user: run_dir.join("vhost-vsock.sock"),
-            vsock: run_dir.join("vsock.sock"),
+            qmp: config.run_dir.join("qmp.sock"),
+            console: config.run_dir.join("console.log"),
+            vhost_user: config.run_dir.join("vhost-vsock.sock"),
+            vsock: config.vsock_uds.clone(),
         }
     }
 }
@@ -140,13 +140,14 @@ mod tests {
             vcpus: 2,
             mem_size_mib: 512,
             run_dir: "/run/vm".into(),
+            vsock_uds: "/run/vm/vsock.sock".into(),
             accel,
         }
     }
 
     fn joined(accel: Accel) -> String {
-        let files = RunFiles::new(Path::new("/run/vm"));
-        qemu_args(&config(accel), &files)
+        let config = config(accel);
+        qemu_args(&config, &RunFiles::new(&config))
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()

@@ -1,0 +1,86 @@
+//! Host side of the agent protocol: the readiness handshake and per-operation connections.
+
+use std::path::Path;
+
+use hearth_agent_proto::{
+    check_version, read_frame_async, write_frame_async, FrameError, GuestMessage, HostMessage,
+    RemoteError, AGENT_PORT, PROTOCOL_VERSION,
+};
+use hearth_vmm::vsock::{self, VsockError};
+use tokio::net::{UnixListener, UnixStream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("failed to reach the guest agent")]
+    Connect(#[source] VsockError),
+    #[error("lost the connection to the guest agent")]
+    Frame(#[from] FrameError),
+    #[error("the guest agent closed the connection unexpectedly")]
+    Closed,
+    #[error("the guest agent refused the request")]
+    Remote(#[source] RemoteError),
+    #[error("the guest agent sent {got} where {expected} was expected")]
+    Unexpected { expected: &'static str, got: String },
+}
+
+/// Reads the next message, treating a clean close as an error.
+pub(crate) async fn next_message(stream: &mut UnixStream) -> Result<GuestMessage, AgentError> {
+    read_frame_async(stream).await?.ok_or(AgentError::Closed)
+}
+
+/// Waits for the agent's guest-initiated ready connection and answers its hello.
+pub(crate) async fn accept_ready(listener: &UnixListener) -> Result<String, AgentError> {
+    let (mut stream, _) = listener
+        .accept()
+        .await
+        .map_err(|e| AgentError::Frame(FrameError::Io(e)))?;
+    let agent_version = match next_message(&mut stream).await? {
+        GuestMessage::Hello {
+            version,
+            agent_version,
+        } => {
+            // Answer first so the agent can report the mismatch on the console as well.
+            write_frame_async(
+                &mut stream,
+                &HostMessage::Hello {
+                    version: PROTOCOL_VERSION,
+                },
+            )
+            .await?;
+            check_version(version).map_err(AgentError::Remote)?;
+            agent_version
+        }
+        other => return Err(unexpected("hello", &other)),
+    };
+    Ok(agent_version)
+}
+
+/// Opens a connection for one operation and exchanges hellos.
+pub(crate) async fn open(uds: &Path) -> Result<UnixStream, AgentError> {
+    let mut stream = vsock::connect(uds, AGENT_PORT)
+        .await
+        .map_err(AgentError::Connect)?;
+    write_frame_async(
+        &mut stream,
+        &HostMessage::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .await?;
+    match next_message(&mut stream).await? {
+        GuestMessage::Hello { version, .. } => {
+            check_version(version).map_err(AgentError::Remote)?;
+            Ok(stream)
+        }
+        GuestMessage::Error(e) => Err(AgentError::Remote(e)),
+        other => Err(unexpected("hello", &other)),
+    }
+}
+
+pub(crate) fn unexpected(expected: &'static str, got: &GuestMessage) -> AgentError {
+    let got = format!("{got:?}");
+    AgentError::Unexpected {
+        expected,
+        got: got.chars().take(80).collect(),
+    }
+}

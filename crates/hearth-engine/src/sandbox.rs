@@ -1,0 +1,268 @@
+//! One sandbox: a booted VM whose agent is ready, with its run dir. The only place that joins
+//! boot assets, the VMM and the agent for a start.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hearth_agent_proto::{write_frame_async, ExecRequest, GuestMessage, HostMessage, READY_PORT};
+use hearth_vmm::{vsock, Accel, DiskConfig, StartVmError, Vm, VmConfig, VmExit, Vmm};
+use tokio::net::UnixListener;
+use tokio::time::timeout;
+
+use crate::agent::{self, AgentError};
+use crate::exec::{self, ExecError, ExecInput, ExecOutput};
+
+/// Lines of the guest console shown when a boot fails.
+const CONSOLE_TAIL_LINES: usize = 40;
+
+/// How long a clean power-off may take before the VM is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// Read-only root filesystem image (ext4) the guest overlays with a writable layer.
+    pub rootfs: PathBuf,
+    pub vcpus: u8,
+    pub mem_size_mib: u32,
+    /// How long the guest agent may take to report ready.
+    pub boot_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("failed to create the run dir `{}`", path.display())]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to listen for the guest agent on `{}`", path.display())]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to start the VM")]
+    Start(#[from] StartVmError),
+    #[error(
+        "the guest agent did not report ready within {timeout:?}; last console lines:\n{console}"
+    )]
+    Timeout { timeout: Duration, console: String },
+    #[error("the VM exited during boot ({exit:?}); last console lines:\n{console}")]
+    VmExited { exit: VmExit, console: String },
+    #[error("the guest agent failed its ready handshake; last console lines:\n{console}")]
+    Handshake {
+        console: String,
+        #[source]
+        source: AgentError,
+    },
+}
+
+/// A running sandbox. Dropping it kills the VM and removes its run dir.
+#[derive(Debug)]
+pub struct Sandbox {
+    id: String,
+    run_dir: PathBuf,
+    vm: Box<dyn Vm>,
+    agent_version: String,
+}
+
+impl Sandbox {
+    pub(crate) async fn boot(
+        vmm: &dyn Vmm,
+        accel: Accel,
+        vms_dir: &Path,
+        config: &SandboxConfig,
+    ) -> Result<Sandbox, BootError> {
+        let id = new_id();
+        let run_dir = vms_dir.join(&id);
+        std::fs::create_dir_all(&run_dir).map_err(|source| BootError::RunDir {
+            path: run_dir.clone(),
+            source,
+        })?;
+        // Removes the run dir if anything below fails.
+        let guard = RunDirGuard(Some(run_dir.clone()));
+        let vsock_uds = run_dir.join("vsock.sock");
+        let ready_path = vsock::listener_path(&vsock_uds, READY_PORT);
+        let listener = UnixListener::bind(&ready_path).map_err(|source| BootError::Listen {
+            path: ready_path,
+            source,
+        })?;
+        let vm_config = VmConfig {
+            kernel: config.kernel.clone(),
+            initramfs: config.initramfs.clone(),
+            cmdline: format!("quiet hearth.rootfs=/dev/vda hearth.hostname={id}"),
+            disks: vec![DiskConfig {
+                path: config.rootfs.clone(),
+                read_only: true,
+            }],
+            vcpus: config.vcpus,
+            mem_size_mib: config.mem_size_mib,
+            run_dir: run_dir.clone(),
+            vsock_uds,
+            accel,
+        };
+        let mut vm = vmm.start(&vm_config).await?;
+        tracing::info!(sandbox = %id, pid = ?vm.pid(), "vm started");
+        let ready = tokio::select! {
+            ready = timeout(config.boot_timeout, agent::accept_ready(&listener)) => ready,
+            exit = vm.wait() => {
+                return Err(BootError::VmExited { exit, console: console_tail(vm.console_log()) });
+            }
+        };
+        let agent_version = match ready {
+            Ok(Ok(version)) => version,
+            Ok(Err(source)) => {
+                vm.stop(Duration::ZERO).await;
+                let console = console_tail(vm.console_log());
+                return Err(BootError::Handshake { console, source });
+            }
+            Err(_) => {
+                vm.stop(Duration::ZERO).await;
+                return Err(BootError::Timeout {
+                    timeout: config.boot_timeout,
+                    console: console_tail(vm.console_log()),
+                });
+            }
+        };
+        tracing::info!(sandbox = %id, %agent_version, "agent ready");
+        guard.disarm();
+        Ok(Sandbox {
+            id,
+            run_dir,
+            vm,
+            agent_version,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn agent_version(&self) -> &str {
+        &self.agent_version
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Host pid of the VMM process.
+    pub fn vmm_pid(&self) -> Option<u32> {
+        self.vm.pid()
+    }
+
+    /// Starts a process in the guest. Returns its guest pid and its input and output halves.
+    pub async fn exec(
+        &self,
+        request: ExecRequest,
+    ) -> Result<(u32, ExecInput, ExecOutput), ExecError> {
+        exec::start(self.vm.vsock_uds(), request).await
+    }
+
+    /// Checks that the agent answers.
+    pub async fn ping(&self) -> Result<(), AgentError> {
+        let mut stream = agent::open(self.vm.vsock_uds()).await?;
+        write_frame_async(&mut stream, &HostMessage::Ping).await?;
+        match agent::next_message(&mut stream).await? {
+            GuestMessage::Pong => Ok(()),
+            other => Err(agent::unexpected("pong", &other)),
+        }
+    }
+
+    /// Asks the agent to power the guest off cleanly; kills the VM if that does not happen
+    /// within a few seconds. Removes the run dir.
+    pub async fn shutdown(mut self) -> VmExit {
+        let requested = timeout(SHUTDOWN_GRACE, self.request_shutdown()).await;
+        let exit = match requested {
+            Ok(Ok(())) => match timeout(SHUTDOWN_GRACE, self.vm.wait()).await {
+                Ok(exit) => exit,
+                Err(_) => self.vm.stop(Duration::ZERO).await,
+            },
+            _ => self.vm.stop(SHUTDOWN_GRACE).await,
+        };
+        tracing::info!(sandbox = %self.id, ?exit, "vm stopped");
+        exit
+    }
+
+    /// Ends the VM at once.
+    pub async fn kill(mut self) -> VmExit {
+        self.vm.stop(Duration::ZERO).await
+    }
+
+    async fn request_shutdown(&self) -> Result<(), AgentError> {
+        let mut stream = agent::open(self.vm.vsock_uds()).await?;
+        write_frame_async(&mut stream, &HostMessage::Shutdown).await?;
+        match agent::next_message(&mut stream).await? {
+            GuestMessage::ShuttingDown => Ok(()),
+            other => Err(agent::unexpected("shutting down", &other)),
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // The VM's own drop kills its processes; the run dir is ours.
+        if let Err(e) = std::fs::remove_dir_all(&self.run_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(sandbox = %self.id, error = %e, "failed to remove run dir");
+            }
+        }
+    }
+}
+
+struct RunDirGuard(Option<PathBuf>);
+
+impl RunDirGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RunDirGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn new_id() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// The last lines of the console log, for boot failure messages.
+pub fn console_tail(path: &Path) -> String {
+    let text = std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_else(|e| format!("(console log `{}` unreadable: {e})", path.display()));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_console_tail_keeps_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        let tail = console_tail(&path);
+        assert!(tail.starts_with("line 60\n"));
+        assert!(tail.ends_with("line 99"));
+    }
+
+    #[test]
+    fn test_new_ids_are_distinct_hex() {
+        let a = new_id();
+        assert_eq!(a.len(), 12);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, new_id());
+    }
+}
