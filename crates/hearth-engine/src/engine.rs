@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use hearth_vmm::{Accel, Vmm};
 
+use crate::backend::{self, BackendError};
 use crate::paths::StateDir;
 use crate::sandbox::{BootError, Sandbox, SandboxConfig};
 
@@ -24,6 +25,14 @@ pub struct Engine {
 impl Engine {
     pub fn new(state: StateDir, vmm: Box<dyn Vmm>, accel: Accel) -> Self {
         Engine { state, vmm, accel }
+    }
+
+    /// The engine this host supports: the QEMU backend, with KVM only where it is hardware KVM.
+    pub fn detect(state: StateDir) -> Result<Self, BackendError> {
+        let vmm = backend::qemu_backend()?;
+        let choice = backend::choose_accel(backend::kvm_kind(std::path::Path::new("/")));
+        tracing::debug!(accel = ?choice.accel, reason = %choice.reason, "accelerator chosen");
+        Ok(Engine::new(state, Box::new(vmm), choice.accel))
     }
 
     pub fn state(&self) -> &StateDir {

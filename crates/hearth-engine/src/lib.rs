@@ -7,6 +7,7 @@
 //! - [`paths::StateDir`]: where everything lives on disk.
 
 mod agent;
+pub mod backend;
 mod engine;
 pub mod exec;
 pub mod paths;

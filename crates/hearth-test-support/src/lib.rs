@@ -1,1 +1,29 @@
-//! hearth-test-support
+//! hearth-test-support: fixtures for tests that boot real VMs.
+//!
+//! - [`assets`]: builds the static guest agent and runs `hearth setup` once into a shared dir.
+//! - [`host::TestHost`]: a fresh state dir per test with the shared boot assets, a `hearth`
+//!   command bound to it, and a check that nothing of the test's VMs is left on the host.
+//! - [`initramfs::busybox_initramfs`]: guests that misbehave on purpose.
+//! - [`pty::PtySession`]: runs `hearth` on a pseudo-terminal for interactive tests.
+//! - [`wait_until`]: polling instead of sleeps.
+
+pub mod assets;
+pub mod host;
+pub mod initramfs;
+pub mod pty;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

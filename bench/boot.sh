@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Boot benchmark: `hearth run -- true` against a raw QEMU microvm boot of the same kernel and
+# initramfs whose /init only powers off, measured in the same run (interleaved), median of RUNS.
+# Usage: bench/boot.sh [RUNS]   (env: HEARTH=path/to/hearth, HEARTH_STATE_DIR)
+set -euo pipefail
+runs=${1:-7}
+hearth=${HEARTH:-hearth}
+state=${HEARTH_STATE_DIR:-/var/lib/hearth}
+kernel=$state/boot/vmlinuz
+initramfs=$state/boot/initramfs.cpio
+for f in "$kernel" "$initramfs"; do
+    [ -f "$f" ] || { echo "missing $f: run hearth setup" >&2; exit 1; }
+done
+accel=tcg
+if "$hearth" doctor --json 2>/dev/null | grep -q '"accel": *"kvm"'; then accel=kvm; fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# Baseline initramfs: hearth's own, with a second archive appended whose /init overrides the
+# agent by a busybox script that powers off at once (the kernel unpacks both, later wins).
+mkdir -p "$tmp/root/bin"
+cp /bin/busybox "$tmp/root/bin/busybox"
+printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' > "$tmp/root/init"
+chmod 755 "$tmp/root/init"
+(cd "$tmp/root" && find . | cpio --quiet -o -H newc) > "$tmp/overlay.cpio"
+cat "$initramfs" "$tmp/overlay.cpio" > "$tmp/baseline.cpio"
+
+raw_boot() {
+    qemu-system-x86_64 -M microvm,acpi=on,pcie=off,rtc=on -accel "$accel" -cpu max -smp 1 -m 512M \
+        -nodefaults -no-user-config -display none -no-reboot \
+        -kernel "$kernel" -initrd "$tmp/baseline.cpio" \
+        -append "console=ttyS0 panic=-1 reboot=t quiet" -serial "file:$tmp/console.log"
+}
+hearth_run() { "$hearth" run -- true; }
+
+elapsed_ms() {
+    local start end
+    start=$(date +%s%N)
+    "$@" > /dev/null 2>&1 || { echo "benchmark command failed: $*" >&2; exit 1; }
+    end=$(date +%s%N)
+    echo $(( (end - start) / 1000000 ))
+}
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+raw=(); ours=()
+hearth_run > /dev/null 2>&1 || { echo "hearth run failed; try it by hand" >&2; exit 1; }  # warm caches
+for _ in $(seq "$runs"); do
+    raw+=("$(elapsed_ms raw_boot)")
+    ours+=("$(elapsed_ms hearth_run)")
+done
+raw_med=$(printf '%s\n' "${raw[@]}" | median)
+ours_med=$(printf '%s\n' "${ours[@]}" | median)
+echo "accelerator:              $accel (runs: $runs, medians)"
+echo "raw QEMU boot → poweroff: ${raw_med} ms   [${raw[*]}]"
+echo "hearth run -- true:       ${ours_med} ms   [${ours[*]}]"
+awk -v a="$ours_med" -v b="$raw_med" 'BEGIN { printf "ratio hearth/raw:         %.2f (goal ≤ 1.15)\n", a / b }'

@@ -1,0 +1,116 @@
+//! Boot assets shared by every test: built once per machine state, under a file lock so
+//! parallel test processes do not race.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context};
+use nix::fcntl::{Flock, FlockArg};
+
+/// The programs a VM test needs, with what to install for each.
+const REQUIRED: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "apt-get install qemu-system-x86"),
+    ("mkfs.ext4", "apt-get install e2fsprogs"),
+    (
+        "vhost-device-vsock",
+        "cargo install vhost-device-vsock --version 0.3.0 --locked (or run ./install.sh)",
+    ),
+];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `<target>` from the path of a binary in `<target>/<profile>/`.
+fn target_dir(hearth_bin: &Path) -> PathBuf {
+    hearth_bin
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| workspace_root().join("target"), Path::to_path_buf)
+}
+
+/// A state dir holding `boot/` and `images/` from `hearth setup`, made on first use.
+pub fn shared_state(hearth_bin: &Path) -> &'static Path {
+    static STATE: OnceLock<PathBuf> = OnceLock::new();
+    STATE.get_or_init(|| match build(hearth_bin) {
+        Ok(dir) => dir,
+        Err(e) => panic!("cannot prepare the test boot assets: {e:#}"),
+    })
+}
+
+fn build(hearth_bin: &Path) -> anyhow::Result<PathBuf> {
+    check_programs()?;
+    let target = target_dir(hearth_bin);
+    let state = target.join("test-assets");
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let lock_path = state.join(".lock");
+    let lock_file =
+        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .context("locking the test assets")?;
+    let agent = build_agent(&target)?;
+    let status = Command::new(hearth_bin)
+        .arg("setup")
+        .arg("--agent")
+        .arg(&agent)
+        .env("HEARTH_STATE_DIR", &state)
+        .status()
+        .context("running hearth setup")?;
+    if !status.success() {
+        bail!("`hearth setup` failed ({status})");
+    }
+    Ok(state)
+}
+
+/// Builds the guest agent as a static binary, as install.sh does.
+fn build_agent(target: &Path) -> anyhow::Result<PathBuf> {
+    let agent_target = target.join("agent");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "hearth-agent",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--target-dir",
+        ])
+        .arg(&agent_target)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .status()
+        .context("running cargo to build the guest agent")?;
+    if !status.success() {
+        bail!("building the static guest agent failed ({status})");
+    }
+    Ok(agent_target.join("x86_64-unknown-linux-gnu/release/hearth-agent"))
+}
+
+fn check_programs() -> anyhow::Result<()> {
+    let missing: Vec<String> = REQUIRED
+        .iter()
+        .filter(|(program, _)| find_program(program).is_none())
+        .map(|(program, fix)| format!("`{program}` ({fix})"))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "VM tests need programs that are missing: {}",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let home_cargo = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
+    std::env::split_paths(&path)
+        .chain(home_cargo)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}

@@ -1,0 +1,107 @@
+//! A throwaway state dir per test, sharing the boot assets built once by [`crate::assets`].
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::assets;
+
+/// A fresh state dir whose `boot/` and `images/` link to the shared assets. Removed on drop,
+/// unless the test is failing, when it is kept and its path printed.
+#[derive(Debug)]
+pub struct TestHost {
+    hearth_bin: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl TestHost {
+    /// `hearth_bin` is the binary under test (`env!("CARGO_BIN_EXE_hearth")`).
+    pub fn new(hearth_bin: &str) -> anyhow::Result<Self> {
+        let hearth_bin = PathBuf::from(hearth_bin);
+        let shared = assets::shared_state(&hearth_bin);
+        // Under /tmp so socket paths stay within the 108 bytes a Unix socket allows.
+        let dir = tempfile::Builder::new()
+            .prefix("hearth-test-")
+            .tempdir_in("/tmp")
+            .context("creating a test state dir")?;
+        for name in ["boot", "images"] {
+            std::os::unix::fs::symlink(shared.join(name), dir.path().join(name))
+                .with_context(|| format!("linking {name} into the test state dir"))?;
+        }
+        Ok(TestHost {
+            hearth_bin,
+            dir: Some(dir),
+        })
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
+    }
+
+    pub fn hearth_bin(&self) -> &Path {
+        &self.hearth_bin
+    }
+
+    /// A `hearth` command bound to this state dir.
+    pub fn hearth(&self) -> Command {
+        let mut command = Command::new(&self.hearth_bin);
+        command.env("HEARTH_STATE_DIR", self.state_dir());
+        command.env_remove("HEARTH_LOG");
+        command
+    }
+
+    /// What VMs of this state dir left behind: run dirs, and live processes whose command line
+    /// names the state dir (QEMU, vhost-device-vsock). Empty when all is clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.state_dir().join("vms")) {
+            for entry in entries.flatten() {
+                found.push(format!("run dir {}", entry.path().display()));
+            }
+        }
+        let needle = self.state_dir().to_string_lossy().into_owned();
+        for pid in processes_mentioning(&needle) {
+            found.push(format!("process {pid}"));
+        }
+        found
+    }
+
+    /// Panics with the list of leftovers, waiting briefly for processes that are exiting.
+    pub fn assert_clean(&self) {
+        let clean = crate::wait_until(std::time::Duration::from_secs(5), || {
+            self.leftovers().is_empty().then_some(())
+        });
+        if clean.is_none() {
+            panic!("left behind after the test: {:?}", self.leftovers());
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("keeping test state dir {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// Pids of processes (not zombies) whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            // Zombies have an empty command line, so they never match.
+            String::from_utf8_lossy(&cmdline).contains(needle)
+        })
+        .collect()
+}
