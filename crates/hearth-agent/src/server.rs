@@ -1,0 +1,169 @@
+//! The agent's server: one thread per host connection, each carrying one operation.
+
+use std::convert::Infallible;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_agent_proto::{
+    check_version, read_frame, write_frame, ErrorCode, FrameError, GuestMessage, HostMessage,
+    RemoteError, PROTOCOL_VERSION,
+};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::Shutdown;
+
+use crate::exec::{self, ExecError};
+use crate::vsock::VsockListener;
+
+/// How long a shutdown waits for the host to close after hearing `ShuttingDown`, so the reply is
+/// not lost in a virtqueue when the VM powers off.
+const SHUTDOWN_LINGER_MS: u16 = 1000;
+
+/// A byte stream to the host: vsock in the guest, a Unix socket pair in tests. Duplicating the
+/// fd gives the output pump its own handle for writing.
+pub trait Connection: Read + Write + AsFd + From<OwnedFd> + Send + 'static {}
+
+impl<T: Read + Write + AsFd + From<OwnedFd> + Send + 'static> Connection for T {}
+
+/// Ends both directions of a connection, waking any thread blocked reading it.
+pub fn shut_down(conn: &impl AsFd) {
+    // Fails only if the peer is gone already, which is what we wanted.
+    let _ = nix::sys::socket::shutdown(conn.as_fd().as_raw_fd(), Shutdown::Both);
+}
+
+/// What the server does outside a single connection.
+#[derive(Clone)]
+pub struct Context {
+    on_shutdown: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Context {
+    /// `on_shutdown` runs after a `Shutdown` request was answered: as PID 1 it powers the guest
+    /// off and does not return.
+    pub fn new(on_shutdown: impl Fn() + Send + Sync + 'static) -> Self {
+        Context {
+            on_shutdown: Arc::new(on_shutdown),
+        }
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("failed to duplicate the connection")]
+    Duplicate(#[source] io::Error),
+    #[error("failed to read a frame from the host")]
+    Read(#[source] FrameError),
+    #[error("failed to send a reply to the host")]
+    Reply(#[source] FrameError),
+    #[error("exec failed")]
+    Exec(#[from] ExecError),
+}
+
+/// Accepts host connections, each served on its own thread, until accepting fails for good.
+pub fn serve(listener: &VsockListener, context: &Context) -> io::Result<Infallible> {
+    loop {
+        let stream = match listener.accept() {
+            Ok(stream) => stream,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                log!("accept failed: {e}; retrying");
+                // Out of fds: give running execs a moment to finish rather than spin.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+            Err(e) => return Err(e),
+        };
+        let context = context.clone();
+        let spawned = std::thread::Builder::new()
+            .name("connection".into())
+            .spawn(move || {
+                if let Err(e) = handle_connection(stream, &context) {
+                    log!("connection: {}", crate::log::one_line(&e));
+                }
+            });
+        if let Err(e) = spawned {
+            log!("failed to start a connection thread: {e}; dropping the connection");
+        }
+    }
+}
+
+/// Serves one connection: the versioned hello, then one request.
+pub fn handle_connection<C: Connection>(conn: C, context: &Context) -> Result<(), ConnectionError> {
+    let mut writer = C::from(
+        conn.as_fd()
+            .try_clone_to_owned()
+            .map_err(ConnectionError::Duplicate)?,
+    );
+    let mut reader = BufReader::new(conn);
+    let Some(hello) = read_frame(&mut reader).map_err(ConnectionError::Read)? else {
+        return Ok(());
+    };
+    let version = match hello {
+        HostMessage::Hello { version } => version,
+        other => {
+            let message = format!("expected Hello first, got {}", exec::kind(&other));
+            return reply(&mut writer, &bad_request(message));
+        }
+    };
+    if let Err(mismatch) = check_version(version) {
+        return reply(&mut writer, &GuestMessage::Error(mismatch));
+    }
+    reply(&mut writer, &hello_message())?;
+
+    let Some(request) = read_frame(&mut reader).map_err(ConnectionError::Read)? else {
+        return Ok(());
+    };
+    match request {
+        HostMessage::Ping => reply(&mut writer, &GuestMessage::Pong),
+        HostMessage::Shutdown => {
+            log!("shutdown requested by the host");
+            reply(&mut writer, &GuestMessage::ShuttingDown)?;
+            linger(&writer);
+            (context.on_shutdown)();
+            Ok(())
+        }
+        HostMessage::Exec(request) => Ok(exec::run(&mut reader, writer, &request)?),
+        other => {
+            let message = format!(
+                "expected Exec, Ping or Shutdown, got {}",
+                exec::kind(&other)
+            );
+            reply(&mut writer, &bad_request(message))
+        }
+    }
+}
+
+/// The agent's hello, on every connection and on the ready connection.
+pub fn hello_message() -> GuestMessage {
+    GuestMessage::Hello {
+        version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+fn bad_request(message: String) -> GuestMessage {
+    GuestMessage::Error(RemoteError::new(ErrorCode::BadRequest, message))
+}
+
+fn reply<C: Connection>(writer: &mut C, message: &GuestMessage) -> Result<(), ConnectionError> {
+    write_frame(writer, message).map_err(ConnectionError::Reply)
+}
+
+/// Half-closes and waits (bounded) for the host to close its side.
+fn linger(conn: &impl AsFd) {
+    let _ = nix::sys::socket::shutdown(conn.as_fd().as_raw_fd(), Shutdown::Write);
+    let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(SHUTDOWN_LINGER_MS)) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => log!("shutdown: waiting for the host to close failed: {e}"),
+    }
+}

@@ -1,0 +1,61 @@
+//! The agent's few raw system calls: terminal ioctls, the hook that runs in a forked child before
+//! exec, and adopting the descriptor `accept4` returns.
+#![expect(
+    unsafe_code,
+    reason = "ioctls, pre-exec hooks and raw fds have no safe wrapper in nix 0.29"
+)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use hearth_agent_proto::TermSize;
+use nix::errno::Errno;
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+
+/// Sets a terminal's size; on a PTY master the kernel then sends SIGWINCH to the foreground
+/// process group of the slave.
+pub fn set_window_size(terminal: BorrowedFd<'_>, size: TermSize) -> nix::Result<()> {
+    let winsize = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` through the pointer, which points at a live local
+    // for the duration of the call; the fd is borrowed, so it stays open during the call.
+    let ret = unsafe { libc::ioctl(terminal.as_raw_fd(), libc::TIOCSWINSZ, &winsize) };
+    Errno::result(ret).map(drop)
+}
+
+/// Prepares what a child does between fork and exec: clear the signal mask it inherits from the
+/// agent (PID 1 blocks the shutdown signals in every thread), and for a PTY process start a new
+/// session with stdin (already the PTY slave) as its controlling terminal.
+pub fn prepare_child(command: &mut Command, controlling_terminal: bool) {
+    let hook = move || -> io::Result<()> {
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+        if controlling_terminal {
+            nix::unistd::setsid()?;
+            // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal a terminal that is
+            // another session's); fd 0 is the PTY slave std installed before running hooks.
+            let ret = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCSCTTY, 0) };
+            Errno::result(ret)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child of a multi-threaded process, where only
+    // async-signal-safe calls are allowed. It makes three system calls (sigprocmask, setsid,
+    // ioctl) on stack data, does not allocate, and converts errors with the allocation-free
+    // `From<Errno> for io::Error`.
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
+
+/// Takes ownership of a descriptor that `accept4` just returned.
+pub fn adopt_accepted(fd: RawFd) -> OwnedFd {
+    // SAFETY: `accept4` returned this fd to us a moment ago and nothing else has seen it, so
+    // this is its only owner and it is open.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
