@@ -1,20 +1,24 @@
 //! hearth-agent: `/init` inside a hearth guest, and the server the host drives over vsock.
 //!
-//! Boot inputs so far: the `hearth.*` kernel parameters ([`cmdline`]) and the initramfs's
-//! kernel modules ([`modules`]). The [`server`] serves one operation per vsock connection
-//! ([`vsock`]): ping, shutdown and exec (processes on pipes or a PTY, their output pumped back
-//! by `output`). Every child is reaped by one [`reaper`] thread that hands each exec its own
-//! child's status. The few unsafe calls live in `sys`.
+//! As PID 1 it mounts the pseudo filesystems ([`boot`]), loads the initramfs's kernel modules
+//! ([`modules`]), switches to the image's overlay root ([`boot`], configured by [`cmdline`]),
+//! announces readiness to the host ([`ready`]) and then serves one operation per vsock connection
+//! ([`server`]): ping, shutdown ([`power`]) and exec ([`exec`]: processes on pipes or a PTY, their
+//! output pumped back by [`output`]). Every child is reaped by one [`reaper`] thread that hands
+//! each exec its own child's status. The few unsafe calls live in `sys`.
 
 #[macro_use]
 pub mod log;
 
+pub mod boot;
 pub mod cmdline;
 mod env;
 mod exec;
 pub mod modules;
 mod output;
+pub mod power;
 mod pty;
+pub mod ready;
 pub mod reaper;
 pub mod server;
 mod spawn;

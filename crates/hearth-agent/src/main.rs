@@ -1,1 +1,54 @@
-fn main() {}
+//! `/init` of a hearth guest. As PID 1 it boots the guest, then serves the host; run as any
+//! other process it only serves (handy for trying it inside a VM by hand).
+
+use std::convert::Infallible;
+use std::path::Path;
+
+use anyhow::Context as _;
+use hearth_agent::cmdline::KernelCmdline;
+use hearth_agent::server::{self, Context};
+use hearth_agent::vsock::VsockListener;
+use hearth_agent::{boot, log, modules, power, ready};
+use hearth_agent_proto::AGENT_PORT;
+
+fn main() {
+    if std::process::id() == 1 {
+        run_as_init();
+    }
+    let context = Context::new(|| {
+        log!("shutdown requested; not PID 1, so exiting instead of powering off");
+        std::process::exit(0);
+    });
+    let Err(error) = serve(&context);
+    log!("fatal: {}", log::one_line(error.as_ref()));
+    std::process::exit(1);
+}
+
+fn run_as_init() -> ! {
+    if let Err(e) = power::block_shutdown_signals() {
+        log!("failed to block shutdown signals: {e}");
+    }
+    let Err(error) = boot_and_serve();
+    log!("fatal: {}", log::one_line(error.as_ref()));
+    power::power_off()
+}
+
+fn boot_and_serve() -> anyhow::Result<Infallible> {
+    boot::mount_pseudo_filesystems()?;
+    let cmdline = KernelCmdline::read().context("failed to read /proc/cmdline")?;
+    let loaded = modules::load_listed(Path::new(modules::MODULE_LIST))?;
+    log!("loaded {loaded} kernel modules");
+    boot::switch_to_image_root(&cmdline)?;
+    if let Some(hostname) = &cmdline.hostname {
+        boot::set_hostname(hostname)?;
+    }
+    power::watch_shutdown_signals().context("failed to start the signal thread")?;
+    serve(&Context::new(|| power::shut_down_gracefully()))
+}
+
+fn serve(context: &Context) -> anyhow::Result<Infallible> {
+    let listener = VsockListener::bind(AGENT_PORT)?;
+    ready::announce()?;
+    log!("ready on vsock port {AGENT_PORT}");
+    server::serve(&listener, context).context("failed to accept connections")
+}
