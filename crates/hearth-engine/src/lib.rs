@@ -8,10 +8,12 @@
 
 mod agent;
 pub mod backend;
+pub mod doctor;
 mod engine;
 pub mod exec;
 pub mod paths;
 mod sandbox;
+pub mod setup;
 
 pub use agent::AgentError;
 pub use engine::{Engine, DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCPUS};

@@ -1,0 +1,29 @@
+//! `hearth setup`: builds the boot assets into a [`StateDir`](crate::paths::StateDir).
+//!
+//! Three outputs, each rebuilt only when its inputs changed (a fingerprint is stored next to
+//! it) and each written atomically (temp file + rename):
+//! - the guest kernel, copied from the host ([`kernel`]);
+//! - hearth's initramfs: the agent as `/init` plus the kernel modules the guest needs, resolved
+//!   from `modules.dep` ([`modules`], [`initramfs`]);
+//! - the built-in default image, an ext4 made offline from busybox ([`default_image`]).
+//!
+//! [`setup`] runs them in order and returns a [`SetupReport`]; progress goes to a
+//! [`SetupReporter`] so the CLI can print it.
+
+mod assets;
+pub mod default_image;
+pub(crate) mod elf;
+mod fingerprint;
+pub mod initramfs;
+pub mod kernel;
+pub mod modules;
+
+pub use assets::{
+    setup, HostLayout, NoopReporter, SetupConfig, SetupError, SetupReport, SetupReporter, Step,
+    StepOutcome, StepReport,
+};
+pub use default_image::DefaultImageError;
+pub use elf::ElfError;
+pub use initramfs::InitramfsError;
+pub use kernel::{GuestKernel, KernelError};
+pub use modules::{GuestModule, ModulesError, GUEST_MODULES};
