@@ -30,7 +30,7 @@ impl Engine {
     /// The engine this host supports: the QEMU backend, with KVM only where it is hardware KVM.
     pub fn detect(state: StateDir) -> Result<Self, BackendError> {
         let vmm = backend::qemu_backend()?;
-        let choice = backend::choose_accel(backend::kvm_kind(std::path::Path::new("/")));
+        let choice = crate::doctor::accelerator();
         tracing::debug!(accel = ?choice.accel, reason = %choice.reason, "accelerator chosen");
         Ok(Engine::new(state, Box::new(vmm), choice.accel))
     }

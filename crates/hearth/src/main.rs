@@ -1,1 +1,34 @@
-fn main() {}
+//! The `hearth` command line: parses arguments, calls the engine, prints results.
+
+mod cli;
+
+use clap::Parser;
+
+use crate::cli::args::Cli;
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let code = match cli::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            cli::print_error(&e);
+            cli::FAILURE
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,hearth=debug,hearth_engine=debug,hearth_vmm=debug",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,193 @@
+//! Command-line arguments. Doc comments here are the help text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run untrusted code in microVMs with the ease of containers.
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, propagate_version = true)]
+pub struct Cli {
+    /// Where hearth keeps boot assets, images and VM run dirs.
+    #[arg(long, global = true, env = "HEARTH_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print debug logs to stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a microVM, run a command in it, and tear it down when the command ends.
+    Run(RunArgs),
+    /// Build hearth's boot assets: the initramfs with the guest agent, and the default image.
+    Setup(SetupArgs),
+    /// Report what hearth found on this host and what is missing.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The exit status is the guest command's: 125 when hearth itself fails, \
+126 when the command cannot be executed, 127 when it is not found, 128+N when it is killed \
+by signal N.\n\nExamples:\n  hearth run -- uname -a\n  hearth run -it -- sh\n  \
+echo hi | hearth run -i -- cat"
+)]
+pub struct RunArgs {
+    /// Keep stdin open and send it to the command.
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// Run the command on a pseudo-terminal (use with -i for a shell).
+    #[arg(short, long)]
+    pub tty: bool,
+
+    /// Set an environment variable in the guest (KEY=VALUE, or KEY to copy it from here).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Working directory of the command inside the guest.
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Number of virtual CPUs.
+    #[arg(long, value_name = "N", default_value_t = hearth_engine::DEFAULT_VCPUS,
+          value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub cpus: u8,
+
+    /// Guest memory: a number of bytes, or with a suffix k, m, g (e.g. 512M, 2G).
+    #[arg(short, long, value_name = "SIZE", value_parser = parse_memory_mib, default_value = "512M")]
+    pub memory: u32,
+
+    /// Guest kernel to boot instead of the one `hearth setup` installed.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// Initramfs to boot instead of the one `hearth setup` built.
+    #[arg(long, value_name = "PATH")]
+    pub initramfs: Option<PathBuf>,
+
+    /// How long to wait for the guest agent, e.g. 30s or 2m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub boot_timeout: Duration,
+
+    /// Image to boot. Only the built-in `default` image (busybox) exists so far.
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// Command and arguments to run in the guest (after `--`); default: `sh`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Guest kernel to use (default: the newest /boot/vmlinuz-* with modules installed).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// Static guest agent binary (default: `hearth-agent` beside this binary, then
+    /// /usr/local/lib/hearth/hearth-agent).
+    #[arg(long, value_name = "PATH", env = "HEARTH_AGENT")]
+    pub agent: Option<PathBuf>,
+
+    /// Rebuild everything even when it is up to date.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `512M`, `2G`, `1048576` into MiB.
+pub fn parse_memory_mib(value: &str) -> Result<u32, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, suffix) = value.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{value}` is not a size like 512M or 2G"))?;
+    let bytes = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => Some(number),
+        "k" | "kb" | "kib" => number.checked_mul(1 << 10),
+        "m" | "mb" | "mib" => number.checked_mul(1 << 20),
+        "g" | "gb" | "gib" => number.checked_mul(1 << 30),
+        _ => {
+            return Err(format!(
+                "unknown size suffix `{suffix}` in `{value}`; use k, m or g"
+            ))
+        }
+    }
+    .ok_or_else(|| format!("`{value}` is too large"))?;
+    let mib = bytes / (1 << 20);
+    if mib < 64 {
+        return Err(format!(
+            "`{value}` is too little memory; a guest needs at least 64M"
+        ));
+    }
+    u32::try_from(mib).map_err(|_| format!("`{value}` is too large"))
+}
+
+/// Parses `30s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{value}` is not a duration like 30s or 2m"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "m" => number.saturating_mul(60),
+        "h" => number.saturating_mul(3600),
+        _ => return Err(format!("unknown unit `{unit}` in `{value}`; use s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_parse_memory_units() {
+        assert_eq!(parse_memory_mib("512M"), Ok(512));
+        assert_eq!(parse_memory_mib("2g"), Ok(2048));
+        assert_eq!(parse_memory_mib("1073741824"), Ok(1024));
+    }
+
+    #[test]
+    fn test_parse_memory_rejects_bad_values() {
+        assert!(parse_memory_mib("lots").is_err());
+        assert!(parse_memory_mib("12X").is_err());
+        assert!(parse_memory_mib("1M").is_err());
+        assert!(parse_memory_mib("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn test_parse_duration_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn test_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,38 @@
+//! Argument definitions, one file per subcommand, and the terminal helpers they share.
+
+pub mod args;
+mod commands;
+pub mod terminal;
+
+use hearth_engine::paths::StateDir;
+
+use self::args::{Cli, Command};
+
+/// Exit status when hearth itself fails (docker's value for `run`).
+pub const FAILURE: i32 = 125;
+
+/// Runs the chosen subcommand and returns the process exit status.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let state = cli.state_dir.map_or_else(StateDir::from_env, StateDir::new);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => commands::run::run(&commands::engine(state)?, args).await,
+            Command::Setup(args) => commands::setup::setup(&state, &args),
+            Command::Doctor(args) => commands::doctor::doctor(&state, &args),
+        }
+    });
+    // A read of our stdin may still be blocked in a runtime thread; do not wait for it.
+    runtime.shutdown_background();
+    result
+}
+
+/// Prints an error and its causes, one per line, the way every hearth command reports failure.
+pub fn print_error(error: &anyhow::Error) {
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

@@ -1,0 +1,205 @@
+//! Bad input and failing guests: clear errors, docker's exit codes, nothing left behind.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use hearth_test_support::host::processes_mentioning;
+use hearth_test_support::initramfs::busybox_initramfs;
+use hearth_test_support::wait_until;
+
+use crate::{code, host, stderr, stdout};
+
+#[test]
+fn test_unknown_flag_is_a_usage_error() {
+    let host = host();
+    let output = host.hearth().args(["run", "--bogus"]).output().unwrap();
+    assert_eq!(code(&output), 2);
+    assert!(stderr(&output).contains("--bogus"), "{}", stderr(&output));
+}
+
+#[test]
+fn test_bad_memory_value_is_a_usage_error() {
+    let host = host();
+    let output = host
+        .hearth()
+        .args(["run", "--memory", "lots", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 2);
+    assert!(
+        stderr(&output).contains("not a size"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn test_missing_kernel_is_named() {
+    let host = host();
+    let output = host
+        .hearth()
+        .args(["run", "--kernel", "/nonexistent/vmlinuz", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 125);
+    assert!(
+        stderr(&output).contains("kernel `/nonexistent/vmlinuz` does not exist"),
+        "{}",
+        stderr(&output)
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn test_missing_initramfs_is_named() {
+    let host = host();
+    let output = host
+        .hearth()
+        .args(["run", "--initramfs", "/nonexistent/initramfs", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 125);
+    assert!(
+        stderr(&output).contains("initramfs `/nonexistent/initramfs` does not exist"),
+        "{}",
+        stderr(&output)
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn test_unknown_image_is_refused() {
+    let host = host();
+    let output = host
+        .hearth()
+        .args(["run", "nosuchimage", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 125);
+    assert!(
+        stderr(&output).contains("unknown image `nosuchimage`"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn test_missing_guest_command_exits_127_and_not_executable_126() {
+    let host = host();
+    let output = host.hearth().args(["run", "--", "/nope"]).output().unwrap();
+    assert_eq!(code(&output), 127, "stderr: {}", stderr(&output));
+    assert!(stderr(&output).contains("/nope"), "{}", stderr(&output));
+    let output = host
+        .hearth()
+        .args(["run", "--", "/etc/passwd"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 126, "stderr: {}", stderr(&output));
+    host.assert_clean();
+}
+
+#[test]
+fn test_guest_that_never_answers_times_out_with_console_tail() {
+    let host = host();
+    let initramfs = host.state_dir().join("silent.cpio");
+    busybox_initramfs(
+        &initramfs,
+        "echo silent-init-started\nwhile true; do /bin/busybox sleep 1; done",
+    )
+    .unwrap();
+    let output = host
+        .hearth()
+        .args(["run", "--boot-timeout", "8s", "--initramfs"])
+        .arg(&initramfs)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 125);
+    let err = stderr(&output);
+    assert!(err.contains("did not report ready within 8s"), "{err}");
+    assert!(
+        err.contains("silent-init-started"),
+        "console tail missing: {err}"
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn test_guest_kernel_panic_ends_the_run_with_console_tail() {
+    let host = host();
+    let initramfs = host.state_dir().join("panic.cpio");
+    // PID 1 exiting makes the kernel panic.
+    busybox_initramfs(&initramfs, "echo about-to-exit\nexit 1").unwrap();
+    let output = host
+        .hearth()
+        .args(["run", "--initramfs"])
+        .arg(&initramfs)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 125);
+    let err = stderr(&output);
+    assert!(err.contains("VM exited during boot"), "{err}");
+    assert!(err.contains("Kernel panic"), "console tail missing: {err}");
+    host.assert_clean();
+}
+
+/// Starts `hearth run -- sh -c 'echo started; sleep 600'` and waits for `started`.
+fn start_sleeper(host: &hearth_test_support::host::TestHost) -> std::process::Child {
+    let mut child = host
+        .hearth()
+        .args(["run", "--", "sh", "-c", "echo started; sleep 600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "started\n");
+    child
+}
+
+fn signal_run(signal: nix::sys::signal::Signal, expected: i32) {
+    let host = host();
+    let child = start_sleeper(&host);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, signal).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(code(&output), expected, "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), "");
+    host.assert_clean();
+}
+
+#[test]
+fn test_sigterm_tears_the_vm_down() {
+    signal_run(nix::sys::signal::Signal::SIGTERM, 143);
+}
+
+#[test]
+fn test_sigint_tears_the_vm_down() {
+    signal_run(nix::sys::signal::Signal::SIGINT, 130);
+}
+
+#[test]
+fn test_sigkill_of_hearth_takes_the_vmm_with_it() {
+    let host = host();
+    let mut child = start_sleeper(&host);
+    let needle = host.state_dir().to_string_lossy().into_owned();
+    assert!(
+        !processes_mentioning(&needle).is_empty(),
+        "qemu should be running"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = wait_until(Duration::from_secs(10), || {
+        processes_mentioning(&needle).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "VMM processes survived hearth: {:?}",
+        processes_mentioning(&needle)
+    );
+}

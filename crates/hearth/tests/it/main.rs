@@ -1,0 +1,36 @@
+//! End-to-end tests of the `hearth` binary. Every test here boots real microVMs (QEMU with TCG
+//! on machines without hardware KVM) through the same command line a user types.
+
+mod engine;
+mod failures;
+mod run;
+mod tty;
+
+use std::process::Output;
+
+use hearth_test_support::host::TestHost;
+
+pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
+
+pub fn host() -> TestHost {
+    TestHost::new(HEARTH).expect("test host")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Exit code, with a readable failure when the process was killed by a signal instead.
+pub fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or_else(|| {
+        panic!(
+            "hearth ended by signal: {:?}\nstderr:\n{}",
+            output.status,
+            stderr(output)
+        )
+    })
+}
