@@ -246,6 +246,10 @@ mod tests {
             encode_frame(&huge, &mut buf),
             Err(FrameError::TooLarge { .. })
         ));
-        assert_eq!(buf, [1, 2, 3], "a refused frame leaves the buffer as it was");
+        assert_eq!(
+            buf,
+            [1, 2, 3],
+            "a refused frame leaves the buffer as it was"
+        );
     }
 }

@@ -27,10 +27,7 @@ pub enum HostMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GuestMessage {
     /// The agent's hello: the reply to the host's, and the first frame on the ready connection.
-    Hello {
-        version: u32,
-        agent_version: String,
-    },
+    Hello { version: u32, agent_version: String },
     /// The process was spawned.
     Started { pid: u32 },
     /// Output from the process's stdout (or the PTY).
