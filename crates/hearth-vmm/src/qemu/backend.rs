@@ -68,7 +68,8 @@ impl Vmm for QemuVmm {
         )
         .await?;
         let qemu_log = config.run_dir.join("qemu.log");
-        let mut qemu = spawn(&self.qemu, qemu_args(config, &files), &qemu_log)?;
+        let args = qemu_args(config, &files, super::tsc::host_tsc_khz());
+        let mut qemu = spawn(&self.qemu, args, &qemu_log)?;
         wait_for_socket(&mut qemu, &self.qemu, &files.qmp, &qemu_log).await?;
         // QMP is how the VM is stopped; a VM that cannot be controlled is not worth keeping.
         let qmp = match Qmp::connect(&files.qmp).await {

@@ -46,11 +46,18 @@ pub fn vhost_vsock_args(files: &RunFiles) -> Vec<OsString> {
     ]
 }
 
-pub fn qemu_args(config: &VmConfig, files: &RunFiles) -> Vec<OsString> {
+/// Kernel arguments for TCG guests: a TSC rate given rather than calibrated (see `tsc.rs`), and
+/// no clocksource watchdog, which would otherwise distrust the TSC when the host is busy.
+fn tcg_cmdline(tsc_khz: u64) -> String {
+    format!("tsc_early_khz={tsc_khz} tsc=reliable no_timer_check")
+}
+
+/// QEMU's arguments; `tsc_khz` is the host's TSC rate, used under TCG.
+pub fn qemu_args(config: &VmConfig, files: &RunFiles, tsc_khz: u64) -> Vec<OsString> {
     let mem = format!("{}M", config.mem_size_mib);
-    let accel = match config.accel {
-        Accel::Kvm => "kvm",
-        Accel::Tcg => "tcg",
+    let (accel, accel_cmdline) = match config.accel {
+        Accel::Kvm => ("kvm", String::new()),
+        Accel::Tcg => ("tcg", format!(" {}", tcg_cmdline(tsc_khz))),
     };
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |parts: &[&dyn AsRef<std::ffi::OsStr>]| {
@@ -82,7 +89,7 @@ pub fn qemu_args(config: &VmConfig, files: &RunFiles) -> Vec<OsString> {
         &"-initrd",
         &config.initramfs,
         &"-append",
-        &format!("{BASE_CMDLINE} {}", config.cmdline),
+        &format!("{BASE_CMDLINE}{accel_cmdline} {}", config.cmdline),
         &"-chardev",
         &chardev_arg("file", "console", &files.console),
         &"-serial",
@@ -147,7 +154,7 @@ mod tests {
 
     fn joined(accel: Accel) -> String {
         let config = config(accel);
-        qemu_args(&config, &RunFiles::new(&config))
+        qemu_args(&config, &RunFiles::new(&config), 2_445_406)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -169,6 +176,12 @@ mod tests {
     }
 
     #[test]
+    fn test_tsc_rate_is_given_only_under_tcg() {
+        assert!(joined(Accel::Tcg).contains("tsc_early_khz=2445406"));
+        assert!(!joined(Accel::Kvm).contains("tsc_early_khz"));
+    }
+
+    #[test]
     fn test_qemu_args_escape_commas_in_disk_paths() {
         assert!(
             joined(Accel::Tcg).contains("file=/images/a,,b.ext4,format=raw,if=none,readonly=on")
@@ -179,7 +192,7 @@ mod tests {
     fn test_qemu_args_console_and_cmdline() {
         let args = joined(Accel::Tcg);
         assert!(
-            args.contains("-append console=ttyS0 panic=-1 reboot=t quiet hearth.rootfs=/dev/vda")
+            args.contains("-append console=ttyS0 panic=-1 reboot=t tsc_early_khz=2445406 tsc=reliable no_timer_check quiet hearth.rootfs=/dev/vda")
         );
         assert!(args.contains("-chardev file,id=console,path=/run/vm/console.log"));
         assert!(args.contains("-no-reboot"));

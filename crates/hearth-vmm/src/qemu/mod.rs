@@ -3,5 +3,6 @@
 mod backend;
 pub mod cmdline;
 pub mod qmp;
+mod tsc;
 
 pub use backend::{QemuVm, QemuVmm};
