@@ -99,6 +99,10 @@ pub struct SetupArgs {
     /// Rebuild everything even when it is up to date.
     #[arg(long)]
     pub force: bool,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

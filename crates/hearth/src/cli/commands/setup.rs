@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use hearth_engine::paths::StateDir;
-use hearth_engine::setup::{self, SetupConfig, SetupReporter, StepOutcome};
+use hearth_engine::setup::{self, SetupConfig, SetupReporter, Step, StepOutcome};
 
 use crate::cli::args::SetupArgs;
 
@@ -34,27 +34,32 @@ pub fn setup(state: &StateDir, args: &SetupArgs) -> anyhow::Result<i32> {
     config.force = args.force;
     let report = setup::setup(state, &config, &StderrReporter)
         .with_context(|| format!("setup of `{}` failed", state.root().display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
     let version = report
         .kernel
         .version
         .as_deref()
         .unwrap_or("unknown version");
     println!(
-        "kernel:        {} ({version})",
+        "guest kernel   {} ({version})",
         report.kernel.path.display()
     );
+    println!("modules        {} in the initramfs", report.modules.len());
     for step in &report.steps {
+        let name = match step.step {
+            Step::Kernel => "kernel",
+            Step::Initramfs => "initramfs",
+            Step::DefaultImage => "default image",
+        };
         let outcome = match step.outcome {
             StepOutcome::Built => "built",
             StepOutcome::UpToDate => "up to date",
         };
-        println!(
-            "{:<14} {} ({outcome})",
-            format!("{:?}:", step.step).to_lowercase(),
-            step.output.display()
-        );
+        println!("{name:<14} {} ({outcome})", step.output.display());
     }
-    println!("modules:       {}", report.modules.len());
     Ok(0)
 }
 
