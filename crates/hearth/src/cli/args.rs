@@ -112,16 +112,22 @@ pub struct DoctorArgs {
     pub json: bool,
 }
 
-/// Parses `512M`, `2G`, `1048576` into MiB.
-pub fn parse_memory_mib(value: &str) -> Result<u32, String> {
-    let value = value.trim();
+/// Splits `512M` into 512 and `M`; `example` names the expected form in the error.
+fn split_number<'a>(value: &'a str, example: &str) -> Result<(u64, &'a str), String> {
     let split = value
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(value.len());
     let (digits, suffix) = value.split_at(split);
-    let number: u64 = digits
+    let number = digits
         .parse()
-        .map_err(|_| format!("`{value}` is not a size like 512M or 2G"))?;
+        .map_err(|_| format!("`{value}` is not {example}"))?;
+    Ok((number, suffix))
+}
+
+/// Parses `512M`, `2G`, `1048576` into MiB.
+pub fn parse_memory_mib(value: &str) -> Result<u32, String> {
+    let value = value.trim();
+    let (number, suffix) = split_number(value, "a size like 512M or 2G")?;
     let bytes = match suffix.to_ascii_lowercase().as_str() {
         "" | "b" => Some(number),
         "k" | "kb" | "kib" => number.checked_mul(1 << 10),
@@ -146,13 +152,7 @@ pub fn parse_memory_mib(value: &str) -> Result<u32, String> {
 /// Parses `30s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (digits, unit) = value.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{value}` is not a duration like 30s or 2m"))?;
+    let (number, unit) = split_number(value, "a duration like 30s or 2m")?;
     let seconds = match unit {
         "" | "s" => number,
         "m" => number.saturating_mul(60),

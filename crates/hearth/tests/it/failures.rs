@@ -35,36 +35,18 @@ fn test_bad_memory_value_is_a_usage_error() {
 }
 
 #[test]
-fn test_missing_kernel_is_named() {
+fn test_missing_kernel_and_initramfs_are_named() {
     let host = host();
-    let output = host
-        .hearth()
-        .args(["run", "--kernel", "/nonexistent/vmlinuz", "--", "true"])
-        .output()
-        .unwrap();
-    assert_eq!(code(&output), 125);
-    assert!(
-        stderr(&output).contains("kernel `/nonexistent/vmlinuz` does not exist"),
-        "{}",
-        stderr(&output)
-    );
-    host.assert_clean();
-}
-
-#[test]
-fn test_missing_initramfs_is_named() {
-    let host = host();
-    let output = host
-        .hearth()
-        .args(["run", "--initramfs", "/nonexistent/initramfs", "--", "true"])
-        .output()
-        .unwrap();
-    assert_eq!(code(&output), 125);
-    assert!(
-        stderr(&output).contains("initramfs `/nonexistent/initramfs` does not exist"),
-        "{}",
-        stderr(&output)
-    );
+    for (flag, what) in [("--kernel", "kernel"), ("--initramfs", "initramfs")] {
+        let output = host
+            .hearth()
+            .args(["run", flag, "/nonexistent/file", "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&output), 125);
+        let expected = format!("{what} `/nonexistent/file` does not exist");
+        assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
+    }
     host.assert_clean();
 }
 
