@@ -162,3 +162,26 @@ fn test_run_large_output_arrives_whole() {
     assert_eq!(host_sum.split_whitespace().next(), Some(guest_sum.as_str()));
     host.assert_clean();
 }
+
+#[test]
+fn test_closed_stdout_stops_the_guest_writer_with_sigpipe() {
+    let host = host();
+    let mut child = host
+        .hearth()
+        .args(["run", "--", "yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "y\n");
+    // The reader above is dropped: like `hearth run -- yes | head -1`.
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(code(&output), 128 + 13, "stderr: {}", stderr(&output));
+    host.assert_clean();
+}

@@ -148,11 +148,23 @@ async fn run_in(
     let mut winch = signal(SignalKind::window_change()).context("failed to handle SIGWINCH")?;
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
+    let mut stdout_closed = false;
     let completion = loop {
         tokio::select! {
             event = output.next() => match event? {
-                Some(ExecEvent::Stdout(data)) => write_out(&mut stdout, &data).await,
-                Some(ExecEvent::Stderr(data)) => write_out(&mut stderr, &data).await,
+                Some(ExecEvent::Stdout(data)) => {
+                    if !write_out(&mut stdout, &data).await {
+                        // Our reader is gone (`| head`): the guest writer gets what a local
+                        // one would, SIGPIPE. Only once, then its output is dropped.
+                        if !stdout_closed {
+                            input.lock().await.signal(libc::SIGPIPE).await?;
+                        }
+                        stdout_closed = true;
+                    }
+                }
+                Some(ExecEvent::Stderr(data)) => {
+                    write_out(&mut stderr, &data).await;
+                }
                 Some(ExecEvent::Exited(status)) => break Completion::Exited(status.shell_code()),
                 None => bail!("the guest process ended without an exit status"),
             },
@@ -169,11 +181,9 @@ async fn run_in(
     Ok(completion)
 }
 
-/// Writes guest output; a closed stdout (e.g. `| head`) just stops the copy, as in a shell.
-async fn write_out(out: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) {
-    if out.write_all(data).await.is_ok() {
-        let _ = out.flush().await;
-    }
+/// Writes guest output; false when the reader has gone away.
+async fn write_out(out: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) -> bool {
+    out.write_all(data).await.is_ok() && out.flush().await.is_ok()
 }
 
 /// Copies our stdin to the guest process until EOF.
