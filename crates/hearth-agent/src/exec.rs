@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hearth_agent_proto::{
-    read_frame, write_frame, ExecRequest, FrameError, GuestMessage, HostMessage,
+    read_frame, write_frame, ErrorCode, ExecRequest, FrameError, GuestMessage, HostMessage,
+    RemoteError,
 };
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -30,8 +31,6 @@ const RECHECK_MS: u16 = 100;
 pub enum ExecError {
     #[error("failed to send the exec reply")]
     Reply(#[source] FrameError),
-    #[error("failed to duplicate the connection for the output pump")]
-    Duplicate(#[source] io::Error),
     #[error("failed to start the output pump thread")]
     Thread(#[source] io::Error),
     #[error("the output pump thread panicked")]
@@ -58,6 +57,20 @@ pub fn run<C: Connection>(
             log!("exec: failed to kill process group {pid}: {e}");
         }
     };
+    let (mut input, sources) = match split_stdio(stdio) {
+        Ok(split) => split,
+        Err(e) => {
+            kill_job();
+            let reply = GuestMessage::Error(RemoteError {
+                code: ErrorCode::Internal,
+                chain: vec![
+                    "exec: failed to set up the process's stdio".to_owned(),
+                    e.to_string(),
+                ],
+            });
+            return write_frame(&mut writer, &reply).map_err(ExecError::Reply);
+        }
+    };
     let started = GuestMessage::Started {
         pid: pid.as_raw().unsigned_abs(),
     };
@@ -65,13 +78,6 @@ pub fn run<C: Connection>(
         kill_job();
         return Err(ExecError::Reply(e));
     }
-    let (mut input, sources) = match split_stdio(stdio) {
-        Ok(split) => split,
-        Err(e) => {
-            kill_job();
-            return Err(ExecError::Duplicate(e));
-        }
-    };
     let done = Arc::new(AtomicBool::new(false));
     let pump_done = Arc::clone(&done);
     let pump = std::thread::Builder::new()
@@ -156,10 +162,11 @@ impl Session<'_> {
                 Ok(Some(message)) => message,
                 Ok(None) => return,
                 Err(e) => {
-                    if !self.done.load(Ordering::SeqCst) {
+                    // An I/O error is the host going away; anything else is a broken peer.
+                    if !matches!(e, FrameError::Io(_)) {
                         log!("exec: dropping connection: {}", crate::log::one_line(&e));
-                        shut_down(reader.get_ref());
                     }
+                    shut_down(reader.get_ref());
                     return;
                 }
             };
