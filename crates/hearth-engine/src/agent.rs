@@ -84,3 +84,42 @@ pub(crate) fn unexpected(expected: &'static str, got: &GuestMessage) -> AgentErr
         got: got.chars().take(80).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hearth_agent_proto::ErrorCode;
+
+    use super::*;
+
+    /// An agent from another release says hello with another version: the host answers with
+    /// its own (so the agent can report it too) and fails with the mismatch.
+    #[tokio::test]
+    async fn test_ready_hello_with_other_version_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ready.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let agent = tokio::spawn(async move {
+            let mut stream = UnixStream::connect(&path).await.unwrap();
+            let hello = GuestMessage::Hello {
+                version: PROTOCOL_VERSION + 1,
+                agent_version: "9.9.9".to_owned(),
+            };
+            write_frame_async(&mut stream, &hello).await.unwrap();
+            read_frame_async::<HostMessage, _>(&mut stream)
+                .await
+                .unwrap()
+        });
+        let err = accept_ready(&listener).await.unwrap_err();
+        let AgentError::Remote(remote) = &err else {
+            panic!("unexpected error {err:?}");
+        };
+        assert_eq!(remote.code, ErrorCode::VersionMismatch);
+        assert!(remote.to_string().contains("hearth setup"), "{remote}");
+        assert_eq!(
+            agent.await.unwrap(),
+            Some(HostMessage::Hello {
+                version: PROTOCOL_VERSION
+            })
+        );
+    }
+}
