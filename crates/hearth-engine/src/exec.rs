@@ -18,7 +18,8 @@ pub enum ExecEvent {
 /// Sends input and control to a running guest process.
 #[derive(Debug)]
 pub struct ExecInput {
-    writer: OwnedWriteHalf,
+    /// Always `Some` until drop; see the `Drop` impl.
+    writer: Option<OwnedWriteHalf>,
 }
 
 /// Receives a running guest process's output and exit status.
@@ -83,7 +84,9 @@ pub(crate) async fn start(
     let (reader, writer) = stream.into_split();
     Ok((
         pid,
-        ExecInput { writer },
+        ExecInput {
+            writer: Some(writer),
+        },
         ExecOutput {
             reader,
             done: false,
@@ -109,9 +112,24 @@ impl ExecInput {
     }
 
     async fn send(&mut self, message: HostMessage) -> Result<(), ExecError> {
-        write_frame_async(&mut self.writer, &message)
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or(ExecError::Stream(AgentError::Closed))?;
+        write_frame_async(writer, &message)
             .await
             .map_err(|e| ExecError::Stream(e.into()))
+    }
+}
+
+impl Drop for ExecInput {
+    fn drop(&mut self) {
+        // A dropped write half would shut down the write side, and vhost-device-vsock turns a
+        // half-close into closing the whole connection, losing the output still to come. The
+        // socket closes for real when the output half is dropped too.
+        if let Some(writer) = self.writer.take() {
+            writer.forget();
+        }
     }
 }
 

@@ -79,7 +79,7 @@ async fn test_thousand_rapid_execs_on_one_vm_leak_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_concurrent_execs_on_one_vm() {
+async fn test_concurrent_execs_and_early_input_drop_on_one_vm() {
     let host = host();
     let engine = Engine::detect(hearth_engine::paths::StateDir::new(host.state_dir()))
         .expect("engine for this host");
@@ -93,6 +93,16 @@ async fn test_concurrent_execs_on_one_vm() {
         assert_eq!(status, ExitStatus::Code(0));
         assert_eq!(out, format!("{i}\n"));
     }
+
+    // Dropping the input half early must not cut off the output still to come.
+    let (_pid, input, output) = sandbox
+        .exec(request(&["sh", "-c", "sleep 0.3; echo late"]))
+        .await
+        .expect("exec");
+    drop(input);
+    let (stdout, status) = collect(output).await;
+    assert_eq!((stdout, status), (b"late\n".to_vec(), ExitStatus::Code(0)));
+
     sandbox.kill().await;
     host.assert_clean();
 }
