@@ -175,15 +175,19 @@ mod tests {
                 proptest::collection::vec(".*", 0..4),
                 proptest::collection::vec(".*", 0..4),
                 proptest::option::of(".*"),
-                any::<bool>()
+                any::<bool>(),
+                proptest::option::of(".*")
             )
-                .prop_map(|(argv, env, cwd, stdin)| HostMessage::Exec(ExecRequest {
-                    argv,
-                    env,
-                    cwd,
-                    tty: None,
-                    stdin
-                })),
+                .prop_map(|(argv, env, cwd, stdin, user)| HostMessage::Exec(
+                    ExecRequest {
+                        argv,
+                        env,
+                        cwd,
+                        tty: None,
+                        stdin,
+                        user
+                    }
+                )),
             Just(HostMessage::StdinEof),
             Just(HostMessage::Shutdown),
         ]

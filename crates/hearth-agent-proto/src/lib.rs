@@ -19,7 +19,7 @@ pub use message::{
 };
 
 /// Version of this protocol; bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Guest vsock port on which the agent accepts operations from the host.
 pub const AGENT_PORT: u32 = 1024;

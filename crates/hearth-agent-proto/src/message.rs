@@ -57,6 +57,9 @@ pub struct ExecRequest {
     pub tty: Option<TermSize>,
     /// Whether the host will send stdin; without it the process gets `/dev/null`.
     pub stdin: bool,
+    /// User to run as, as in an image config: `name`, `uid`, `name:group` or `uid:gid`, resolved
+    /// in the guest's `/etc/passwd` and `/etc/group`. `None` means root.
+    pub user: Option<String>,
 }
 
 /// Terminal size in character cells.

@@ -48,7 +48,7 @@ pub fn lookup<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, value)| value.as_str())
 }
 
-fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+pub fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
     match env.iter_mut().find(|(k, _)| k == key) {
         Some(entry) => entry.1 = value.to_owned(),
         None => env.push((key.to_owned(), value.to_owned())),

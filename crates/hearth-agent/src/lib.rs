@@ -23,4 +23,5 @@ pub mod reaper;
 pub mod server;
 mod spawn;
 mod sys;
+mod user;
 pub mod vsock;

@@ -16,6 +16,7 @@ use crate::env::{self, EnvError};
 use crate::pty::{self, PtyError};
 use crate::reaper::{ExitWatch, Reaper, ReaperError};
 use crate::sys;
+use crate::user::{self, UserError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -37,6 +38,8 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    #[error("exec: cannot run as the requested user")]
+    User(#[from] UserError),
     #[error("exec: failed to set up a terminal")]
     Pty(#[from] PtyError),
     #[error("exec: failed to watch for the process's exit")]
@@ -47,9 +50,10 @@ impl SpawnError {
     /// The error as the host sees it: a stable code and the message chain.
     pub fn to_remote(&self) -> RemoteError {
         let code = match self {
-            SpawnError::EmptyArgv | SpawnError::Env(_) | SpawnError::Cwd { .. } => {
-                ErrorCode::BadRequest
-            }
+            SpawnError::EmptyArgv
+            | SpawnError::Env(_)
+            | SpawnError::Cwd { .. }
+            | SpawnError::User(_) => ErrorCode::BadRequest,
             SpawnError::NotInPath { .. } | SpawnError::NotFound { .. } => ErrorCode::NotFound,
             SpawnError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             SpawnError::Start { .. } | SpawnError::Pty(_) | SpawnError::Reaper(_) => {
@@ -88,7 +92,18 @@ pub fn spawn(request: &ExecRequest) -> Result<Spawned, SpawnError> {
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok());
-    let env = env::build(hostname.as_deref(), &request.env, request.tty.is_some())?;
+    let credentials = request
+        .user
+        .as_deref()
+        .map(|spec| user::resolve(spec, Path::new(user::PASSWD), Path::new(user::GROUP)))
+        .transpose()?;
+    let mut env = env::build(hostname.as_deref(), &request.env, request.tty.is_some())?;
+    if let Some(home) = credentials.as_ref().and_then(|c| c.home.as_deref()) {
+        // The user's home, unless the request chose one.
+        if !request.env.iter().any(|e| e.starts_with("HOME=")) {
+            env::set(&mut env, "HOME", home);
+        }
+    }
     let cwd = request.cwd.as_deref().unwrap_or("/");
     if !Path::new(cwd).is_dir() {
         return Err(SpawnError::Cwd {
@@ -125,7 +140,7 @@ pub fn spawn(request: &ExecRequest) -> Result<Spawned, SpawnError> {
             None
         }
     };
-    sys::prepare_child(&mut command, master.is_some());
+    sys::prepare_child(&mut command, master.is_some(), credentials);
 
     let (mut child, pid, exit) = Reaper::global()
         .prepare()?

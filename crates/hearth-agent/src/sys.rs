@@ -14,6 +14,8 @@ use hearth_agent_proto::TermSize;
 use nix::errno::Errno;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 
+use crate::user::Credentials;
+
 /// Sets a terminal's size; on a PTY master the kernel then sends SIGWINCH to the foreground
 /// process group of the slave.
 pub fn set_window_size(terminal: BorrowedFd<'_>, size: TermSize) -> nix::Result<()> {
@@ -31,8 +33,14 @@ pub fn set_window_size(terminal: BorrowedFd<'_>, size: TermSize) -> nix::Result<
 
 /// Prepares what a child does between fork and exec: clear the signal mask it inherits from the
 /// agent (PID 1 blocks the shutdown signals in every thread), and for a PTY process start a new
-/// session with stdin (already the PTY slave) as its controlling terminal.
-pub fn prepare_child(command: &mut Command, controlling_terminal: bool) {
+/// session with stdin (already the PTY slave) as its controlling terminal; then drop to the
+/// requested user. The drop happens here rather than through std's `uid`/`gid`, which run before
+/// hooks and would leave no privilege for `setsid`'s terminal steal or for `setgroups`.
+pub fn prepare_child(
+    command: &mut Command,
+    controlling_terminal: bool,
+    credentials: Option<Credentials>,
+) {
     let hook = move || -> io::Result<()> {
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
         if controlling_terminal {
@@ -42,12 +50,18 @@ pub fn prepare_child(command: &mut Command, controlling_terminal: bool) {
             let ret = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCSCTTY, 0) };
             Errno::result(ret)?;
         }
+        if let Some(credentials) = &credentials {
+            // Groups first: after setuid the process may no longer change them.
+            nix::unistd::setgroups(&credentials.groups)?;
+            nix::unistd::setgid(credentials.gid)?;
+            nix::unistd::setuid(credentials.uid)?;
+        }
         Ok(())
     };
     // SAFETY: the hook runs in the forked child of a multi-threaded process, where only
-    // async-signal-safe calls are allowed. It makes three system calls (sigprocmask, setsid,
-    // ioctl) on stack data, does not allocate, and converts errors with the allocation-free
-    // `From<Errno> for io::Error`.
+    // async-signal-safe calls are allowed. It makes system calls (sigprocmask, setsid, ioctl,
+    // setgroups, setgid, setuid) on stack data or on the group list allocated before the fork,
+    // does not allocate, and converts errors with the allocation-free `From<Errno> for io::Error`.
     unsafe {
         command.pre_exec(hook);
     }

@@ -362,3 +362,31 @@ fn test_exec_frames_sent_with_the_request_are_not_lost() {
     assert_eq!(status, ExitStatus::Code(0));
     host.finish();
 }
+
+#[test]
+fn test_exec_user_drops_to_passwd_ids_and_home() {
+    // `nobody` (65534) is in every Debian /etc/passwd, which the agent reads here on the host.
+    let (output, status) = run_request(ExecRequest {
+        user: Some("nobody".into()),
+        ..request(&["sh", "-c", "id -u; id -g; echo \"$HOME\""])
+    });
+    assert_eq!(status, ExitStatus::Code(0));
+    assert_eq!(output.stdout_text(), "65534\n65534\n/nonexistent\n");
+}
+
+#[test]
+fn test_exec_unknown_user_is_bad_request_naming_it() {
+    let mut host = connect();
+    let err = host
+        .exec(ExecRequest {
+            user: Some("hearth-no-such-user".into()),
+            ..request(&["true"])
+        })
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadRequest);
+    assert!(
+        err.chain.iter().any(|c| c.contains("hearth-no-such-user")),
+        "{err}"
+    );
+    host.finish();
+}

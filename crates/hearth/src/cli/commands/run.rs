@@ -115,6 +115,7 @@ fn exec_request(args: &RunArgs) -> ExecRequest {
         cwd: args.workdir.clone(),
         tty: args.tty.then(terminal::size),
         stdin: args.interactive,
+        user: None,
     }
 }
 
