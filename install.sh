@@ -35,9 +35,9 @@ if ! "$PREFIX/bin/vhost-device-vsock" --version 2>/dev/null | grep -q "$VHOST_VS
 fi
 
 step "Building hearth"
-cargo build --quiet --release --locked -p hearth
+cargo build --quiet --release -p hearth
 step "Building the static guest agent"
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release --locked -p hearth-agent \
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release -p hearth-agent \
     --target x86_64-unknown-linux-gnu --target-dir target/agent
 install -D -m 0755 target/release/hearth "$PREFIX/bin/hearth"
 install -D -m 0755 target/agent/x86_64-unknown-linux-gnu/release/hearth-agent \

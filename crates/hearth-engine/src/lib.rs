@@ -14,6 +14,7 @@ pub mod exec;
 pub mod paths;
 mod sandbox;
 pub mod setup;
+pub mod state;
 
 pub use agent::AgentError;
 pub use engine::{Engine, DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCPUS};

@@ -60,6 +60,11 @@ impl StateDir {
         self.images_dir().join("default.ext4")
     }
 
+    /// The SQLite database of sandboxes that outlive a command.
+    pub fn database(&self) -> PathBuf {
+        self.root.join("hearth.db")
+    }
+
     /// Parent of the per-VM run dirs (sockets, console log).
     pub fn vms_dir(&self) -> PathBuf {
         self.root.join("vms")
