@@ -39,21 +39,8 @@ by signal N.\n\nExamples:\n  hearth run -- uname -a\n  hearth run -it -- sh\n  \
 echo hi | hearth run -i -- cat"
 )]
 pub struct RunArgs {
-    /// Keep stdin open and send it to the command.
-    #[arg(short, long)]
-    pub interactive: bool,
-
-    /// Run the command on a pseudo-terminal (use with -i for a shell).
-    #[arg(short, long)]
-    pub tty: bool,
-
-    /// Set an environment variable in the guest (KEY=VALUE, or KEY to copy it from here).
-    #[arg(short, long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-
-    /// Working directory of the command inside the guest.
-    #[arg(short, long, value_name = "DIR")]
-    pub workdir: Option<String>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
 
     /// Number of virtual CPUs.
     #[arg(long, value_name = "N", default_value_t = hearth_engine::DEFAULT_VCPUS,
@@ -83,6 +70,30 @@ pub struct RunArgs {
     /// Command and arguments to run in the guest (after `--`); default: `sh`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// How a guest process is attached to this terminal: shared by `run` and `exec`.
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Keep stdin open and send it to the command.
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// Run the command on a pseudo-terminal (use with -i for a shell).
+    #[arg(short, long)]
+    pub tty: bool,
+
+    /// Set an environment variable in the guest (KEY=VALUE, or KEY to copy it from here).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Working directory of the command inside the guest.
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// User to run as in the guest: a name or uid[:gid] from the guest's /etc/passwd.
+    #[arg(short, long, value_name = "USER")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Args)]

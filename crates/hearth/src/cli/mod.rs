@@ -2,6 +2,7 @@
 
 pub mod args;
 mod commands;
+pub mod session;
 pub mod terminal;
 
 use hearth_engine::paths::StateDir;
