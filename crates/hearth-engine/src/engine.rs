@@ -57,6 +57,15 @@ impl Engine {
 
     /// Boots a sandbox and waits until its agent is ready.
     pub async fn boot(&self, config: &SandboxConfig) -> Result<Sandbox, BootError> {
-        Sandbox::boot(self.vmm.as_ref(), self.accel, &self.state.vms_dir(), config).await
+        self.boot_with_id(crate::sandbox::new_id(), config).await
+    }
+
+    /// Boots a sandbox whose id was chosen already (a detached sandbox's row names it).
+    pub async fn boot_with_id(
+        &self,
+        id: String,
+        config: &SandboxConfig,
+    ) -> Result<Sandbox, BootError> {
+        Sandbox::boot(self.vmm.as_ref(), self.accel, &self.state.vms_dir(), id, config).await
     }
 }

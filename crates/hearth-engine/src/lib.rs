@@ -21,4 +21,14 @@ pub use engine::{Engine, DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCP
 pub use exec::{ExecError, ExecEvent, ExecInput, ExecOutput};
 pub use hearth_agent_proto::{ExecRequest, ExitStatus, TermSize};
 pub use hearth_vmm::{Accel, VmExit};
-pub use sandbox::{console_tail, BootError, Sandbox, SandboxConfig};
+pub use sandbox::{console_tail, new_id, BootError, Sandbox, SandboxConfig};
+
+/// Starts a process in a running sandbox of another process (a detached sandbox's supervisor),
+/// through the hybrid vsock socket in its run dir.
+pub async fn exec_in(
+    state: &paths::StateDir,
+    id: &str,
+    request: ExecRequest,
+) -> Result<(u32, ExecInput, ExecOutput), ExecError> {
+    exec::start(&sandbox::vsock_path(&state.vms_dir().join(id)), request).await
+}

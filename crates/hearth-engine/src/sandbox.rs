@@ -75,9 +75,9 @@ impl Sandbox {
         vmm: &dyn Vmm,
         accel: Accel,
         vms_dir: &Path,
+        id: String,
         config: &SandboxConfig,
     ) -> Result<Sandbox, BootError> {
-        let id = new_id();
         let run_dir = vms_dir.join(&id);
         std::fs::create_dir_all(&run_dir).map_err(|source| BootError::RunDir {
             path: run_dir.clone(),
@@ -85,7 +85,7 @@ impl Sandbox {
         })?;
         // Removes the run dir if anything below fails.
         let guard = RunDirGuard(Some(run_dir.clone()));
-        let vsock_uds = run_dir.join("vsock.sock");
+        let vsock_uds = vsock_path(&run_dir);
         let ready_path = vsock::listener_path(&vsock_uds, READY_PORT);
         let listener = UnixListener::bind(&ready_path).map_err(|source| BootError::Listen {
             path: ready_path,
@@ -163,6 +163,11 @@ impl Sandbox {
         exec::start(self.vm.vsock_uds(), request).await
     }
 
+    /// Waits until the VM exits by itself. Cancel-safe.
+    pub async fn wait(&mut self) -> VmExit {
+        self.vm.wait().await
+    }
+
     /// Checks that the agent answers.
     pub async fn ping(&self) -> Result<(), AgentError> {
         let mut stream = agent::open(self.vm.vsock_uds()).await?;
@@ -230,7 +235,13 @@ impl Drop for RunDirGuard {
     }
 }
 
-fn new_id() -> String {
+/// The host side of a sandbox's hybrid vsock, inside its run dir.
+pub(crate) fn vsock_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("vsock.sock")
+}
+
+/// A fresh sandbox id: 12 hex digits, like a short container id.
+pub fn new_id() -> String {
     format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
