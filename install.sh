@@ -18,7 +18,8 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-packages=(qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs cpio file)
+packages=(qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs cpio file
+    pkg-config libnftnl-dev libmnl-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

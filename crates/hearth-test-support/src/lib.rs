@@ -4,12 +4,15 @@
 //! - [`host::TestHost`]: a fresh state dir per test with the shared boot assets, a `hearth`
 //!   command bound to it, and a check that nothing of the test's VMs is left on the host.
 //! - [`initramfs::busybox_initramfs`]: guests that misbehave on purpose.
+//! - [`netns::TestInternet`]: a test host in its own namespace, routed from the host, with
+//!   HTTP and UDP echo servers: the only place network tests send traffic.
 //! - [`pty::PtySession`]: runs `hearth` on a pseudo-terminal for interactive tests.
 //! - [`wait_until`]: polling instead of sleeps.
 
 pub mod assets;
 pub mod host;
 pub mod initramfs;
+pub mod netns;
 pub mod pty;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,25 @@
+//! hearth-net: the network of each sandbox, made through netlink only.
+//!
+//! - [`SandboxNetwork`]: a namespace per sandbox with a veth pair to the host, a tap for the
+//!   guest, NAT out, and one nftables table in the namespace enforcing the [`EgressPolicy`].
+//! - [`policy`]: egress policies and the rules they become (pure, unit-tested).
+//! - [`pool`]: the fixed guest addresses and the host-side `/30` pool.
+//! - [`netns`]: named namespaces and running code inside one.
+//! - [`NetNames`]: every host object's name, `hearth` prefix plus sandbox id.
+
+pub mod link;
+mod names;
+pub mod netns;
+mod network;
+mod nft;
+pub mod policy;
+pub mod pool;
+mod sys;
+
+pub use link::LinkError;
+pub use names::{InvalidSandboxId, NetNames};
+pub use network::{
+    leftovers, remove_by_names, GuestAddressing, NetworkConfig, NetworkError, SandboxNetwork,
+};
+pub use nft::NftError;
+pub use policy::{EgressPolicy, PolicyError};

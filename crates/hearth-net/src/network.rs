@@ -1,0 +1,352 @@
+//! One sandbox's network: namespace, veth pair to the host, tap for the guest, the policy
+//! table in the namespace and the NAT table on the host. Created whole or not at all; removed
+//! by the names recorded at creation.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::link::{self, LinkError};
+use crate::names::{InvalidSandboxId, NetNames};
+use crate::netns::{self, NetnsError};
+use crate::nft::{self, IfaceIndexes, NftError};
+use crate::policy::{namespace_rules, BlockedDestinations, EgressPolicy};
+use crate::pool::{self, LinkSlot, PoolError, GATEWAY_ADDR, GUEST_ADDR, GUEST_PREFIX_LEN};
+
+/// Serializes address allocation between concurrent hearth processes.
+const POOL_LOCK: &str = "/run/hearth-net.lock";
+
+/// What to build for one sandbox.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub policy: EgressPolicy,
+    /// Pool the host↔namespace `/30` links are taken from.
+    pub pool: Ipv4Network,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            policy: EgressPolicy::default(),
+            pool: pool::default_pool(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(transparent)]
+    InvalidId(#[from] InvalidSandboxId),
+    #[error("failed to take the address pool lock `{POOL_LOCK}`")]
+    Lock(#[source] std::io::Error),
+    #[error("failed to pick host-side addresses")]
+    Pool(#[from] PoolError),
+    #[error("failed to create network namespace `{name}`")]
+    Netns {
+        name: String,
+        #[source]
+        source: NetnsError,
+    },
+    #[error("failed to set up the links of network namespace `{netns}`")]
+    Links {
+        netns: String,
+        #[source]
+        source: LinkError,
+    },
+    #[error("failed to create tap `{tap}` in network namespace `{netns}`")]
+    Tap {
+        tap: String,
+        netns: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to write nftables table `{table}`")]
+    Nft {
+        table: String,
+        #[source]
+        source: NftError,
+    },
+    #[error("failed to enable IP forwarding (`{}`)", path.display())]
+    Forwarding {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to remove the network of sandbox `{id}`: {failures}")]
+    Teardown { id: String, failures: String },
+}
+
+/// Addresses the guest is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestAddressing {
+    pub addr: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: std::net::Ipv4Addr,
+}
+
+/// A sandbox's network. Dropping it removes everything (best effort, logged).
+#[derive(Debug)]
+pub struct SandboxNetwork {
+    id: String,
+    names: NetNames,
+    netns_path: PathBuf,
+    slot: LinkSlot,
+    removed: bool,
+}
+
+impl SandboxNetwork {
+    /// Builds the network of sandbox `id`. On failure nothing of it is left behind.
+    pub fn create(id: &str, config: &NetworkConfig) -> Result<Self, NetworkError> {
+        let names = NetNames::for_sandbox(id)?;
+        let lock = lock_pool()?;
+        let host_addrs =
+            link::run(None, |l| async move { l.addresses().await }).map_err(|source| {
+                NetworkError::Links {
+                    netns: "host".to_owned(),
+                    source,
+                }
+            })?;
+        let used: Vec<_> = host_addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let slot = pool::allocate(config.pool, &used)?;
+        let netns_path = netns::create(&names.netns).map_err(|source| NetworkError::Netns {
+            name: names.netns.clone(),
+            source,
+        })?;
+        let network = SandboxNetwork {
+            id: id.to_owned(),
+            names,
+            netns_path,
+            slot,
+            removed: false,
+        };
+        // From here on, a failure drops `network`, which removes what was made.
+        network.create_veth()?;
+        drop(lock);
+        let blocked = BlockedDestinations {
+            host_addrs,
+            pool: IpNetwork::V4(config.pool),
+        };
+        network.configure_namespace(&config.policy, &blocked)?;
+        network.configure_host()?;
+        tracing::info!(sandbox = %id, netns = %network.names.netns, host = %slot.host, "network created");
+        Ok(network)
+    }
+
+    pub fn names(&self) -> &NetNames {
+        &self.names
+    }
+
+    /// Path of the namespace (`/run/netns/<name>`), for running the VMM inside it.
+    pub fn netns_path(&self) -> &Path {
+        &self.netns_path
+    }
+
+    /// The host↔namespace link addresses.
+    pub fn link(&self) -> LinkSlot {
+        self.slot
+    }
+
+    pub fn guest(&self) -> GuestAddressing {
+        GuestAddressing {
+            addr: GUEST_ADDR,
+            prefix_len: GUEST_PREFIX_LEN,
+            gateway: GATEWAY_ADDR,
+        }
+    }
+
+    fn links_err(&self) -> impl FnOnce(LinkError) -> NetworkError + '_ {
+        |source| NetworkError::Links {
+            netns: self.names.netns.clone(),
+            source,
+        }
+    }
+
+    fn create_veth(&self) -> Result<(), NetworkError> {
+        let names = &self.names;
+        let (netns_path, slot) = (&self.netns_path, self.slot);
+        link::run(None, |l| async move {
+            l.add_veth(&names.veth_host, &names.veth_ns).await?;
+            l.move_to(&names.veth_ns, netns_path).await?;
+            l.add_address(&names.veth_host, IpAddr::V4(slot.host), GUEST_PREFIX_LEN)
+                .await?;
+            l.set_up(&names.veth_host).await?;
+            Ok(())
+        })
+        .map_err(self.links_err())
+    }
+
+    fn configure_namespace(
+        &self,
+        policy: &EgressPolicy,
+        blocked: &BlockedDestinations,
+    ) -> Result<(), NetworkError> {
+        let names = &self.names;
+        let slot = self.slot;
+        netns::run_in(&self.netns_path, || sys_tap(names)).map_err(|source| {
+            NetworkError::Netns {
+                name: names.netns.clone(),
+                source,
+            }
+        })??;
+        let ifaces = link::run(Some(&self.netns_path), |l| async move {
+            let loopback = l.set_up("lo").await?;
+            l.add_address(&names.veth_ns, IpAddr::V4(slot.ns), GUEST_PREFIX_LEN)
+                .await?;
+            let uplink = l.set_up(&names.veth_ns).await?;
+            l.add_address(&names.tap, IpAddr::V4(GATEWAY_ADDR), GUEST_PREFIX_LEN)
+                .await?;
+            let tap = l.set_up(&names.tap).await?;
+            l.add_default_route(slot.host).await?;
+            Ok(IfaceIndexes {
+                tap,
+                uplink,
+                loopback,
+            })
+        })
+        .map_err(self.links_err())?;
+        let rules = namespace_rules(policy, blocked);
+        let table = names.table_cstring();
+        netns::run_in(&self.netns_path, || {
+            enable_forwarding()?;
+            nft::write_namespace_table(&table, &rules, ifaces).map_err(|source| NetworkError::Nft {
+                table: names.table.clone(),
+                source,
+            })
+        })
+        .map_err(|source| NetworkError::Netns {
+            name: names.netns.clone(),
+            source,
+        })?
+    }
+
+    fn configure_host(&self) -> Result<(), NetworkError> {
+        let names = &self.names;
+        let index = link::run(None, |l| async move { l.index(&names.veth_host).await })
+            .map_err(self.links_err())?;
+        enable_forwarding()?;
+        nft::write_host_nat_table(&names.table_cstring(), self.slot.net, index).map_err(|source| {
+            NetworkError::Nft {
+                table: names.table.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Removes the host NAT table, the veth pair (and with it the namespace end) and the
+    /// namespace (and with it the tap and the policy table). Tries every step even when one
+    /// fails, then reports all failures.
+    pub fn remove(mut self) -> Result<(), NetworkError> {
+        self.removed = true;
+        remove_by_names(&self.id, &self.names)
+    }
+}
+
+/// Removes every object named for sandbox `id`, whether or not it exists.
+pub fn remove_by_names(id: &str, names: &NetNames) -> Result<(), NetworkError> {
+    let mut failures = Vec::new();
+    if let Err(e) = nft::delete_table(&names.table_cstring(), nft::HOST_FAMILY) {
+        failures.push(error_chain(&e));
+    }
+    let veth = &names.veth_host;
+    if let Err(e) = link::run(None, |l| async move { l.delete(veth).await }) {
+        failures.push(error_chain(&e));
+    }
+    if let Err(e) = netns::remove(&names.netns) {
+        failures.push(error_chain(&e));
+    }
+    if failures.is_empty() {
+        tracing::info!(sandbox = %id, "network removed");
+        Ok(())
+    } else {
+        Err(NetworkError::Teardown {
+            id: id.to_owned(),
+            failures: failures.join("; "),
+        })
+    }
+}
+
+/// What of sandbox `names` exists on the host: its namespace, its host veth, its host table.
+/// Empty when all is gone. Used by tests and, later, garbage collection.
+pub fn leftovers(names: &NetNames) -> Vec<String> {
+    let mut found = Vec::new();
+    if netns::path_of(&names.netns).exists() {
+        found.push(format!("network namespace {}", names.netns));
+    }
+    if Path::new("/sys/class/net").join(&names.veth_host).exists() {
+        found.push(format!("link {}", names.veth_host));
+    }
+    match nft::table_names() {
+        Ok(tables) if tables.contains(&names.table_cstring()) => {
+            found.push(format!("nftables table {}", names.table));
+        }
+        Ok(_) => {}
+        Err(e) => found.push(format!("nftables tables unreadable: {}", error_chain(&e))),
+    }
+    found
+}
+
+impl Drop for SandboxNetwork {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        if let Err(e) = remove_by_names(&self.id, &self.names) {
+            tracing::warn!(sandbox = %self.id, error = %error_chain(&e), "network teardown failed");
+        }
+    }
+}
+
+fn sys_tap(names: &NetNames) -> Result<(), NetworkError> {
+    crate::sys::create_persistent_tap(&names.tap).map_err(|source| NetworkError::Tap {
+        tap: names.tap.clone(),
+        netns: names.netns.clone(),
+        source,
+    })
+}
+
+fn lock_pool() -> Result<Flock<std::fs::File>, NetworkError> {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(POOL_LOCK)
+        .map_err(NetworkError::Lock)?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| NetworkError::Lock(e.into()))
+}
+
+/// Turns on IPv4 forwarding in the calling thread's namespace (the host needs it to route
+/// sandbox traffic out; each namespace needs it to route between tap and veth).
+fn enable_forwarding() -> Result<(), NetworkError> {
+    let path = Path::new("/proc/sys/net/ipv4/ip_forward");
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(b"1"))
+        .map_err(|source| NetworkError::Forwarding {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,268 @@
+//! nftables through netlink (libnftnl + libmnl): each table is written in one batch, so it
+//! appears whole or not at all, and removed as a whole.
+
+use std::collections::HashSet;
+use std::ffi::{CStr, CString};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Masquerade, Meta, States};
+use nftnl::{
+    nft_expr, Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule,
+    Table,
+};
+
+use crate::policy::{ChainKind, Iface, Match, RuleSpec, Verdict};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("nftables: failed to open a netfilter netlink socket")]
+    Socket(#[source] std::io::Error),
+    #[error("nftables: failed to send the batch for table `{table}`")]
+    Send {
+        table: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nftables: the kernel refused the batch for table `{table}`")]
+    Refused {
+        table: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Interface indexes the rules refer to, inside the namespace.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IfaceIndexes {
+    pub tap: u32,
+    pub uplink: u32,
+    pub loopback: u32,
+}
+
+impl IfaceIndexes {
+    fn of(&self, iface: Iface) -> u32 {
+        match iface {
+            Iface::Tap => self.tap,
+            Iface::Uplink => self.uplink,
+            Iface::Loopback => self.loopback,
+        }
+    }
+}
+
+const FORWARD: &CStr = c"forward";
+const INPUT: &CStr = c"input";
+const POSTROUTING: &CStr = c"postrouting";
+/// `srcnat` priority, as `nft` names it.
+const NAT_PRIORITY: i32 = 100;
+
+/// Writes the namespace's policy table (family `inet`) in one batch. Call inside the namespace.
+pub(crate) fn write_namespace_table(
+    name: &CStr,
+    rules: &[RuleSpec],
+    ifaces: IfaceIndexes,
+) -> Result<(), NftError> {
+    let table = Table::new(name, ProtoFamily::Inet);
+    let mut batch = Batch::new();
+    batch.add(&table, MsgType::Add);
+    let forward = base_chain(
+        &table,
+        FORWARD,
+        Hook::Forward,
+        ChainType::Filter,
+        0,
+        Policy::Drop,
+    );
+    let input = base_chain(&table, INPUT, Hook::In, ChainType::Filter, 0, Policy::Drop);
+    let post = base_chain(
+        &table,
+        POSTROUTING,
+        Hook::PostRouting,
+        ChainType::Nat,
+        NAT_PRIORITY,
+        Policy::Accept,
+    );
+    for chain in [&forward, &input, &post] {
+        batch.add(chain, MsgType::Add);
+    }
+    for spec in rules {
+        let chain = match spec.chain {
+            ChainKind::Forward => &forward,
+            ChainKind::Input => &input,
+            ChainKind::Postrouting => &post,
+        };
+        let mut rule = Rule::new(chain);
+        for m in &spec.matches {
+            add_match(&mut rule, m, ifaces);
+        }
+        match spec.verdict {
+            Verdict::Accept => rule.add_expr(&nft_expr!(verdict accept)),
+            Verdict::Drop => rule.add_expr(&nft_expr!(verdict drop)),
+            Verdict::Masquerade => rule.add_expr(&Masquerade),
+        }
+        batch.add(&rule, MsgType::Add);
+    }
+    send(&batch.finalize(), name)
+}
+
+/// Writes the host's NAT table (family `ip`): traffic from the sandbox's link that leaves by
+/// another interface is masqueraded to that interface's address.
+pub(crate) fn write_host_nat_table(
+    name: &CStr,
+    link_net: Ipv4Network,
+    veth_host_index: u32,
+) -> Result<(), NftError> {
+    let table = Table::new(name, ProtoFamily::Ipv4);
+    let mut batch = Batch::new();
+    batch.add(&table, MsgType::Add);
+    let post = base_chain(
+        &table,
+        POSTROUTING,
+        Hook::PostRouting,
+        ChainType::Nat,
+        NAT_PRIORITY,
+        Policy::Accept,
+    );
+    batch.add(&post, MsgType::Add);
+    let mut rule = Rule::new(&post);
+    rule.add_expr(&nft_expr!(payload ipv4 saddr));
+    rule.add_expr(&Bitwise::new(link_net.mask(), Ipv4Addr::UNSPECIFIED));
+    rule.add_expr(&Cmp::new(CmpOp::Eq, link_net.network()));
+    rule.add_expr(&nft_expr!(meta oif));
+    rule.add_expr(&Cmp::new(CmpOp::Neq, veth_host_index));
+    rule.add_expr(&Masquerade);
+    batch.add(&rule, MsgType::Add);
+    send(&batch.finalize(), name)
+}
+
+/// Deletes table `name` of `family`; a table that does not exist is not an error.
+pub(crate) fn delete_table(name: &CStr, family: ProtoFamily) -> Result<(), NftError> {
+    let table = Table::new(name, family);
+    let mut batch = Batch::new();
+    batch.add(&table, MsgType::Del);
+    match send(&batch.finalize(), name) {
+        Err(NftError::Refused { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The family of the host's NAT tables.
+pub(crate) const HOST_FAMILY: ProtoFamily = ProtoFamily::Ipv4;
+
+/// Names of the nftables tables (any family) in the calling thread's namespace.
+pub(crate) fn table_names() -> Result<HashSet<CString>, NftError> {
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NftError::Socket)?;
+    let portid = socket.portid();
+    let request = nftnl::table::get_tables_nlmsg(0);
+    // The buffer is sized for the largest message; only the header's length is the request.
+    let len = request
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(request.len(), |b| u32::from_ne_bytes(b) as usize);
+    let list_err = |source| NftError::Send {
+        table: "(list)".to_owned(),
+        source,
+    };
+    socket.send(&request[..len]).map_err(list_err)?;
+    let mut tables = HashSet::new();
+    let mut buffer = vec![0; nftnl::nft_nlmsg_maxsize() as usize];
+    loop {
+        let messages = socket.recv(&mut buffer[..]).map_err(list_err)?;
+        for message in messages {
+            let message = message.map_err(list_err)?;
+            let done = mnl::cb_run2(message, 0, portid, nftnl::table::get_tables_cb, &mut tables)
+                .map_err(list_err)?;
+            if matches!(done, mnl::CbResult::Stop) {
+                return Ok(tables);
+            }
+        }
+    }
+}
+
+fn base_chain<'a>(
+    table: &'a Table,
+    name: &CStr,
+    hook: Hook,
+    kind: ChainType,
+    priority: i32,
+    policy: Policy,
+) -> Chain<'a> {
+    let mut chain = Chain::new(name, table);
+    chain.set_hook(hook, priority);
+    chain.set_type(kind);
+    chain.set_policy(policy);
+    chain
+}
+
+fn add_match(rule: &mut Rule<'_>, m: &Match, ifaces: IfaceIndexes) {
+    match m {
+        Match::Iif(iface) => {
+            rule.add_expr(&nft_expr!(meta iif));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, ifaces.of(*iface)));
+        }
+        Match::Oif(iface) => {
+            rule.add_expr(&nft_expr!(meta oif));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, ifaces.of(*iface)));
+        }
+        Match::Daddr(IpNetwork::V4(net)) => {
+            rule.add_expr(&nft_expr!(meta nfproto));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV4 as u8));
+            rule.add_expr(&nft_expr!(payload ipv4 daddr));
+            rule.add_expr(&Bitwise::new(net.mask(), Ipv4Addr::UNSPECIFIED));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, net.network()));
+        }
+        Match::Daddr(IpNetwork::V6(net)) => {
+            rule.add_expr(&nft_expr!(meta nfproto));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV6 as u8));
+            rule.add_expr(&nft_expr!(payload ipv6 daddr));
+            rule.add_expr(&Bitwise::new(net.mask(), Ipv6Addr::UNSPECIFIED));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, net.network()));
+        }
+        Match::L4Proto(proto) => {
+            rule.add_expr(&Meta::L4Proto);
+            rule.add_expr(&Cmp::new(CmpOp::Eq, *proto));
+        }
+        Match::EstablishedOrRelated => {
+            let states = (States::ESTABLISHED | States::RELATED).bits();
+            rule.add_expr(&Conntrack::State);
+            rule.add_expr(&Bitwise::new(states, 0u32));
+            rule.add_expr(&Cmp::new(CmpOp::Neq, 0u32));
+        }
+    }
+}
+
+fn send(batch: &FinalizedBatch, table: &CStr) -> Result<(), NftError> {
+    let table = table.to_string_lossy().into_owned();
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(NftError::Socket)?;
+    let portid = socket.portid();
+    socket.send_all(batch).map_err(|source| NftError::Send {
+        table: table.clone(),
+        source,
+    })?;
+    let mut buffer = vec![0; nftnl::nft_nlmsg_maxsize() as usize];
+    let mut expected = batch.sequence_numbers();
+    while !expected.is_empty() {
+        let messages = socket
+            .recv(&mut buffer[..])
+            .map_err(|source| NftError::Send {
+                table: table.clone(),
+                source,
+            })?;
+        for message in messages {
+            let message = message.map_err(|source| NftError::Refused {
+                table: table.clone(),
+                source,
+            })?;
+            let Some(seq) = expected.next() else {
+                break;
+            };
+            mnl::cb_run(message, seq, portid).map_err(|source| NftError::Refused {
+                table: table.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}

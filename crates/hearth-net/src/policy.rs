@@ -1,0 +1,400 @@
+//! Egress policy and the nftables rules it becomes. The rules are plain data here, so what a
+//! policy allows is unit-tested without a kernel; `nft.rs` turns them into netlink messages.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnetwork::IpNetwork;
+
+/// Link-local addresses, where clouds serve instance metadata.
+const LINK_LOCAL_V4: &str = "169.254.0.0/16";
+const LINK_LOCAL_V6: &str = "fe80::/10";
+
+/// Where a sandbox may connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Egress {
+    /// Anything but the always-blocked destinations.
+    #[default]
+    AllowAll,
+    /// Nothing.
+    DenyAll,
+    /// Only these networks.
+    Allow(Vec<IpNetwork>),
+}
+
+/// The egress policy of one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EgressPolicy {
+    pub egress: Egress,
+    /// Lets UDP out (blocked by default: it is the usual tunnel and amplification vector).
+    pub allow_udp: bool,
+    /// Lets ICMP out (blocked by default).
+    pub allow_icmp: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("`{0}` is not an IP address or CIDR (like 10.1.2.0/24 or 2001:db8::/32)")]
+    InvalidCidr(String),
+    #[error("`{0}` looks like a domain name; domain allowlists are not supported yet, give addresses or CIDRs")]
+    DomainUnsupported(String),
+    #[error("unknown egress mode `{0}`; use allow-all or deny-all (and --allow for allowlists)")]
+    UnknownMode(String),
+    #[error("--allow cannot be combined with --egress {0}")]
+    AllowWithMode(&'static str),
+}
+
+/// `--egress` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressMode {
+    AllowAll,
+    DenyAll,
+}
+
+impl FromStr for EgressMode {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow-all" => Ok(EgressMode::AllowAll),
+            "deny-all" => Ok(EgressMode::DenyAll),
+            other => Err(PolicyError::UnknownMode(other.to_owned())),
+        }
+    }
+}
+
+/// Parses one `--allow` value: an address or a CIDR, v4 or v6.
+pub fn parse_allow(value: &str) -> Result<IpNetwork, PolicyError> {
+    if let Ok(addr) = value.parse::<IpAddr>() {
+        return Ok(IpNetwork::from(addr));
+    }
+    match value.parse::<IpNetwork>() {
+        // `10.1.2.3/24` is refused rather than silently widened or narrowed.
+        Ok(net) if net.network() == net.ip() => Ok(net),
+        Ok(_) => Err(PolicyError::InvalidCidr(value.to_owned())),
+        Err(_) if looks_like_domain(value) => Err(PolicyError::DomainUnsupported(value.to_owned())),
+        Err(_) => Err(PolicyError::InvalidCidr(value.to_owned())),
+    }
+}
+
+fn looks_like_domain(value: &str) -> bool {
+    value.contains('.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'*')
+        && value.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+impl EgressPolicy {
+    /// Builds the policy from the command-line pieces: mode, allowlist and protocol switches.
+    pub fn from_flags(
+        mode: Option<EgressMode>,
+        allow: Vec<IpNetwork>,
+        allow_udp: bool,
+        allow_icmp: bool,
+    ) -> Result<Self, PolicyError> {
+        let egress = match (mode, allow.is_empty()) {
+            (None | Some(EgressMode::AllowAll), true) => Egress::AllowAll,
+            (Some(EgressMode::DenyAll), true) => Egress::DenyAll,
+            (None, false) => Egress::Allow(allow),
+            (Some(EgressMode::AllowAll), false) => {
+                return Err(PolicyError::AllowWithMode("allow-all"))
+            }
+            (Some(EgressMode::DenyAll), false) => {
+                return Err(PolicyError::AllowWithMode("deny-all"))
+            }
+        };
+        Ok(EgressPolicy {
+            egress,
+            allow_udp,
+            allow_icmp,
+        })
+    }
+}
+
+/// What the rules know about the host when they are built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedDestinations {
+    /// The host's own addresses (all interfaces), taken when the network is created.
+    pub host_addrs: Vec<IpAddr>,
+    /// The pool of host↔namespace links: every other sandbox lives in it.
+    pub pool: IpNetwork,
+}
+
+/// Interfaces a rule refers to, resolved to indexes when the table is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Iface {
+    /// The guest's tap.
+    Tap,
+    /// The namespace end of the veth pair, towards the host.
+    Uplink,
+    Loopback,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    Iif(Iface),
+    Oif(Iface),
+    /// Destination inside this network (IPv4 or IPv6 rules match only their family).
+    Daddr(IpNetwork),
+    /// Transport protocol number (`IPPROTO_*`).
+    L4Proto(u8),
+    /// Conntrack state is established or related.
+    EstablishedOrRelated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Masquerade,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainKind {
+    /// Traffic routed through the namespace: the guest's egress. Policy drop.
+    Forward,
+    /// Traffic to the namespace itself. Policy drop.
+    Input,
+    /// NAT towards the host. Policy accept.
+    Postrouting,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub chain: ChainKind,
+    pub matches: Vec<Match>,
+    pub verdict: Verdict,
+}
+
+fn rule(chain: ChainKind, matches: Vec<Match>, verdict: Verdict) -> RuleSpec {
+    RuleSpec {
+        chain,
+        matches,
+        verdict,
+    }
+}
+
+/// The namespace table's rules for `policy`, in order. Forward and input chains drop what no
+/// rule accepts; the defaults (link-local, host, other sandboxes, ICMP, UDP) come before the
+/// policy's accepts, so no allowlist can open them.
+pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> Vec<RuleSpec> {
+    use ChainKind::{Forward, Input, Postrouting};
+    let from_guest = || Match::Iif(Iface::Tap);
+    let mut rules = vec![rule(
+        Forward,
+        vec![Match::EstablishedOrRelated],
+        Verdict::Accept,
+    )];
+    let mut always_blocked: Vec<IpNetwork> = [LINK_LOCAL_V4, LINK_LOCAL_V6]
+        .iter()
+        .filter_map(|net| net.parse().ok())
+        .collect();
+    always_blocked.push(blocked.pool);
+    always_blocked.extend(blocked.host_addrs.iter().map(|addr| IpNetwork::from(*addr)));
+    for net in always_blocked {
+        rules.push(rule(
+            Forward,
+            vec![from_guest(), Match::Daddr(net)],
+            Verdict::Drop,
+        ));
+    }
+    if !policy.allow_icmp {
+        for proto in [libc_proto::ICMP, libc_proto::ICMPV6] {
+            rules.push(rule(
+                Forward,
+                vec![from_guest(), Match::L4Proto(proto)],
+                Verdict::Drop,
+            ));
+        }
+    }
+    if !policy.allow_udp {
+        rules.push(rule(
+            Forward,
+            vec![from_guest(), Match::L4Proto(libc_proto::UDP)],
+            Verdict::Drop,
+        ));
+    }
+    match &policy.egress {
+        Egress::AllowAll => rules.push(rule(Forward, vec![from_guest()], Verdict::Accept)),
+        Egress::DenyAll => {}
+        Egress::Allow(nets) => {
+            for net in nets {
+                rules.push(rule(
+                    Forward,
+                    vec![from_guest(), Match::Daddr(*net)],
+                    Verdict::Accept,
+                ));
+            }
+        }
+    }
+    rules.push(rule(
+        Input,
+        vec![Match::EstablishedOrRelated],
+        Verdict::Accept,
+    ));
+    rules.push(rule(
+        Input,
+        vec![Match::Iif(Iface::Loopback)],
+        Verdict::Accept,
+    ));
+    rules.push(rule(
+        Postrouting,
+        vec![Match::Oif(Iface::Uplink)],
+        Verdict::Masquerade,
+    ));
+    rules
+}
+
+/// Protocol numbers from `<netinet/in.h>`, named here so the rules read as words.
+pub(crate) mod libc_proto {
+    pub const ICMP: u8 = 1;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked() -> BlockedDestinations {
+        BlockedDestinations {
+            host_addrs: vec!["192.0.2.10".parse().unwrap()],
+            pool: "10.213.0.0/16".parse().unwrap(),
+        }
+    }
+
+    fn forward_verdict_for(rules: &[RuleSpec], net: &str) -> Option<Verdict> {
+        let net: IpNetwork = net.parse().unwrap();
+        rules
+            .iter()
+            .find(|r| r.chain == ChainKind::Forward && r.matches.contains(&Match::Daddr(net)))
+            .map(|r| r.verdict)
+    }
+
+    fn accepts_all_from_guest(rules: &[RuleSpec]) -> bool {
+        rules.contains(&rule(
+            ChainKind::Forward,
+            vec![Match::Iif(Iface::Tap)],
+            Verdict::Accept,
+        ))
+    }
+
+    #[test]
+    fn test_allow_all_accepts_guest_traffic_after_defaults() {
+        let rules = namespace_rules(&EgressPolicy::default(), &blocked());
+        let accept = rules
+            .iter()
+            .position(|r| r.matches == vec![Match::Iif(Iface::Tap)]);
+        let metadata = rules.iter().position(|r| {
+            r.matches
+                .contains(&Match::Daddr("169.254.0.0/16".parse().unwrap()))
+        });
+        assert!(accepts_all_from_guest(&rules));
+        assert!(metadata.unwrap() < accept.unwrap());
+    }
+
+    #[test]
+    fn test_defaults_block_metadata_host_pool_udp_icmp() {
+        let rules = namespace_rules(&EgressPolicy::default(), &blocked());
+        assert_eq!(
+            forward_verdict_for(&rules, "169.254.0.0/16"),
+            Some(Verdict::Drop)
+        );
+        assert_eq!(
+            forward_verdict_for(&rules, "192.0.2.10/32"),
+            Some(Verdict::Drop)
+        );
+        assert_eq!(
+            forward_verdict_for(&rules, "10.213.0.0/16"),
+            Some(Verdict::Drop)
+        );
+        for proto in [libc_proto::UDP, libc_proto::ICMP, libc_proto::ICMPV6] {
+            assert!(rules.contains(&rule(
+                ChainKind::Forward,
+                vec![Match::Iif(Iface::Tap), Match::L4Proto(proto)],
+                Verdict::Drop
+            )));
+        }
+    }
+
+    #[test]
+    fn test_allow_udp_and_icmp_lift_protocol_blocks_only() {
+        let policy = EgressPolicy {
+            egress: Egress::DenyAll,
+            allow_udp: true,
+            allow_icmp: true,
+        };
+        let rules = namespace_rules(&policy, &blocked());
+        assert!(!rules
+            .iter()
+            .any(|r| matches!(r.matches.last(), Some(Match::L4Proto(_)))));
+        assert!(!accepts_all_from_guest(&rules));
+    }
+
+    #[test]
+    fn test_deny_all_accepts_nothing_from_guest() {
+        let policy = EgressPolicy {
+            egress: Egress::DenyAll,
+            ..EgressPolicy::default()
+        };
+        let rules = namespace_rules(&policy, &blocked());
+        let accepts_from_guest = rules
+            .iter()
+            .any(|r| r.verdict == Verdict::Accept && r.matches.contains(&Match::Iif(Iface::Tap)));
+        assert!(!accepts_from_guest);
+    }
+
+    #[test]
+    fn test_allowlist_accepts_only_listed_networks() {
+        let policy = EgressPolicy {
+            egress: Egress::Allow(vec!["10.1.2.0/24".parse().unwrap()]),
+            ..EgressPolicy::default()
+        };
+        let rules = namespace_rules(&policy, &blocked());
+        assert_eq!(
+            forward_verdict_for(&rules, "10.1.2.0/24"),
+            Some(Verdict::Accept)
+        );
+        assert!(!accepts_all_from_guest(&rules));
+    }
+
+    #[test]
+    fn test_parse_allow_accepts_addresses_and_cidrs() {
+        assert_eq!(
+            parse_allow("10.1.2.0/24").unwrap().to_string(),
+            "10.1.2.0/24"
+        );
+        assert_eq!(parse_allow("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(
+            parse_allow("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+    }
+
+    #[test]
+    fn test_parse_allow_refuses_host_bits_garbage_and_domains() {
+        assert!(matches!(
+            parse_allow("10.1.2.3/24"),
+            Err(PolicyError::InvalidCidr(_))
+        ));
+        assert!(matches!(
+            parse_allow("10.1.2.0/33"),
+            Err(PolicyError::InvalidCidr(_))
+        ));
+        assert!(matches!(
+            parse_allow("not a net"),
+            Err(PolicyError::InvalidCidr(_))
+        ));
+        assert!(matches!(
+            parse_allow("example.com"),
+            Err(PolicyError::DomainUnsupported(_))
+        ));
+    }
+
+    #[test]
+    fn test_from_flags_refuses_allow_with_explicit_mode() {
+        let nets = vec!["10.0.0.0/8".parse().unwrap()];
+        assert!(EgressPolicy::from_flags(Some(EgressMode::DenyAll), nets, false, false).is_err());
+    }
+}

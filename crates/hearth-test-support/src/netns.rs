@@ -1,0 +1,171 @@
+//! A small "internet" for network tests: a namespace the test owns, joined to the host by a
+//! veth pair and routed like any outside host, with an HTTP server and a UDP echo inside.
+//! Sandbox traffic in tests goes only here (and to loopback), never to real outside addresses.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use hearth_net::{link, netns};
+
+/// Serializes subnet choice between test processes running at once.
+const LOCK: &str = "/run/hearth-test-internet.lock";
+/// Test hosts get a `/24` of this `/16`, outside hearth's default pool (10.213.0.0/16).
+const SUBNET_BASE: [u8; 2] = [10, 214];
+/// What the HTTP server answers to every request.
+pub const HTTP_BODY: &str = "hello from the test internet\n";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A test host: its own namespace with address `addr`, reachable from the host (and so from
+/// sandboxes whose policy allows it) over a veth pair. Removed on drop.
+#[derive(Debug)]
+pub struct TestInternet {
+    netns: String,
+    netns_path: PathBuf,
+    veth_host: String,
+    addr: Ipv4Addr,
+    stop: Arc<AtomicBool>,
+    servers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl TestInternet {
+    pub fn new() -> anyhow::Result<Self> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{:x}x{n}", std::process::id());
+        let netns = format!("hearth-t{tag}");
+        let veth_host = format!("htx{tag}");
+        let veth_ns = format!("hty{tag}");
+        if veth_host.len() > 15 {
+            bail!("test link name `{veth_host}` is too long");
+        }
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LOCK)
+            .with_context(|| format!("opening {LOCK}"))?;
+        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .context("locking the test subnet allocator")?;
+        let used = link::run(None, |l| async move { l.addresses().await })?;
+        let octet = (1..=254u8)
+            .find(|o| {
+                !used.contains(&IpAddr::V4(Ipv4Addr::new(
+                    SUBNET_BASE[0],
+                    SUBNET_BASE[1],
+                    *o,
+                    1,
+                )))
+            })
+            .context("no free test subnet in 10.214.0.0/16")?;
+        let host_addr = Ipv4Addr::new(SUBNET_BASE[0], SUBNET_BASE[1], octet, 1);
+        let addr = Ipv4Addr::new(SUBNET_BASE[0], SUBNET_BASE[1], octet, 2);
+        let netns_path = netns::create(&netns)?;
+        let internet = TestInternet {
+            netns,
+            netns_path,
+            veth_host,
+            addr,
+            stop: Arc::new(AtomicBool::new(false)),
+            servers: Vec::new(),
+        };
+        let (vh, vn, path) = (&internet.veth_host, &veth_ns, &internet.netns_path);
+        link::run(None, |l| async move {
+            l.add_veth(vh, vn).await?;
+            l.move_to(vn, path).await?;
+            l.add_address(vh, IpAddr::V4(host_addr), 24).await?;
+            l.set_up(vh).await?;
+            Ok(())
+        })?;
+        link::run(Some(path), |l| async move {
+            l.set_up("lo").await?;
+            l.add_address(vn, IpAddr::V4(addr), 24).await?;
+            l.set_up(vn).await?;
+            l.add_default_route(host_addr).await?;
+            Ok(())
+        })?;
+        Ok(internet)
+    }
+
+    /// The test host's address.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// Starts an HTTP server on `port` that answers [`HTTP_BODY`] to every request.
+    pub fn serve_http(&mut self, port: u16) -> anyhow::Result<SocketAddr> {
+        let at = SocketAddr::new(IpAddr::V4(self.addr), port);
+        let listener = netns::run_in(&self.netns_path, || TcpListener::bind(at))?
+            .with_context(|| format!("binding {at} in {}", self.netns))?;
+        listener.set_nonblocking(true)?;
+        let stop = self.stop.clone();
+        self.servers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut request = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => request.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let reply = format!(
+                            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{HTTP_BODY}",
+                            HTTP_BODY.len()
+                        );
+                        let _ = stream.write_all(reply.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }));
+        Ok(at)
+    }
+
+    /// Starts a UDP echo server on `port`.
+    pub fn serve_udp_echo(&mut self, port: u16) -> anyhow::Result<SocketAddr> {
+        let at = SocketAddr::new(IpAddr::V4(self.addr), port);
+        let socket = netns::run_in(&self.netns_path, || UdpSocket::bind(at))?
+            .with_context(|| format!("binding udp {at} in {}", self.netns))?;
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let stop = self.stop.clone();
+        self.servers.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            }
+        }));
+        Ok(at)
+    }
+}
+
+impl Drop for TestInternet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for server in self.servers.drain(..) {
+            let _ = server.join();
+        }
+        let veth = &self.veth_host;
+        if let Err(e) = link::run(None, |l| async move { l.delete(veth).await }) {
+            eprintln!("failed to delete test link {veth}: {e}");
+        }
+        if let Err(e) = netns::remove(&self.netns) {
+            eprintln!("failed to remove test namespace {}: {e}", self.netns);
+        }
+    }
+}
