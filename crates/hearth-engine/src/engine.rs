@@ -66,6 +66,13 @@ impl Engine {
         id: String,
         config: &SandboxConfig,
     ) -> Result<Sandbox, BootError> {
-        Sandbox::boot(self.vmm.as_ref(), self.accel, &self.state.vms_dir(), id, config).await
+        Sandbox::boot(
+            self.vmm.as_ref(),
+            self.accel,
+            &self.state.vms_dir(),
+            id,
+            config,
+        )
+        .await
     }
 }

@@ -11,10 +11,12 @@ pub mod backend;
 pub mod doctor;
 mod engine;
 pub mod exec;
+pub mod gc;
 pub mod paths;
 mod sandbox;
 pub mod setup;
 pub mod state;
+pub mod supervisor;
 
 pub use agent::AgentError;
 pub use engine::{Engine, DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCPUS};

@@ -65,6 +65,11 @@ impl StateDir {
         self.root.join("hearth.db")
     }
 
+    /// Files of a detached sandbox that outlive its VM: spec and output log.
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.root.join("sandboxes").join(id)
+    }
+
     /// Parent of the per-VM run dirs (sockets, console log).
     pub fn vms_dir(&self) -> PathBuf {
         self.root.join("vms")

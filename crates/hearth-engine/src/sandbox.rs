@@ -19,7 +19,7 @@ const CONSOLE_TAIL_LINES: usize = 40;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// What to boot.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SandboxConfig {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
@@ -251,7 +251,12 @@ pub fn console_tail(path: &Path) -> String {
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .unwrap_or_else(|e| format!("(console log `{}` unreadable: {e})", path.display()));
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..].join("\n")
+    let mut start = lines.len().saturating_sub(CONSOLE_TAIL_LINES);
+    // A panic's first line says why; its stack trace below can push it out of the tail.
+    if let Some(panic) = lines.iter().rposition(|l| l.contains("Kernel panic")) {
+        start = start.min(panic);
+    }
+    lines[start..].join("\n")
 }
 
 #[cfg(test)]
@@ -267,6 +272,19 @@ mod tests {
         let tail = console_tail(&path);
         assert!(tail.starts_with("line 60\n"));
         assert!(tail.ends_with("line 99"));
+    }
+
+    #[test]
+    fn test_console_tail_starts_at_a_kernel_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let trace: String = (0..60).map(|i| format!("trace {i}\n")).collect();
+        std::fs::write(
+            &path,
+            format!("boot\nKernel panic - not syncing: x\n{trace}"),
+        )
+        .unwrap();
+        assert!(console_tail(&path).starts_with("Kernel panic - not syncing: x\n"));
     }
 
     #[test]

@@ -29,6 +29,85 @@ pub enum Command {
     Setup(SetupArgs),
     /// Report what hearth found on this host and what is missing.
     Doctor(DoctorArgs),
+    /// Run a command in a running sandbox.
+    Exec(ExecArgs),
+    /// List sandboxes (running ones; -a for all).
+    #[command(visible_alias = "ps")]
+    Ls(LsArgs),
+    /// Show a sandbox's record as JSON.
+    Inspect(SandboxesArgs),
+    /// Stop sandboxes cleanly (agent power-off), killing them after a grace period.
+    Stop(StopArgs),
+    /// Kill sandboxes at once.
+    Kill(SandboxesArgs),
+    /// Remove ended sandboxes (-f: running ones too).
+    Rm(RmArgs),
+    /// Print a sandbox's main process output.
+    Logs(SandboxArgs),
+    /// Wait until sandboxes end and print their exit codes.
+    Wait(SandboxesArgs),
+    /// Remove what crashed sandboxes left behind: processes, run dirs, stale records.
+    Gc,
+    /// Internal: the supervisor of a detached sandbox (started by `run -d`).
+    #[command(hide = true)]
+    Supervise(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub process: ProcessArgs,
+
+    /// Sandbox name, id or unique id prefix.
+    pub sandbox: String,
+
+    /// Command and arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Show ended sandboxes too.
+    #[arg(short, long)]
+    pub all: bool,
+
+    /// Print JSON (an array of records).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Sandbox name, id or unique id prefix.
+    pub sandbox: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxesArgs {
+    /// Sandbox names, ids or unique id prefixes.
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait for a clean power-off before killing.
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u64,
+
+    #[command(flatten)]
+    pub targets: SandboxesArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill running sandboxes first instead of refusing.
+    #[arg(short, long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub targets: SandboxesArgs,
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +120,22 @@ echo hi | hearth run -i -- cat"
 pub struct RunArgs {
     #[command(flatten)]
     pub process: ProcessArgs,
+
+    /// Run in the background: print the sandbox id and leave it running.
+    #[arg(short, long)]
+    pub detach: bool,
+
+    /// Name for a detached sandbox (default: generated).
+    #[arg(long, requires = "detach")]
+    pub name: Option<String>,
+
+    /// Remove a detached sandbox's record when it ends.
+    #[arg(long, requires = "detach")]
+    pub rm: bool,
+
+    /// Stop a detached sandbox after this long, e.g. 10m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "detach")]
+    pub timeout: Option<Duration>,
 
     /// Number of virtual CPUs.
     #[arg(long, value_name = "N", default_value_t = hearth_engine::DEFAULT_VCPUS,

@@ -23,6 +23,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Command::Run(args) => commands::run::run(&commands::engine(state)?, args).await,
             Command::Setup(args) => commands::setup::setup(&state, &args),
             Command::Doctor(args) => commands::doctor::doctor(&state, &args),
+            Command::Exec(args) => commands::exec::exec(&state, args).await,
+            Command::Ls(args) => commands::ls::ls(&state, &args),
+            Command::Inspect(args) => commands::ls::inspect(&state, &args),
+            Command::Stop(args) => commands::stop::stop(&state, &args).await,
+            Command::Kill(args) => commands::stop::kill_now(&state, &args).await,
+            Command::Rm(args) => commands::rm::rm(&state, &args).await,
+            Command::Logs(args) => commands::logs::logs(&state, &args),
+            Command::Wait(args) => commands::stop::wait(&state, &args).await,
+            Command::Gc => commands::gc::gc(&state),
+            Command::Supervise(args) => {
+                commands::supervise::supervise(&commands::engine(state)?, &args).await
+            }
         }
     });
     // A read of our stdin may still be blocked in a runtime thread; do not wait for it.

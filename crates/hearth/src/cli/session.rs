@@ -103,7 +103,7 @@ pub async fn attach(
             if code == 125 {
                 return Err(e.into());
             }
-            eprintln!("hearth: {}", error_chain(&e));
+            eprintln!("hearth: {}", hearth_engine::supervisor::error_chain(&e));
             return Ok(Completion::Exited(code));
         }
         Err(e) => return Err(e.into()),
@@ -174,14 +174,4 @@ async fn pump_stdin(input: Arc<Mutex<ExecInput>>, tty: bool) -> Result<(), ExecE
         input.lock().await.close_stdin().await?;
     }
     Ok(())
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.join(": ")
 }

@@ -140,7 +140,14 @@ fn start_sleeper(host: &hearth_test_support::host::TestHost) -> std::process::Ch
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line, "started\n");
+    if line != "started\n" {
+        let output = child.wait_with_output().unwrap();
+        panic!(
+            "sleeper did not start ({:?}): {}",
+            output.status,
+            stderr(&output)
+        );
+    }
     child
 }
 

@@ -1,8 +1,16 @@
 //! One file per subcommand; each parses nothing and prints everything.
 
+pub mod detach;
 pub mod doctor;
+pub mod exec;
+pub mod gc;
+pub mod logs;
+pub mod ls;
+pub mod rm;
 pub mod run;
 pub mod setup;
+pub mod stop;
+pub mod supervise;
 
 use anyhow::Context;
 use hearth_engine::paths::StateDir;

@@ -26,11 +26,15 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
     config.vcpus = args.cpus;
     config.mem_size_mib = args.memory;
     config.boot_timeout = args.boot_timeout;
-    if let Some(kernel) = args.kernel {
-        config.kernel = kernel;
+    if let Some(kernel) = &args.kernel {
+        config.kernel.clone_from(kernel);
     }
-    if let Some(initramfs) = args.initramfs {
-        config.initramfs = initramfs;
+    if let Some(initramfs) = &args.initramfs {
+        config.initramfs.clone_from(initramfs);
+    }
+    if args.detach {
+        let main = (!args.command.is_empty()).then_some(request);
+        return super::detach::start(engine, &args, config, main).await;
     }
     let mut interrupts = Interrupts::new()?;
     let sandbox = tokio::select! {

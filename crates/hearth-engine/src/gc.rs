@@ -1,0 +1,119 @@
+//! Garbage collection: compares the host with the state database and removes what sandboxes
+//! whose supervisor died left behind. It only touches what hearth made: rows, run dirs under
+//! the state dir, and processes whose command line names such a run dir.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::paths::StateDir;
+use crate::state::{SandboxRecord, SandboxState, StateDb, StateError};
+
+/// A run dir without a row belongs to a one-shot `hearth run`; only one this old and without
+/// live processes is considered abandoned (a run creates its VMM right after its dir).
+const ORPHAN_DIR_AGE: Duration = Duration::from_secs(60);
+
+/// What one collection removed.
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Sandboxes whose supervisor was gone, now recorded as exited.
+    pub marked_exited: Vec<String>,
+    /// Processes killed (VMM and helpers of dead sandboxes).
+    pub killed_pids: Vec<u32>,
+    /// Run dirs removed.
+    pub removed_dirs: Vec<String>,
+}
+
+/// Whether `record`'s supervisor process is alive (and really is its supervisor, not a reused
+/// pid).
+pub fn supervisor_alive(record: &SandboxRecord) -> bool {
+    let Some(pid) = record.supervisor_pid else {
+        return false;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.contains(&b"supervise".as_slice()) && args.contains(&record.id.as_bytes())
+}
+
+/// Runs one collection over `state`.
+pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
+    let db = StateDb::open(&state.database())?;
+    let mut report = GcReport::default();
+    let records = db.list()?;
+    for record in &records {
+        // A row still `starting` without a supervisor pid is a CLI that is spawning it.
+        if !record.state.is_live() || record.supervisor_pid.is_none() || supervisor_alive(record) {
+            continue;
+        }
+        let run_dir = state.vms_dir().join(&record.id);
+        report.killed_pids.extend(kill_processes_in(&run_dir));
+        remove_dir(&run_dir, &mut report);
+        db.set_ended(
+            &record.id,
+            SandboxState::Exited,
+            None,
+            Some("its supervisor died; cleaned up by gc"),
+        )?;
+        report.marked_exited.push(record.id.clone());
+    }
+    if let Ok(entries) = std::fs::read_dir(state.vms_dir()) {
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let live_row = records
+                .iter()
+                .any(|r| r.id == name && r.state.is_live() && supervisor_alive(r));
+            if live_row || !is_old(&dir) || !processes_in(&dir).is_empty() {
+                continue;
+            }
+            remove_dir(&dir, &mut report);
+        }
+    }
+    Ok(report)
+}
+
+fn remove_dir(dir: &Path, report: &mut GcReport) {
+    if std::fs::remove_dir_all(dir).is_ok() {
+        report.removed_dirs.push(dir.display().to_string());
+    }
+}
+
+fn is_old(dir: &Path) -> bool {
+    std::fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+        .is_some_and(|age| age > ORPHAN_DIR_AGE)
+}
+
+/// Pids of live processes whose command line names something inside `run_dir`.
+pub fn processes_in(run_dir: &Path) -> Vec<u32> {
+    let mut needle = run_dir.as_os_str().as_encoded_bytes().to_vec();
+    needle.push(b'/');
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice())
+        })
+        .collect()
+}
+
+fn kill_processes_in(run_dir: &Path) -> Vec<u32> {
+    let pids = processes_in(run_dir);
+    for pid in &pids {
+        if let Ok(raw) = i32::try_from(*pid) {
+            let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+        }
+    }
+    pids
+}

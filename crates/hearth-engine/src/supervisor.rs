@@ -1,0 +1,274 @@
+//! The supervisor of a detached sandbox: one process per sandbox (hearth re-executed) that
+//! boots the VM, runs its main process if it has one, and records every state change, so no
+//! CLI process needs to stay alive.
+//!
+//! Signals are its interface: SIGTERM stops the sandbox cleanly (agent power-off), SIGUSR1
+//! kills the VM at once. SIGHUP and SIGINT are ignored so a closing terminal does not stop it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hearth_agent_proto::ExecRequest;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::engine::Engine;
+use crate::exec::{ExecEvent, ExecOutput};
+use crate::paths::StateDir;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::state::{SandboxState, StateDb, StateError};
+
+/// Largest size of a sandbox's output log; output past it is dropped with a note.
+const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Everything the supervisor needs, written by the CLI next to the sandbox's row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetachedSpec {
+    pub config: SandboxConfig,
+    /// The main process; without one the sandbox stays up until stopped.
+    pub main: Option<ExecRequest>,
+    /// Stop the sandbox after this long.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("failed to {action} `{}`", path.display())]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the spec `{}` is not valid", path.display())]
+    Spec {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("failed to record the sandbox's state")]
+    State(#[from] StateError),
+    #[error("failed to handle signals")]
+    Signals(#[source] std::io::Error),
+}
+
+/// `sandboxes/<id>/spec.json`.
+pub fn spec_path(state: &StateDir, id: &str) -> PathBuf {
+    state.sandbox_dir(id).join("spec.json")
+}
+
+/// `sandboxes/<id>/output.log`: the main process's stdout and stderr.
+pub fn log_path(state: &StateDir, id: &str) -> PathBuf {
+    state.sandbox_dir(id).join("output.log")
+}
+
+/// Writes the spec for sandbox `id`, creating its directory.
+pub fn write_spec(state: &StateDir, id: &str, spec: &DetachedSpec) -> Result<(), SupervisorError> {
+    let path = spec_path(state, id);
+    let dir = state.sandbox_dir(id);
+    std::fs::create_dir_all(&dir).map_err(|source| SupervisorError::File {
+        action: "create",
+        path: dir,
+        source,
+    })?;
+    let json = serde_json::to_vec_pretty(spec).map_err(|source| SupervisorError::Spec {
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::write(&path, json).map_err(|source| SupervisorError::File {
+        action: "write",
+        path,
+        source,
+    })
+}
+
+fn read_spec(path: &Path) -> Result<DetachedSpec, SupervisorError> {
+    let bytes = std::fs::read(path).map_err(|source| SupervisorError::File {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| SupervisorError::Spec {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Why the supervisor ended the sandbox.
+enum Ending {
+    MainExited(i32),
+    VmExited,
+    Stopped,
+    Killed,
+    TimedOut(Duration),
+}
+
+/// Runs sandbox `id` to its end, recording each state change in the database.
+pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError> {
+    let state = engine.state();
+    let db = StateDb::open(&state.database())?;
+    let spec = read_spec(&spec_path(state, id))?;
+    db.set_supervisor(id, std::process::id())?;
+    let mut term = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
+    let mut kill = signal(SignalKind::user_defined1()).map_err(SupervisorError::Signals)?;
+    // Listening is how these are ignored: their default action would end the supervisor.
+    let _hup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
+    let _int = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
+
+    let booted = tokio::select! {
+        booted = engine.boot_with_id(id.to_owned(), &spec.config) => booted,
+        _ = term.recv() => return finish(&db, state, id, None, None),
+        _ = kill.recv() => return finish(&db, state, id, None, None),
+    };
+    let mut sandbox = match booted {
+        Ok(sandbox) => sandbox,
+        Err(e) => {
+            let reason = error_chain(&e);
+            tracing::warn!(sandbox = %id, error = %reason, "boot failed");
+            db.set_ended(id, SandboxState::Failed, None, Some(&reason))?;
+            return Ok(());
+        }
+    };
+    db.set_running(id)?;
+    let ending = run_until_end(&mut sandbox, state, id, &spec, &mut term, &mut kill).await;
+    let (code, note) = match ending {
+        Ending::MainExited(code) => {
+            sandbox.shutdown().await;
+            (Some(code), None)
+        }
+        Ending::VmExited => (None, Some("the VM exited by itself".to_owned())),
+        Ending::Stopped => {
+            sandbox.shutdown().await;
+            (Some(128 + libc::SIGTERM), None)
+        }
+        Ending::Killed => {
+            sandbox.kill().await;
+            (Some(128 + libc::SIGKILL), None)
+        }
+        Ending::TimedOut(after) => {
+            sandbox.shutdown().await;
+            // Stopped as `hearth stop` would have.
+            let note = format!("stopped after its timeout of {after:?}");
+            (Some(128 + libc::SIGTERM), Some(note))
+        }
+    };
+    finish(&db, state, id, code, note.as_deref())
+}
+
+async fn run_until_end(
+    sandbox: &mut Sandbox,
+    state: &StateDir,
+    id: &str,
+    spec: &DetachedSpec,
+    term: &mut tokio::signal::unix::Signal,
+    kill: &mut tokio::signal::unix::Signal,
+) -> Ending {
+    let main = match &spec.main {
+        Some(request) => match sandbox.exec(request.clone()).await {
+            Ok((_pid, input, output)) => Some((input, output)),
+            Err(e) => {
+                let code = e.exit_code();
+                append_log(&log_path(state, id), error_chain(&e).as_bytes()).await;
+                return Ending::MainExited(code);
+            }
+        },
+        None => None,
+    };
+    let main_done = async {
+        match main {
+            // The input half stays alive until the end: dropping it early is harmless, but
+            // keeping it documents that the main process keeps a closed stdin.
+            Some((_input, output)) => copy_output(output, &log_path(state, id)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let timeout = async {
+        match spec.timeout {
+            Some(after) => {
+                tokio::time::sleep(after).await;
+                after
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        code = main_done => Ending::MainExited(code),
+        _ = sandbox.wait() => Ending::VmExited,
+        _ = term.recv() => Ending::Stopped,
+        _ = kill.recv() => Ending::Killed,
+        after = timeout => Ending::TimedOut(after),
+    }
+}
+
+/// Copies the main process's output to its log (capped) and returns its exit status.
+async fn copy_output(mut output: ExecOutput, log: &Path) -> i32 {
+    let mut file = match tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .await
+    {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(log = %log.display(), error = %e, "cannot write the output log");
+            None
+        }
+    };
+    let mut written = 0u64;
+    loop {
+        match output.next().await {
+            Ok(Some(ExecEvent::Stdout(data) | ExecEvent::Stderr(data))) => {
+                if let Some(f) = file.as_mut().filter(|_| written < MAX_LOG_BYTES) {
+                    written += data.len() as u64;
+                    let _ = f.write_all(&data).await;
+                    if written >= MAX_LOG_BYTES {
+                        let _ = f.write_all(b"\n[hearth: log size limit reached]\n").await;
+                    }
+                }
+            }
+            Ok(Some(ExecEvent::Exited(status))) => return status.shell_code(),
+            Ok(None) | Err(_) => return 125,
+        }
+    }
+}
+
+async fn append_log(log: &Path, line: &[u8]) {
+    if let Ok(mut file) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .await
+    {
+        let _ = file.write_all(line).await;
+        let _ = file.write_all(b"\n").await;
+    }
+}
+
+fn finish(
+    db: &StateDb,
+    state: &StateDir,
+    id: &str,
+    code: Option<i32>,
+    note: Option<&str>,
+) -> Result<(), SupervisorError> {
+    db.set_ended(id, SandboxState::Exited, code, note)?;
+    let record = db.find(id)?;
+    if record.auto_remove {
+        db.remove(id)?;
+        let _ = std::fs::remove_dir_all(state.sandbox_dir(id));
+    }
+    tracing::info!(sandbox = %id, ?code, "sandbox ended");
+    Ok(())
+}
+
+/// An error and its causes on one line, for the database and logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.join(": ")
+}

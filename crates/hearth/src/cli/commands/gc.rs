@@ -1,0 +1,17 @@
+//! `hearth gc`: remove what crashed sandboxes left behind.
+
+use hearth_engine::paths::StateDir;
+
+pub fn gc(state: &StateDir) -> anyhow::Result<i32> {
+    let report = hearth_engine::gc::collect(state)?;
+    for id in &report.marked_exited {
+        println!("sandbox {id}: supervisor gone, marked exited");
+    }
+    for pid in &report.killed_pids {
+        println!("killed leftover process {pid}");
+    }
+    for dir in &report.removed_dirs {
+        println!("removed {dir}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,68 @@
+//! `hearth ls` and `hearth inspect`: what the state database knows.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hearth_engine::paths::StateDir;
+use hearth_engine::state::{SandboxRecord, StateDb};
+
+use crate::cli::args::{LsArgs, SandboxesArgs};
+
+pub fn ls(state: &StateDir, args: &LsArgs) -> anyhow::Result<i32> {
+    hearth_engine::gc::collect(state)?;
+    let records: Vec<SandboxRecord> = StateDb::open(&state.database())?
+        .list()?
+        .into_iter()
+        .filter(|r| args.all || r.state.is_live())
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<12}  {:<24}  {:<10}  {:<16}  {:<10}  {:>4}  {:>7}",
+        "ID", "NAME", "IMAGE", "STATE", "CREATED", "CPUS", "MEMORY"
+    );
+    for r in &records {
+        let state = match r.exit_code {
+            Some(code) if !r.state.is_live() => format!("{:?} ({code})", r.state),
+            _ => format!("{:?}", r.state),
+        }
+        .to_lowercase();
+        println!(
+            "{:<12}  {:<24}  {:<10}  {:<16}  {:<10}  {:>4}  {:>6}M",
+            r.id,
+            r.name,
+            r.image,
+            state,
+            age(r.created_at),
+            r.vcpus,
+            r.mem_size_mib
+        );
+    }
+    Ok(0)
+}
+
+pub fn inspect(state: &StateDir, args: &SandboxesArgs) -> anyhow::Result<i32> {
+    let db = StateDb::open(&state.database())?;
+    let records = args
+        .sandboxes
+        .iter()
+        .map(|q| db.find(q))
+        .collect::<Result<Vec<_>, _>>()?;
+    println!("{}", serde_json::to_string_pretty(&records)?);
+    Ok(0)
+}
+
+/// `5s ago`, `3m ago`, `2h ago`, `4d ago`.
+fn age(created_at: i64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let secs = (now - created_at).max(0);
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=86399 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}

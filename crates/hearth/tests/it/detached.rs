@@ -1,0 +1,227 @@
+//! Detached sandboxes: `run -d`, exec, ls, inspect, logs, wait, stop, kill, rm, gc.
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+use hearth_test_support::host::TestHost;
+
+use crate::{code, host, stderr, stdout};
+
+fn hearth(host: &TestHost, args: &[&str]) -> Output {
+    host.hearth().args(args).output().unwrap()
+}
+
+/// Runs hearth and returns its stdout, failing the test on a non-zero exit.
+fn ok(host: &TestHost, args: &[&str]) -> String {
+    let output = hearth(host, args);
+    assert_eq!(code(&output), 0, "hearth {args:?}: {}", stderr(&output));
+    stdout(&output)
+}
+
+fn inspect(host: &TestHost, sandbox: &str) -> serde_json::Value {
+    let json = ok(host, &["inspect", sandbox]);
+    let records: serde_json::Value = serde_json::from_str(&json).unwrap();
+    records[0].clone()
+}
+
+#[test]
+fn test_detached_sandbox_exec_ls_stop_rm() {
+    let host = host();
+    let id = ok(&host, &["run", "-d", "--name", "web"]).trim().to_owned();
+    assert_eq!(id.len(), 12, "run -d prints the id: {id:?}");
+    let listed: serde_json::Value = serde_json::from_str(&ok(&host, &["ls", "--json"])).unwrap();
+    assert_eq!(listed[0]["name"], "web");
+    assert_eq!(listed[0]["state"], "running");
+
+    // exec by name and by id prefix, with exit status and separate streams.
+    let output = hearth(
+        &host,
+        &[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo oops >&2; exit 3",
+        ],
+    );
+    assert_eq!(
+        (code(&output), stdout(&output), stderr(&output)),
+        (3, "hi\n".into(), "oops\n".into())
+    );
+    let output = hearth(&host, &["exec", &id[..6], "--", "/nope"]);
+    assert_eq!(code(&output), 127);
+
+    // State persists between execs: it is one VM.
+    ok(
+        &host,
+        &["exec", "web", "--", "sh", "-c", "echo kept > /tmp/f"],
+    );
+    assert_eq!(ok(&host, &["exec", "web", "--", "cat", "/tmp/f"]), "kept\n");
+
+    // stdin, and 20 execs at once.
+    let mut child = host
+        .hearth()
+        .args(["exec", "-i", "web", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    assert_eq!(stdout(&child.wait_with_output().unwrap()), "piped\n");
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            host.hearth()
+                .args([
+                    "exec",
+                    "web",
+                    "--",
+                    "sh",
+                    "-c",
+                    &format!("sleep 0.5; echo {i}"),
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let output = child.wait_with_output().unwrap();
+        assert_eq!((code(&output), stdout(&output)), (0, format!("{i}\n")));
+    }
+
+    // Names are unique; a running sandbox is not removed without -f.
+    let output = hearth(&host, &["run", "-d", "--name", "web"]);
+    assert_eq!(code(&output), 125);
+    assert!(
+        stderr(&output).contains("`web` is already in use"),
+        "{}",
+        stderr(&output)
+    );
+    let output = hearth(&host, &["rm", "web"]);
+    assert!(
+        stderr(&output).contains("stop it first"),
+        "{}",
+        stderr(&output)
+    );
+
+    ok(&host, &["stop", "web"]);
+    let record = inspect(&host, "web");
+    assert_eq!(record["state"], "exited");
+    assert_eq!(record["exit_code"], 143);
+    let output = hearth(&host, &["exec", "web", "--", "true"]);
+    assert!(
+        stderr(&output).contains("not running"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        ok(&host, &["ls"]).lines().count() == 1,
+        "only the header once stopped"
+    );
+    host.assert_clean();
+
+    ok(&host, &["rm", "web"]);
+    let output = hearth(&host, &["inspect", "web"]);
+    assert!(
+        stderr(&output).contains("no sandbox is named"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn test_detached_main_process_logs_wait_and_timeout() {
+    let host = host();
+    let id = ok(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 5",
+        ],
+    );
+    let id = id.trim();
+    assert_eq!(ok(&host, &["wait", id]), "5\n");
+    let logs = ok(&host, &["logs", id]);
+    assert!(logs.contains("out\n") && logs.contains("err\n"), "{logs}");
+
+    let id = ok(&host, &["run", "-d", "--timeout", "2s"]);
+    let id = id.trim();
+    assert_eq!(ok(&host, &["wait", id]), "143\n");
+    let record = inspect(&host, id);
+    assert_eq!(record["state"], "exited");
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timeout"),
+        "{record}"
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn test_killed_supervisor_is_cleaned_up_by_gc() {
+    let host = host();
+    let id = ok(&host, &["run", "-d", "--name", "doomed"])
+        .trim()
+        .to_owned();
+    let pid = inspect(&host, &id)["supervisor_pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The VMM dies with its supervisor (parent-death signal); gc records the end and removes
+    // the run dir.
+    let gone = hearth_test_support::wait_until(std::time::Duration::from_secs(10), || {
+        ok(&host, &["gc"]);
+        host.leftovers().is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "left behind: {:?}", host.leftovers());
+    let record = inspect(&host, "doomed");
+    assert_eq!(record["state"], "exited");
+    assert!(record["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("supervisor died"));
+}
+
+#[test]
+fn test_two_runs_with_one_name_race_and_one_wins() {
+    let host = host();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            host.hearth()
+                .args(["run", "-d", "--name", "same"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let codes: Vec<i32> = outputs.iter().map(code).collect();
+    assert!(
+        codes.contains(&0) && codes.contains(&125),
+        "codes {codes:?}"
+    );
+    let loser = outputs.iter().find(|o| code(o) == 125).unwrap();
+    assert!(
+        stderr(loser).contains("already in use"),
+        "{}",
+        stderr(loser)
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&host, &["ls", "-a", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    ok(&host, &["rm", "-f", "same"]);
+    host.assert_clean();
+}
