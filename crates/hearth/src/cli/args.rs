@@ -43,7 +43,9 @@ pub enum Command {
     /// Remove ended sandboxes (-f: running ones too).
     Rm(RmArgs),
     /// Print a sandbox's main process output.
-    Logs(SandboxArgs),
+    Logs(LogsArgs),
+    /// Open an interactive shell in a running sandbox (`exec -it SANDBOX -- sh`).
+    Shell(SandboxArgs),
     /// Wait until sandboxes end and print their exit codes.
     Wait(SandboxesArgs),
     /// Remove what crashed sandboxes left behind: processes, run dirs, stale records.
@@ -75,6 +77,16 @@ pub struct LsArgs {
     /// Print JSON (an array of records).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output until the sandbox ends.
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Sandbox name, id or unique id prefix.
+    pub sandbox: String,
 }
 
 #[derive(Debug, Args)]

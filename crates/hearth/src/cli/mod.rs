@@ -29,7 +29,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Command::Stop(args) => commands::stop::stop(&state, &args).await,
             Command::Kill(args) => commands::stop::kill_now(&state, &args).await,
             Command::Rm(args) => commands::rm::rm(&state, &args).await,
-            Command::Logs(args) => commands::logs::logs(&state, &args),
+            Command::Logs(args) => commands::logs::logs(&state, &args).await,
+            Command::Shell(args) => commands::exec::shell(&state, args).await,
             Command::Wait(args) => commands::stop::wait(&state, &args).await,
             Command::Gc => commands::gc::gc(&state),
             Command::Supervise(args) => {

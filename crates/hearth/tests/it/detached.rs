@@ -225,3 +225,82 @@ fn test_two_runs_with_one_name_race_and_one_wins() {
     ok(&host, &["rm", "-f", "same"]);
     host.assert_clean();
 }
+
+#[test]
+fn test_killed_vmm_is_recorded_and_logs_follow_to_the_end() {
+    let host = host();
+    let id = ok(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--",
+            "sh",
+            "-c",
+            "echo first; sleep 1; echo second",
+        ],
+    );
+    // -f returns once the sandbox has ended, with everything it printed.
+    assert_eq!(ok(&host, &["logs", "-f", id.trim()]), "first\nsecond\n");
+
+    let id = ok(&host, &["run", "-d", "--name", "victim"])
+        .trim()
+        .to_owned();
+    let run_dir = host.state_dir().join("vms").join(&id);
+    let vmm = hearth_engine::gc::processes_in(&run_dir);
+    assert!(
+        !vmm.is_empty(),
+        "no VMM process found for {}",
+        run_dir.display()
+    );
+    for pid in vmm {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    // No exit status is known for a VM that died: `wait` says so with -1 and exit 1.
+    let output = hearth(&host, &["wait", "victim"]);
+    assert_eq!((code(&output), stdout(&output)), (1, "-1\n".to_owned()));
+    let record = inspect(&host, "victim");
+    assert_eq!(record["state"], "exited");
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("VM exited"),
+        "{record}"
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn test_rm_force_during_an_exec_ends_both() {
+    let host = host();
+    ok(&host, &["run", "-d", "--name", "busy"]);
+    let mut exec = host
+        .hearth()
+        .args(["exec", "busy", "--", "sh", "-c", "echo running; sleep 600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(exec.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "running\n");
+    ok(&host, &["rm", "-f", "busy"]);
+    let output = exec.wait_with_output().unwrap();
+    assert_ne!(
+        code(&output),
+        0,
+        "the exec must fail when its sandbox goes away"
+    );
+    host.assert_clean();
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&host, &["ls", "-a", "--json"])).unwrap();
+    assert!(listed.as_array().unwrap().is_empty(), "{listed}");
+}

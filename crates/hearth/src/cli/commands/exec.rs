@@ -4,7 +4,7 @@ use anyhow::bail;
 use hearth_engine::paths::StateDir;
 use hearth_engine::state::{SandboxState, StateDb};
 
-use crate::cli::args::ExecArgs;
+use crate::cli::args::{ExecArgs, ProcessArgs, SandboxArgs};
 use crate::cli::session::{self, Completion, Interrupts, OnInterrupt};
 
 pub async fn exec(state: &StateDir, args: ExecArgs) -> anyhow::Result<i32> {
@@ -33,4 +33,24 @@ pub async fn exec(state: &StateDir, args: ExecArgs) -> anyhow::Result<i32> {
         Completion::Exited(code) => code,
         Completion::Interrupted(signal) => 128 + signal,
     })
+}
+
+/// `hearth shell SANDBOX`: `exec -it SANDBOX -- sh`.
+pub async fn shell(state: &StateDir, args: SandboxArgs) -> anyhow::Result<i32> {
+    let process = ProcessArgs {
+        interactive: true,
+        tty: true,
+        env: Vec::new(),
+        workdir: None,
+        user: None,
+    };
+    exec(
+        state,
+        ExecArgs {
+            process,
+            sandbox: args.sandbox,
+            command: vec!["sh".to_owned()],
+        },
+    )
+    .await
 }

@@ -1,23 +1,45 @@
 //! `hearth logs`: the main process output of a detached sandbox.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::Duration;
 
 use anyhow::Context;
 use hearth_engine::paths::StateDir;
 use hearth_engine::state::StateDb;
 
-use crate::cli::args::SandboxArgs;
+use crate::cli::args::LogsArgs;
 
-pub fn logs(state: &StateDir, args: &SandboxArgs) -> anyhow::Result<i32> {
-    let record = StateDb::open(&state.database())?.find(&args.sandbox)?;
-    let path = hearth_engine::supervisor::log_path(state, &record.id);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+pub async fn logs(state: &StateDir, args: &LogsArgs) -> anyhow::Result<i32> {
+    let db = StateDb::open(&state.database())?;
+    let id = db.find(&args.sandbox)?.id;
+    let path = hearth_engine::supervisor::log_path(state, &id);
+    let mut offset = 0;
+    loop {
+        offset = print_from(&path, offset)?;
+        // Read the state after printing, so output written just before the end is not lost.
+        if !args.follow || !db.find(&id)?.state.is_live() {
+            print_from(&path, offset)?;
+            return Ok(0);
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
+/// Prints the log from `offset` on and returns the new end. A missing log is empty; a closed
+/// pipe (`| head`) is a normal end.
+fn print_from(path: &std::path::Path, offset: u64) -> anyhow::Result<u64> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(offset),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
     let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`| head`) is a normal end.
-    let _ = stdout.write_all(&bytes);
-    Ok(0)
+    let _ = stdout.write_all(&bytes).and_then(|()| stdout.flush());
+    Ok(offset + bytes.len() as u64)
 }
