@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How long a writer waits for another one before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE sandboxes (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE sandboxes (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         image TEXT NOT NULL,
@@ -28,7 +29,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE sandboxes (
         exit_code INTEGER,
         error TEXT,
         auto_remove INTEGER NOT NULL DEFAULT 0
-    )"];
+    )",
+    "ALTER TABLE sandboxes ADD COLUMN health TEXT",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -121,6 +124,34 @@ pub struct SandboxRecord {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub auto_remove: bool,
+    /// Result of the health command, when the sandbox has one.
+    pub health: Option<Health>,
+}
+
+/// What the health command last said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// No verdict yet: the command has not passed, nor failed `retries` times in a row.
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    fn as_str(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Health::Starting, Health::Healthy, Health::Unhealthy]
+            .into_iter()
+            .find(|health| health.as_str() == text)
+    }
 }
 
 /// An open state database.
@@ -180,8 +211,8 @@ impl StateDb {
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let inserted = self.conn.execute(
             "INSERT INTO sandboxes (id, name, image, command, state, created_at, vcpus,
-                 mem_size_mib, backend, supervisor_pid, exit_code, error, auto_remove)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 mem_size_mib, backend, supervisor_pid, exit_code, error, auto_remove, health)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 record.id,
                 record.name,
@@ -196,6 +227,7 @@ impl StateDb {
                 record.exit_code,
                 record.error,
                 record.auto_remove,
+                record.health.map(Health::as_str),
             ],
         );
         match inserted {
@@ -287,6 +319,14 @@ impl StateDb {
         Ok(())
     }
 
+    pub fn set_health(&self, id: &str, health: Health) -> Result<(), StateError> {
+        self.conn.execute(
+            "UPDATE sandboxes SET health = ?2 WHERE id = ?1",
+            params![id, health.as_str()],
+        )?;
+        Ok(())
+    }
+
     pub fn remove(&self, id: &str) -> Result<(), StateError> {
         self.conn
             .execute("DELETE FROM sandboxes WHERE id = ?1", [id])?;
@@ -304,6 +344,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
     };
     let command: String = row.get("command")?;
     let state: String = row.get("state")?;
+    let health: Option<String> = row.get("health")?;
     Ok(SandboxRecord {
         id: row.get("id")?,
         name: row.get("name")?,
@@ -318,6 +359,10 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
         exit_code: row.get("exit_code")?,
         error: row.get("error")?,
         auto_remove: row.get("auto_remove")?,
+        health: match health {
+            Some(text) => Some(Health::parse(&text).ok_or_else(|| text_error(13, "health"))?),
+            None => None,
+        },
     })
 }
 
@@ -340,6 +385,7 @@ mod tests {
             exit_code: None,
             error: None,
             auto_remove: false,
+            health: None,
         }
     }
 
@@ -385,6 +431,8 @@ mod tests {
         db.insert(&record("abc123", "web")).unwrap();
         db.set_supervisor("abc123", 42).unwrap();
         db.set_running("abc123").unwrap();
+        db.set_health("abc123", Health::Healthy).unwrap();
+        assert_eq!(db.find("web").unwrap().health, Some(Health::Healthy));
         db.set_ended("abc123", SandboxState::Exited, Some(3), None)
             .unwrap();
         let found = db.find("web").unwrap();

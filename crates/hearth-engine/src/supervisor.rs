@@ -17,7 +17,7 @@ use crate::engine::Engine;
 use crate::exec::{ExecEvent, ExecOutput};
 use crate::paths::StateDir;
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::state::{SandboxState, StateDb, StateError};
+use crate::state::{Health, SandboxState, StateDb, StateError};
 
 /// Largest size of a sandbox's output log; output past it is dropped with a note.
 const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
@@ -30,6 +30,18 @@ pub struct DetachedSpec {
     pub main: Option<ExecRequest>,
     /// Stop the sandbox after this long.
     pub timeout: Option<Duration>,
+    /// A command whose exit status says whether the sandbox is healthy.
+    pub health: Option<HealthCheck>,
+}
+
+/// `--health-cmd` and its timing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Run with `sh -c` in the guest; exit 0 means healthy.
+    pub command: String,
+    pub interval: Duration,
+    /// Consecutive failures before the sandbox counts as unhealthy.
+    pub retries: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,8 +142,15 @@ pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError>
             return Ok(());
         }
     };
+    if spec.health.is_some() {
+        db.set_health(id, Health::Starting)?;
+    }
     db.set_running(id)?;
-    let ending = run_until_end(&mut sandbox, state, id, &spec, &mut term, &mut kill).await;
+    let signals = Signals {
+        term: &mut term,
+        kill: &mut kill,
+    };
+    let ending = run_until_end(&mut sandbox, state, &db, id, &spec, signals).await;
     let (code, note) = match ending {
         Ending::MainExited(code) => {
             sandbox.shutdown().await;
@@ -156,13 +175,19 @@ pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError>
     finish(&db, state, id, code, note.as_deref())
 }
 
+/// The signals that end a supervised sandbox.
+struct Signals<'a> {
+    term: &'a mut tokio::signal::unix::Signal,
+    kill: &'a mut tokio::signal::unix::Signal,
+}
+
 async fn run_until_end(
     sandbox: &mut Sandbox,
     state: &StateDir,
+    db: &StateDb,
     id: &str,
     spec: &DetachedSpec,
-    term: &mut tokio::signal::unix::Signal,
-    kill: &mut tokio::signal::unix::Signal,
+    signals: Signals<'_>,
 ) -> Ending {
     let main = match &spec.main {
         Some(request) => match sandbox.exec(request.clone()).await {
@@ -175,6 +200,7 @@ async fn run_until_end(
         },
         None => None,
     };
+    let vsock = crate::sandbox::vsock_path(sandbox.run_dir());
     let main_done = async {
         match main {
             // The input half stays alive until the end: dropping it early is harmless, but
@@ -192,12 +218,65 @@ async fn run_until_end(
             None => std::future::pending().await,
         }
     };
+    let health = async {
+        match &spec.health {
+            Some(check) => watch_health(&vsock, db, id, check).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         code = main_done => Ending::MainExited(code),
         _ = sandbox.wait() => Ending::VmExited,
-        _ = term.recv() => Ending::Stopped,
-        _ = kill.recv() => Ending::Killed,
+        _ = signals.term.recv() => Ending::Stopped,
+        _ = signals.kill.recv() => Ending::Killed,
         after = timeout => Ending::TimedOut(after),
+        never = health => match never {},
+    }
+}
+
+/// Runs the health command every interval for as long as the sandbox lives, recording each
+/// change of verdict.
+async fn watch_health(
+    vsock: &Path,
+    db: &StateDb,
+    id: &str,
+    check: &HealthCheck,
+) -> std::convert::Infallible {
+    let mut failures = 0u32;
+    let mut current = Health::Starting;
+    loop {
+        tokio::time::sleep(check.interval).await;
+        let request = ExecRequest {
+            argv: vec!["sh".to_owned(), "-c".to_owned(), check.command.clone()],
+            ..ExecRequest::default()
+        };
+        let passed = match crate::exec::start(vsock, request).await {
+            Ok((_pid, _input, output)) => exit_status(output).await == 0,
+            Err(_) => false,
+        };
+        failures = if passed { 0 } else { failures + 1 };
+        let verdict = match (passed, failures >= check.retries) {
+            (true, _) => Health::Healthy,
+            (false, true) => Health::Unhealthy,
+            (false, false) => current,
+        };
+        if verdict != current {
+            current = verdict;
+            if let Err(e) = db.set_health(id, verdict) {
+                tracing::warn!(sandbox = %id, error = %e, "cannot record health");
+            }
+        }
+    }
+}
+
+/// Drains a process's output and returns its shell exit status (125 if the stream broke).
+async fn exit_status(mut output: ExecOutput) -> i32 {
+    loop {
+        match output.next().await {
+            Ok(Some(ExecEvent::Exited(status))) => return status.shell_code(),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return 125,
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot a microVM, run a command in it, and tear it down when the command ends.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Build hearth's boot assets: the initramfs with the guest agent, and the default image.
     Setup(SetupArgs),
     /// Report what hearth found on this host and what is missing.
@@ -148,6 +148,22 @@ pub struct RunArgs {
     /// Stop a detached sandbox after this long, e.g. 10m.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "detach")]
     pub timeout: Option<Duration>,
+
+    /// Command (run with `sh -c` in the guest) whose exit 0 means the sandbox is healthy.
+    #[arg(long, value_name = "CMD", requires = "detach")]
+    pub health_cmd: Option<String>,
+
+    /// Time between health checks.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub health_interval: Duration,
+
+    /// Consecutive failed checks before the sandbox is unhealthy.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub health_retries: u32,
+
+    /// With --health-cmd: return only once the sandbox is healthy.
+    #[arg(long, requires = "health_cmd")]
+    pub wait_healthy: bool,
 
     /// Number of virtual CPUs.
     #[arg(long, value_name = "N", default_value_t = hearth_engine::DEFAULT_VCPUS,

@@ -20,7 +20,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         .build()?;
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => commands::run::run(&commands::engine(state)?, args).await,
+            Command::Run(args) => commands::run::run(&commands::engine(state)?, *args).await,
             Command::Setup(args) => commands::setup::setup(&state, &args),
             Command::Doctor(args) => commands::doctor::doctor(&state, &args),
             Command::Exec(args) => commands::exec::exec(&state, args).await,

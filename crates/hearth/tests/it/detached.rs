@@ -304,3 +304,55 @@ fn test_rm_force_during_an_exec_ends_both() {
         serde_json::from_str(&ok(&host, &["ls", "-a", "--json"])).unwrap();
     assert!(listed.as_array().unwrap().is_empty(), "{listed}");
 }
+
+#[test]
+fn test_health_command_states() {
+    let host = host();
+    // --wait-healthy returns only once the check has passed.
+    let first = ok(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "1s",
+            "--wait-healthy",
+        ],
+    );
+    let first = first.trim();
+    assert_eq!(inspect(&host, first)["health"], "healthy");
+
+    // A check that depends on a file: starting, then healthy, then unhealthy after retries.
+    let args = [
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "--health-cmd",
+        "test -f /tmp/ready",
+    ];
+    let id = ok(
+        &host,
+        &[
+            &args[..],
+            &["--health-interval", "1s", "--health-retries", "2"],
+        ]
+        .concat(),
+    );
+    assert_eq!(inspect(&host, id.trim())["health"], "starting");
+    ok(&host, &["exec", "svc", "--", "touch", "/tmp/ready"]);
+    let healthy = hearth_test_support::wait_until(std::time::Duration::from_secs(30), || {
+        (inspect(&host, "svc")["health"] == "healthy").then_some(())
+    });
+    assert!(healthy.is_some(), "{}", inspect(&host, "svc"));
+    assert!(ok(&host, &["ls"]).contains("running (healthy)"));
+    ok(&host, &["exec", "svc", "--", "rm", "/tmp/ready"]);
+    let unhealthy = hearth_test_support::wait_until(std::time::Duration::from_secs(30), || {
+        (inspect(&host, "svc")["health"] == "unhealthy").then_some(())
+    });
+    assert!(unhealthy.is_some(), "{}", inspect(&host, "svc"));
+    ok(&host, &["rm", "-f", "svc", first]);
+    host.assert_clean();
+}

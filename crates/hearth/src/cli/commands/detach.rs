@@ -4,8 +4,8 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use hearth_engine::state::{SandboxRecord, SandboxState, StateDb};
-use hearth_engine::supervisor::{self, DetachedSpec};
+use hearth_engine::state::{Health, SandboxRecord, SandboxState, StateDb};
+use hearth_engine::supervisor::{self, DetachedSpec, HealthCheck};
 use hearth_engine::{Engine, ExecRequest, SandboxConfig};
 
 use crate::cli::args::RunArgs;
@@ -73,11 +73,17 @@ pub async fn start(
         exit_code: None,
         error: None,
         auto_remove: args.rm,
+        health: args.health_cmd.as_ref().map(|_| Health::Starting),
     })?;
     let spec = DetachedSpec {
         config,
         main,
         timeout: args.timeout,
+        health: args.health_cmd.as_ref().map(|command| HealthCheck {
+            command: command.clone(),
+            interval: args.health_interval,
+            retries: args.health_retries,
+        }),
     };
     let supervisor = match spawn_supervisor(state, &id, &spec) {
         Ok(child) => child,
@@ -87,13 +93,8 @@ pub async fn start(
             return Err(e);
         }
     };
-    wait_started(
-        &db,
-        &id,
-        supervisor,
-        &state.sandbox_dir(&id).join("supervisor.log"),
-    )
-    .await
+    let log = state.sandbox_dir(&id).join("supervisor.log");
+    wait_started(&db, &id, supervisor, &log, args.wait_healthy).await
 }
 
 fn spawn_supervisor(
@@ -128,6 +129,7 @@ async fn wait_started(
     id: &str,
     mut supervisor: std::process::Child,
     log: &std::path::Path,
+    wait_healthy: bool,
 ) -> anyhow::Result<i32> {
     loop {
         let record = db.find(id)?;
@@ -142,6 +144,17 @@ async fn wait_started(
                     );
                 }
                 tokio::time::sleep(POLL).await;
+            }
+            SandboxState::Running if wait_healthy && record.health != Some(Health::Healthy) => {
+                if record.health == Some(Health::Unhealthy) {
+                    bail!(
+                        "sandbox {id} is running but unhealthy: its health command keeps failing"
+                    );
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            SandboxState::Exited if wait_healthy => {
+                bail!("sandbox {id} ended before it became healthy")
             }
             SandboxState::Running | SandboxState::Exited => {
                 println!("{id}");

@@ -23,8 +23,9 @@ pub fn ls(state: &StateDir, args: &LsArgs) -> anyhow::Result<i32> {
         "ID", "NAME", "IMAGE", "STATE", "CREATED", "CPUS", "MEMORY"
     );
     for r in &records {
-        let state = match r.exit_code {
-            Some(code) if !r.state.is_live() => format!("{:?} ({code})", r.state),
+        let state = match (r.exit_code, r.health) {
+            (Some(code), _) if !r.state.is_live() => format!("{:?} ({code})", r.state),
+            (_, Some(health)) if r.state.is_live() => format!("{:?} ({health:?})", r.state),
             _ => format!("{:?}", r.state),
         }
         .to_lowercase();
