@@ -8,6 +8,7 @@
 
 mod agent;
 pub mod backend;
+pub mod copy;
 pub mod doctor;
 mod engine;
 pub mod exec;
@@ -32,5 +33,10 @@ pub async fn exec_in(
     id: &str,
     request: ExecRequest,
 ) -> Result<(u32, ExecInput, ExecOutput), ExecError> {
-    exec::start(&sandbox::vsock_path(&state.vms_dir().join(id)), request).await
+    exec::start(&vsock_of(state, id), request).await
+}
+
+/// The host side of the hybrid vsock of sandbox `id` run by another process.
+pub fn vsock_of(state: &paths::StateDir, id: &str) -> std::path::PathBuf {
+    sandbox::vsock_path(&state.vms_dir().join(id))
 }

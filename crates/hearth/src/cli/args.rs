@@ -46,6 +46,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Open an interactive shell in a running sandbox (`exec -it SANDBOX -- sh`).
     Shell(SandboxArgs),
+    /// Copy files or directories between the host and a running sandbox (SANDBOX:PATH).
+    Cp(CpArgs),
     /// Wait until sandboxes end and print their exit codes.
     Wait(SandboxesArgs),
     /// Remove what crashed sandboxes left behind: processes, run dirs, stale records.
@@ -77,6 +79,14 @@ pub struct LsArgs {
     /// Print JSON (an array of records).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Source: a host path, or SANDBOX:PATH.
+    pub src: String,
+    /// Destination: a host path, or SANDBOX:PATH; into it if it is a directory, else as it.
+    pub dest: String,
 }
 
 #[derive(Debug, Args)]

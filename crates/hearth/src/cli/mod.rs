@@ -31,6 +31,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Command::Rm(args) => commands::rm::rm(&state, &args).await,
             Command::Logs(args) => commands::logs::logs(&state, &args).await,
             Command::Shell(args) => commands::exec::shell(&state, args).await,
+            Command::Cp(args) => commands::cp::cp(&state, &args).await,
             Command::Wait(args) => commands::stop::wait(&state, &args).await,
             Command::Gc => commands::gc::gc(&state),
             Command::Supervise(args) => {

@@ -356,3 +356,118 @@ fn test_health_command_states() {
     ok(&host, &["rm", "-f", "svc", first]);
     host.assert_clean();
 }
+
+/// Lists a tree as `path mode size` lines, sorted, for comparing copies.
+fn tree_listing(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut lines = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .display()
+                .to_string();
+            let size = if meta.is_dir() { 0 } else { meta.len() };
+            lines.push(format!(
+                "{rel} {:o} {size}",
+                meta.permissions().mode() & 0o7777
+            ));
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    lines.sort();
+    lines
+}
+
+#[test]
+fn test_cp_round_trip_and_hostile_guest_tar() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = host();
+    ok(&host, &["run", "-d", "--name", "files"]);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("tree");
+    std::fs::create_dir_all(src.join("sub dir/ünïcode")).unwrap();
+    std::fs::write(src.join("plain.txt"), "hello\n").unwrap();
+    std::fs::write(src.join("sub dir/run me.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(
+        src.join("sub dir/run me.sh"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("sub dir/ünïcode/big.bin"),
+        vec![7u8; 3 * 1024 * 1024],
+    )
+    .unwrap();
+
+    ok(&host, &["cp", src.to_str().unwrap(), "files:/tmp"]);
+    assert_eq!(
+        ok(
+            &host,
+            &["exec", "files", "--", "/tmp/tree/sub dir/run me.sh"]
+        ),
+        "ran\n"
+    );
+    let back = work.path().join("back");
+    ok(&host, &["cp", "files:/tmp/tree", back.to_str().unwrap()]);
+    assert_eq!(tree_listing(&src), tree_listing(&back));
+
+    // A guest whose tar emits an entry escaping the destination: refused, nothing written.
+    // The archive is made here (the tar crate refuses to write `..`, so the name goes into the
+    // header by hand, as a hostile guest would) and sent by whatever the guest runs for `cp`.
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..7].copy_from_slice(b"../../x");
+    header.set_size(7);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, &b"escaped"[..]).unwrap();
+    let evil = builder.into_inner().unwrap();
+    let mut child = host
+        .hearth()
+        .args([
+            "exec",
+            "-i",
+            "files",
+            "--",
+            "sh",
+            "-c",
+            "cat > /tmp/evil.tar",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&evil).unwrap();
+    assert_eq!(code(&child.wait_with_output().unwrap()), 0);
+    // busybox sh runs its own tar applet whatever PATH says, so the shell itself is replaced.
+    let swap = "touch /tmp/x && printf '#!/bin/busybox sh\\ncat /tmp/evil.tar\\n' > /tmp/sh \
+                && chmod +x /tmp/sh && mv /tmp/sh /bin/sh";
+    ok(&host, &["exec", "files", "--", "sh", "-c", swap]);
+    let dest = work.path().join("inner/dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let output = hearth(&host, &["cp", "files:/tmp/x", dest.to_str().unwrap()]);
+    assert_ne!(code(&output), 0, "hostile archive accepted");
+    assert!(!work.path().join("x").exists() && !work.path().join("inner/x").exists());
+    assert_eq!(
+        std::fs::read_dir(&dest).unwrap().count(),
+        0,
+        "nothing left in the destination"
+    );
+
+    let output = hearth(&host, &["cp", "files:relative", dest.to_str().unwrap()]);
+    assert!(
+        stderr(&output).contains("not an absolute guest path"),
+        "{}",
+        stderr(&output)
+    );
+    ok(&host, &["rm", "-f", "files"]);
+    host.assert_clean();
+}

@@ -1,5 +1,6 @@
 //! One file per subcommand; each parses nothing and prints everything.
 
+pub mod cp;
 pub mod detach;
 pub mod doctor;
 pub mod exec;
