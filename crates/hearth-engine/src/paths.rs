@@ -70,6 +70,16 @@ impl StateDir {
         self.root.join("sandboxes").join(id)
     }
 
+    /// Base images of OCI images, one dir per manifest digest, and the names pointing at them.
+    pub fn oci_images_dir(&self) -> PathBuf {
+        self.images_dir().join("oci")
+    }
+
+    /// Blobs (layers, configs) of OCI images by digest.
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
     /// Parent of the per-VM run dirs (sockets, console log).
     pub fn vms_dir(&self) -> PathBuf {
         self.root.join("vms")

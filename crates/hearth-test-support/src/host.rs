@@ -7,8 +7,8 @@ use anyhow::Context;
 
 use crate::assets;
 
-/// A fresh state dir whose `boot/` and `images/` link to the shared assets. Removed on drop,
-/// unless the test is failing, when it is kept and its path printed.
+/// A fresh state dir whose `boot/` and `images/default.ext4` link to the shared assets. Removed
+/// on drop, unless the test is failing, when it is kept and its path printed.
 #[derive(Debug)]
 pub struct TestHost {
     hearth_bin: PathBuf,
@@ -25,7 +25,10 @@ impl TestHost {
             .prefix("hearth-test-")
             .tempdir_in("/tmp")
             .context("creating a test state dir")?;
-        for name in ["boot", "images"] {
+        // `images/` is the test's own, so OCI images it pulls stay apart from other tests'; only
+        // the built-in image is shared.
+        std::fs::create_dir(dir.path().join("images")).context("creating images/")?;
+        for name in ["boot", "images/default.ext4"] {
             std::os::unix::fs::symlink(shared.join(name), dir.path().join(name))
                 .with_context(|| format!("linking {name} into the test state dir"))?;
         }

@@ -6,6 +6,8 @@
 //! - [`initramfs::busybox_initramfs`]: guests that misbehave on purpose.
 //! - [`netns::TestInternet`]: a test host in its own namespace, routed from the host, with
 //!   HTTP and UDP echo servers: the only place network tests send traffic.
+//! - [`registry::LocalRegistry`]: a real `docker-registry` on 127.0.0.1, and
+//!   [`oci_layout::TestImage`]: images built entry by entry to push to it.
 //! - [`pty::PtySession`]: runs `hearth` on a pseudo-terminal for interactive tests.
 //! - [`wait_until`]: polling instead of sleeps.
 
@@ -13,7 +15,9 @@ pub mod assets;
 pub mod host;
 pub mod initramfs;
 pub mod netns;
+pub mod oci_layout;
 pub mod pty;
+pub mod registry;
 
 use std::time::{Duration, Instant};
 

@@ -29,6 +29,11 @@ pub enum Command {
     Setup(SetupArgs),
     /// Report what hearth found on this host and what is missing.
     Doctor(DoctorArgs),
+    /// Download an image from a registry and build its base image.
+    Pull(PullArgs),
+    /// Manage local images.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Run a command in a running sandbox.
     Exec(ExecArgs),
     /// List sandboxes (running ones; -a for all).
@@ -196,7 +201,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub boot_timeout: Duration,
 
-    /// Image to boot. Only the built-in `default` image (busybox) exists so far.
+    /// Override the image's default entrypoint.
+    #[arg(long, value_name = "PROGRAM")]
+    pub entrypoint: Option<String>,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Image to boot: a registry reference (pulled when not present locally), a local image id,
+    /// or `default`, the built-in busybox image (also used when IMAGE is omitted).
     #[arg(value_name = "IMAGE")]
     pub image: Option<String>,
 
@@ -227,6 +240,60 @@ pub struct ProcessArgs {
     /// User to run as in the guest: a name or uid[:gid] from the guest's /etc/passwd.
     #[arg(short, long, value_name = "USER")]
     pub user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Speak plain HTTP to this registry (host or host:port); repeatable. Loopback registries
+    /// (localhost, 127.0.0.1, ::1) always use plain HTTP.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  hearth pull alpine\n  hearth pull 127.0.0.1:5000/app:1")]
+pub struct PullArgs {
+    /// Image reference, e.g. alpine, node:22-alpine, registry:5000/repo@sha256:…
+    #[arg(value_name = "REF")]
+    pub reference: String,
+
+    /// Print only the image digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List local images.
+    #[command(alias = "list")]
+    Ls {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove images by name or id; an image goes when its last name does.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(value_name = "IMAGE", required = true)]
+        images: Vec<String>,
+    },
+    /// Import an image from an OCI layout (directory or tar) or a `docker save` archive.
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Name for the image (default: the name the file carries, if any).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Remove images without a name and blobs no image uses.
+    Prune {
+        /// Print what was removed as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Command::Run(args) => commands::run::run(&commands::engine(state)?, *args).await,
             Command::Setup(args) => commands::setup::setup(&state, &args),
             Command::Doctor(args) => commands::doctor::doctor(&state, &args),
+            Command::Pull(args) => commands::pull::pull(&state, &args).await,
+            Command::Image(command) => commands::image::image(&state, command),
             Command::Exec(args) => commands::exec::exec(&state, args).await,
             Command::Ls(args) => commands::ls::ls(&state, &args),
             Command::Inspect(args) => commands::ls::inspect(&state, &args),

@@ -52,15 +52,16 @@ fn test_missing_kernel_and_initramfs_are_named() {
 
 #[test]
 fn test_unknown_image_is_refused() {
+    // A loopback registry where nothing listens (port 1): tests never reach outside registries.
     let host = host();
     let output = host
         .hearth()
-        .args(["run", "nosuchimage", "--", "true"])
+        .args(["run", "127.0.0.1:1/nosuchimage", "--", "true"])
         .output()
         .unwrap();
     assert_eq!(code(&output), 125);
     assert!(
-        stderr(&output).contains("unknown image `nosuchimage`"),
+        stderr(&output).contains("failed to pull `127.0.0.1:1/nosuchimage:latest`"),
         "{}",
         stderr(&output)
     );

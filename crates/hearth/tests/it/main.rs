@@ -5,6 +5,7 @@ mod detached;
 mod doctor;
 mod engine;
 mod failures;
+mod images;
 mod run;
 mod tty;
 

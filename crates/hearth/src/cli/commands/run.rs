@@ -1,7 +1,9 @@
 //! `hearth run`: boot, run one command with the caller's stdio, tear down.
 
 use anyhow::{bail, Context};
-use hearth_engine::Engine;
+use hearth_engine::image::ImageConfig;
+use hearth_engine::images::{self, ProcessOverrides};
+use hearth_engine::{Engine, ExecRequest};
 
 use crate::cli::args::RunArgs;
 use crate::cli::session::{self, Completion, Interrupts, OnInterrupt};
@@ -10,18 +12,12 @@ use crate::cli::session::{self, Completion, Interrupts, OnInterrupt};
 const DEFAULT_COMMAND: &str = "sh";
 
 pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
-    if let Some(image) = args.image.as_deref().filter(|i| *i != "default") {
-        bail!(
-            "unknown image `{image}`: only the built-in `default` image can be run so far; \
-             omit IMAGE or use `default`"
-        );
-    }
     let argv = if args.command.is_empty() {
         vec![DEFAULT_COMMAND.to_owned()]
     } else {
         args.command.clone()
     };
-    let request = session::exec_request(argv, &args.process);
+    let mut request = session::exec_request(argv, &args.process);
     let mut config = engine.default_config();
     config.vcpus = args.cpus;
     config.mem_size_mib = args.memory;
@@ -32,8 +28,15 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
     if let Some(initramfs) = &args.initramfs {
         config.initramfs.clone_from(initramfs);
     }
+    let image = args.image.as_deref().filter(|i| *i != "default");
+    if let Some(image) = image {
+        let record = super::pull::ensure(engine.state(), image, &args.registry).await?;
+        config.rootfs = images::store(engine.state()).rootfs(&record.digest);
+        apply_image_config(&mut request, &record.config, &args)?;
+    }
     if args.detach {
-        let main = (!args.command.is_empty()).then_some(request);
+        // An image's own Entrypoint/Cmd is a main process even without a command.
+        let main = (!args.command.is_empty() || image.is_some()).then_some(request);
         return super::detach::start(engine, &args, config, main).await;
     }
     let mut interrupts = Interrupts::new()?;
@@ -66,4 +69,30 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
             Err(e)
         }
     }
+}
+
+/// The image's Entrypoint/Cmd/Env/WorkingDir/User under the user's flags, as docker applies them.
+fn apply_image_config(
+    request: &mut ExecRequest,
+    config: &ImageConfig,
+    args: &RunArgs,
+) -> anyhow::Result<()> {
+    let process = images::process(
+        config,
+        ProcessOverrides {
+            entrypoint: args.entrypoint.clone(),
+            args: args.command.clone(),
+            env: std::mem::take(&mut request.env),
+            workdir: request.cwd.take(),
+            user: request.user.take(),
+        },
+    );
+    if process.argv.is_empty() {
+        bail!("the image has no Entrypoint or Cmd; give a command after `--`");
+    }
+    request.argv = process.argv;
+    request.env = process.env;
+    request.cwd = process.cwd;
+    request.user = process.user;
+    Ok(())
 }

@@ -1,0 +1,27 @@
+//! hearth-image: OCI images for sandboxes. Pulls images from registries ([`pull`], through
+//! `oci-client`), keeps blobs by digest ([`BlobCache`]), applies layers safely with whiteouts
+//! ([`layer`]), and builds one read-only ext4 base per manifest digest ([`ImageStore`]).
+//!
+//! - [`ImageRef`]: references with docker's rules.
+//! - [`ImageConfig`]: Entrypoint, Cmd, Env, WorkingDir, User of an image.
+//! - [`ImageStore`]: built images, their names, `ls`/`rm`/`prune`.
+//! - [`import()`]: images from an OCI layout or a `docker save` archive.
+
+mod blob_cache;
+mod config;
+mod digest;
+mod import;
+pub mod layer;
+mod pull;
+mod reference;
+mod rootfs;
+mod store;
+
+pub use blob_cache::{BlobCache, BlobError};
+pub use config::{ConfigError, ImageConfig};
+pub use digest::{Digest, DigestError};
+pub use import::{import, ImportError, Imported};
+pub use pull::{build, pull, BlobFetchError, NoReporter, PullConfig, PullError, PullReporter};
+pub use reference::{is_loopback_host, ImageRef, ReferenceError};
+pub use rootfs::RootfsError;
+pub use store::{ImageRecord, ImageStore, ImageSummary, PruneReport, StoreError};

@@ -1,0 +1,419 @@
+//! Images on disk: one directory per manifest digest under `images/oci/<hex>/` holding the
+//! read-only base (`rootfs.ext4`) and its record (`image.json`), plus `refs.json` naming them.
+//! A base is built in a staging dir and renamed into place whole, so a reader sees a complete
+//! image or none; `refs.json` changes under a file lock.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::blob_cache::{BlobCache, BlobError, HashingReader};
+use crate::config::ImageConfig;
+use crate::digest::Digest;
+use crate::layer::{self, LayerError};
+use crate::rootfs::{self, RootfsError};
+
+const RECORD: &str = "image.json";
+const ROOTFS: &str = "rootfs.ext4";
+const REFS: &str = "refs.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to access the image store at `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{}` is corrupt", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("no image `{name}`; see `hearth image ls`")]
+    NotFound { name: String },
+    #[error("layer {digest} is not in the blob cache")]
+    MissingLayer { digest: Digest },
+    #[error("cached layer {expected} is corrupt (its content hashes to {actual}); pull again")]
+    CorruptLayer { expected: Digest, actual: Digest },
+    #[error("failed to apply layer {digest}")]
+    Layer {
+        digest: Digest,
+        #[source]
+        source: LayerError,
+    },
+    #[error("failed to build the base image for {digest}")]
+    Rootfs {
+        digest: Digest,
+        #[source]
+        source: RootfsError,
+    },
+    #[error("blob cache")]
+    Blob(#[from] BlobError),
+}
+
+/// What hearth keeps about one image (one manifest digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub digest: Digest,
+    pub config: ImageConfig,
+    pub layers: Vec<Digest>,
+    /// Size of the base image file in bytes.
+    pub size_bytes: u64,
+    /// When the base was built, in seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+/// An image with the names that point at it, as `hearth image ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageSummary {
+    pub names: Vec<String>,
+    #[serde(flatten)]
+    pub record: ImageRecord,
+}
+
+/// What `prune` removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub images: Vec<Digest>,
+    pub blobs: Vec<Digest>,
+    pub bytes_freed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    dir: PathBuf,
+    blobs: BlobCache,
+    mkfs: PathBuf,
+}
+
+impl ImageStore {
+    /// `dir` holds the images, `blobs_dir` the blob cache; `mkfs` is `mkfs.ext4`.
+    pub fn new(dir: impl Into<PathBuf>, blobs_dir: impl Into<PathBuf>, mkfs: PathBuf) -> Self {
+        ImageStore {
+            dir: dir.into(),
+            blobs: BlobCache::new(blobs_dir),
+            mkfs,
+        }
+    }
+
+    pub fn blobs(&self) -> &BlobCache {
+        &self.blobs
+    }
+
+    fn image_dir(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.hex())
+    }
+
+    /// The base image of a stored image.
+    pub fn rootfs(&self, digest: &Digest) -> PathBuf {
+        self.image_dir(digest).join(ROOTFS)
+    }
+
+    fn io_err(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
+        move |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The record of an image that is fully built, if any.
+    pub fn record(&self, digest: &Digest) -> Result<Option<ImageRecord>, StoreError> {
+        let path = self.image_dir(digest).join(RECORD);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    /// Builds the base image of `digest` from cached layers, unless it is already there.
+    pub fn build(
+        &self,
+        digest: &Digest,
+        config: &ImageConfig,
+        layers: &[Digest],
+    ) -> Result<ImageRecord, StoreError> {
+        if let Some(record) = self.record(digest)? {
+            return Ok(record);
+        }
+        fs::create_dir_all(&self.dir).map_err(Self::io_err(&self.dir))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".building-")
+            .tempdir_in(&self.dir)
+            .map_err(Self::io_err(&self.dir))?;
+        let tree = staging.path().join("tree");
+        fs::create_dir(&tree).map_err(Self::io_err(&tree))?;
+        // The guest's `/` is this directory: world-searchable like any root.
+        fs::set_permissions(&tree, fs::Permissions::from_mode(0o755))
+            .map_err(Self::io_err(&tree))?;
+        for layer in layers {
+            self.apply_cached(layer, &tree)?;
+        }
+        let image = staging.path().join(ROOTFS);
+        rootfs::build(&self.mkfs, &tree, &image).map_err(|source| StoreError::Rootfs {
+            digest: digest.clone(),
+            source,
+        })?;
+        fs::remove_dir_all(&tree).map_err(Self::io_err(&tree))?;
+        let size_bytes = fs::metadata(&image).map_err(Self::io_err(&image))?.len();
+        let record = ImageRecord {
+            digest: digest.clone(),
+            config: config.clone(),
+            layers: layers.to_vec(),
+            size_bytes,
+            created_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let record_path = staging.path().join(RECORD);
+        let json = serde_json::to_vec_pretty(&record).map_err(|source| StoreError::Corrupt {
+            path: record_path.clone(),
+            source,
+        })?;
+        fs::write(&record_path, json).map_err(Self::io_err(&record_path))?;
+        let dest = self.image_dir(digest);
+        let staged = staging.keep();
+        if let Err(e) = fs::rename(&staged, &dest) {
+            let _ = fs::remove_dir_all(&staged);
+            // Another pull of the same image finished first: theirs is identical.
+            if dest.join(RECORD).is_file() {
+                return Ok(record);
+            }
+            return Err(StoreError::Io {
+                path: dest,
+                source: e,
+            });
+        }
+        tracing::info!(image = %digest, size_bytes, "base image built");
+        Ok(record)
+    }
+
+    /// Applies one cached layer (gzip, zstd or plain tar), checking the blob's digest as it goes.
+    fn apply_cached(&self, digest: &Digest, tree: &Path) -> Result<(), StoreError> {
+        let path = self.blobs.path(digest);
+        let file = fs::File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingLayer {
+                digest: digest.clone(),
+            },
+            _ => StoreError::Io {
+                path: path.clone(),
+                source: e,
+            },
+        })?;
+        let mut reader = HashingReader::new(io::BufReader::new(file));
+        let mut magic = [0u8; 4];
+        let n = read_up_to(&mut reader, &mut magic).map_err(Self::io_err(&path))?;
+        let head = io::Cursor::new(magic[..n].to_vec()).chain(&mut reader);
+        let layer_err = |source| StoreError::Layer {
+            digest: digest.clone(),
+            source,
+        };
+        match magic {
+            [0x1f, 0x8b, ..] => layer::apply(flate2::read::GzDecoder::new(head), tree),
+            [0x28, 0xb5, 0x2f, 0xfd] => {
+                let decoder =
+                    zstd::Decoder::new(head).map_err(|e| layer_err(LayerError::Read(e)))?;
+                layer::apply(decoder, tree)
+            }
+            _ => layer::apply(head, tree),
+        }
+        .map_err(layer_err)?;
+        let actual = reader.finish().map_err(Self::io_err(&path))?;
+        if actual != *digest {
+            return Err(StoreError::CorruptLayer {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Points `name` at `digest`.
+    pub fn tag(&self, name: &str, digest: &Digest) -> Result<(), StoreError> {
+        self.update_refs(|refs| {
+            refs.insert(name.to_owned(), digest.clone());
+        })
+    }
+
+    /// The digest `name` points at: a name from `refs.json`, a full digest or a unique prefix of
+    /// one (as `docker image rm` accepts ids).
+    pub fn resolve(&self, name: &str) -> Result<Digest, StoreError> {
+        let refs = self.refs()?;
+        if let Some(digest) = refs.get(name) {
+            return Ok(digest.clone());
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        let matches: Vec<Digest> = self
+            .digests()?
+            .into_iter()
+            .filter(|d| hex.len() >= 4 && d.hex().starts_with(hex))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => Err(StoreError::NotFound {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Every built image with its names, newest first.
+    pub fn list(&self) -> Result<Vec<ImageSummary>, StoreError> {
+        let refs = self.refs()?;
+        let mut out = Vec::new();
+        for digest in self.digests()? {
+            if let Some(record) = self.record(&digest)? {
+                let names = refs
+                    .iter()
+                    .filter(|(_, d)| **d == digest)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                out.push(ImageSummary { names, record });
+            }
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.record.created_unix));
+        Ok(out)
+    }
+
+    /// Removes a name; when it was the image's last name (or `name` is a digest), the image too.
+    pub fn remove(&self, name: &str) -> Result<Digest, StoreError> {
+        let digest = self.resolve(name)?;
+        let by_name = self.refs()?.contains_key(name);
+        let mut last = true;
+        self.update_refs(|refs| {
+            if by_name {
+                refs.remove(name);
+            } else {
+                refs.retain(|_, d| *d != digest);
+            }
+            last = !refs.values().any(|d| *d == digest);
+        })?;
+        if last {
+            let dir = self.image_dir(&digest);
+            fs::remove_dir_all(&dir).map_err(Self::io_err(&dir))?;
+        }
+        Ok(digest)
+    }
+
+    /// Removes images no name points at, blobs no image uses, and leftovers of interrupted work.
+    pub fn prune(&self) -> Result<PruneReport, StoreError> {
+        let mut report = PruneReport::default();
+        let refs = self.refs()?;
+        let mut kept_layers = Vec::new();
+        for digest in self.digests()? {
+            let record = self.record(&digest)?;
+            match record {
+                Some(record) if refs.values().any(|d| *d == digest) => {
+                    kept_layers.extend(record.layers);
+                }
+                _ => {
+                    let dir = self.image_dir(&digest);
+                    report.bytes_freed += dir_size(&dir);
+                    fs::remove_dir_all(&dir).map_err(Self::io_err(&dir))?;
+                    report.images.push(digest);
+                }
+            }
+        }
+        for blob in self.blobs.list()? {
+            if !kept_layers.contains(&blob) {
+                report.bytes_freed += fs::metadata(self.blobs.path(&blob)).map_or(0, |m| m.len());
+                self.blobs.remove(&blob)?;
+                report.blobs.push(blob);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Digests of the image dirs present (built or not).
+    fn digests(&self) -> Result<Vec<Digest>, StoreError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        };
+        Ok(entries
+            .flatten()
+            .filter_map(|e| format!("sha256:{}", e.file_name().to_str()?).parse().ok())
+            .collect())
+    }
+
+    fn refs(&self) -> Result<BTreeMap<String, Digest>, StoreError> {
+        let path = self.dir.join(REFS);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StoreError::Corrupt { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    /// Changes `refs.json` under an exclusive lock, writing it atomically.
+    fn update_refs(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, Digest>),
+    ) -> Result<(), StoreError> {
+        fs::create_dir_all(&self.dir).map_err(Self::io_err(&self.dir))?;
+        let lock_path = self.dir.join(".refs.lock");
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Self::io_err(&lock_path))?;
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, errno)| {
+            StoreError::Io {
+                path: lock_path.clone(),
+                source: errno.into(),
+            }
+        })?;
+        let mut refs = self.refs()?;
+        change(&mut refs);
+        let path = self.dir.join(REFS);
+        let json = serde_json::to_vec_pretty(&refs).map_err(|source| StoreError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        let temp = tempfile::NamedTempFile::new_in(&self.dir).map_err(Self::io_err(&self.dir))?;
+        fs::write(temp.path(), json).map_err(Self::io_err(temp.path()))?;
+        temp.persist(&path).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+}
+
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    })
+}

@@ -1,0 +1,268 @@
+//! Pulls from a real `docker-registry` on 127.0.0.1: caching, and every kind of bad input the
+//! registry or a layer can present. No VM here; `hearth/tests/it/images.rs` boots the results.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hearth_image::{
+    layer::LayerError, BlobFetchError, Digest, ImageRef, ImageStore, PullConfig, PullError,
+    PullReporter, StoreError,
+};
+use hearth_test_support::oci_layout::{busybox_entries, Compression, Entry, TestConfig, TestImage};
+use hearth_test_support::registry::LocalRegistry;
+
+/// A state dir's image store in a temp dir.
+struct Store {
+    dir: tempfile::TempDir,
+    store: ImageStore,
+}
+
+fn store() -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::new(
+        dir.path().join("images"),
+        dir.path().join("blobs"),
+        PathBuf::from("/usr/sbin/mkfs.ext4"),
+    );
+    Store { dir, store }
+}
+
+/// Counts downloads, so a test can tell a cached pull from a fresh one.
+#[derive(Default)]
+struct Counter {
+    downloads: AtomicUsize,
+    cached: AtomicUsize,
+}
+
+impl PullReporter for Counter {
+    fn on_layer_start(&self, _: &Digest, _: u64) {
+        self.downloads.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_layer_cached(&self, _: &Digest, _: u64) {
+        self.cached.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_layer_done(&self, _: &Digest) {}
+    fn on_build(&self, _: &Digest) {}
+}
+
+fn push(registry: &LocalRegistry, image: &TestImage, repo: &str) -> String {
+    let layout = tempfile::tempdir().unwrap();
+    let digest = image.write_layout(layout.path(), "1").unwrap();
+    registry.push_layout(layout.path(), "1", repo).unwrap();
+    digest
+}
+
+fn reference(registry: &LocalRegistry, repo: &str) -> ImageRef {
+    format!("{}/{repo}:1", registry.host()).parse().unwrap()
+}
+
+async fn pull(
+    store: &ImageStore,
+    reference: &ImageRef,
+) -> Result<hearth_image::ImageRecord, PullError> {
+    hearth_image::pull(
+        store,
+        reference,
+        &PullConfig::default(),
+        &Counter::default(),
+    )
+    .await
+}
+
+/// Files left anywhere under `dir` whose name starts with `prefix`.
+fn leftovers(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            found.push(path.clone());
+        }
+        if path.is_dir() && !path.is_symlink() {
+            found.extend(leftovers(&path, prefix));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn test_pull_twice_downloads_once_and_keeps_config() {
+    let registry = LocalRegistry::start().unwrap();
+    let image = TestImage::new(TestConfig {
+        cmd: vec!["/bin/sh".into()],
+        env: vec!["A=1".into()],
+        user: Some("1000:1000".into()),
+        ..TestConfig::default()
+    })
+    .layer(&busybox_entries().unwrap(), Compression::Gzip)
+    .unwrap()
+    .layer(&[Entry::file("etc/motd", "hi")], Compression::Zstd)
+    .unwrap();
+    let manifest = push(&registry, &image, "cache");
+    let s = store();
+    let first = Counter::default();
+    let reference = reference(&registry, "cache");
+    let record = hearth_image::pull(&s.store, &reference, &PullConfig::default(), &first)
+        .await
+        .unwrap();
+    assert_eq!(record.digest.to_string(), manifest);
+    assert_eq!(record.config.env, ["A=1"]);
+    assert_eq!(record.config.user.as_deref(), Some("1000:1000"));
+    assert!(s.store.rootfs(&record.digest).is_file());
+    assert_eq!(first.downloads.load(Ordering::SeqCst), 2);
+
+    let second = Counter::default();
+    hearth_image::pull(&s.store, &reference, &PullConfig::default(), &second)
+        .await
+        .unwrap();
+    assert_eq!(second.downloads.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        s.store.resolve(&reference.to_string()).unwrap(),
+        record.digest
+    );
+    assert!(leftovers(s.dir.path(), ".partial").is_empty());
+    assert!(leftovers(s.dir.path(), ".building").is_empty());
+}
+
+#[tokio::test]
+async fn test_pull_unknown_tag_is_not_found_with_the_registry_message() {
+    let registry = LocalRegistry::start().unwrap();
+    let s = store();
+    let err = pull(&s.store, &reference(&registry, "nothing-here"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::NotFound { .. }), "{err:?}");
+    let chain = format!("{:?}", anyhow::Error::from(err));
+    assert!(
+        chain.contains("unknown"),
+        "the registry's own words: {chain}"
+    );
+}
+
+#[tokio::test]
+async fn test_pull_blob_with_wrong_digest_fails_and_caches_nothing() {
+    let registry = LocalRegistry::start().unwrap();
+    let image = TestImage::new(TestConfig::default())
+        .layer(&[Entry::file("a", "the real content")], Compression::Gzip)
+        .unwrap();
+    push(&registry, &image, "tampered");
+    // Replace every layer blob in the registry's storage with other bytes of the same size.
+    let layer = image_layer_digest(&registry, "tampered");
+    let stored = registry
+        .storage()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&layer[..2])
+        .join(&layer)
+        .join("data");
+    let len = std::fs::metadata(&stored).unwrap().len() as usize;
+    std::fs::write(&stored, vec![b'x'; len]).unwrap();
+    let s = store();
+    let err = pull(&s.store, &reference(&registry, "tampered"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PullError::Blob {
+                source: BlobFetchError::Registry(_) | BlobFetchError::Verify(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(s.store.list().unwrap().is_empty());
+    let cached = s.store.blobs().list().unwrap();
+    assert!(cached.iter().all(|d| d.hex() != layer), "{cached:?}");
+    assert!(leftovers(s.dir.path(), ".partial").is_empty());
+}
+
+#[tokio::test]
+async fn test_pull_other_architecture_is_refused() {
+    let registry = LocalRegistry::start().unwrap();
+    let image = TestImage::new(TestConfig {
+        architecture: Some("arm64".into()),
+        ..TestConfig::default()
+    })
+    .layer(&[Entry::file("a", "1")], Compression::Gzip)
+    .unwrap();
+    push(&registry, &image, "arm");
+    let s = store();
+    let err = pull(&s.store, &reference(&registry, "arm"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::NoPlatform { .. }), "{err:?}");
+    assert!(err.to_string().contains("linux/amd64"), "{err}");
+}
+
+#[tokio::test]
+async fn test_pull_escaping_layers_are_refused_and_leave_nothing() {
+    let registry = LocalRegistry::start().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let outside_path = outside.path().to_str().unwrap().to_owned();
+    let hostile: [(&str, Vec<Entry>); 3] = [
+        ("dotdot", vec![Entry::file("../../../../escaped", "x")]),
+        (
+            "symlink",
+            vec![
+                Entry::symlink("out", &outside_path),
+                Entry::file("out/escaped", "x"),
+            ],
+        ),
+        (
+            "hardlink",
+            vec![Entry::hard_link("h", "../../../../etc/passwd")],
+        ),
+    ];
+    let s = store();
+    for (repo, entries) in hostile {
+        let image = TestImage::new(TestConfig::default())
+            .layer(&entries, Compression::Gzip)
+            .unwrap();
+        push(&registry, &image, repo);
+        let err = pull(&s.store, &reference(&registry, repo))
+            .await
+            .unwrap_err();
+        let PullError::Store(StoreError::Layer { source, .. }) = &err else {
+            panic!("{repo}: {err:?}");
+        };
+        assert!(
+            matches!(
+                source,
+                LayerError::Escapes { .. }
+                    | LayerError::ThroughSymlink { .. }
+                    | LayerError::LinkTarget { .. }
+            ),
+            "{repo}: {source:?}"
+        );
+    }
+    assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+    assert!(s.store.list().unwrap().is_empty());
+    assert!(leftovers(s.dir.path(), ".building").is_empty());
+}
+
+/// The single layer's digest hex of `repo:1`, read from the registry's own storage.
+fn image_layer_digest(registry: &LocalRegistry, repo: &str) -> String {
+    let layers = registry
+        .storage()
+        .join("docker/registry/v2/repositories")
+        .join(repo)
+        .join("_layers/sha256");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(layers).unwrap().flatten() {
+        let hex = entry.file_name().to_string_lossy().into_owned();
+        let blob = registry
+            .storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(&hex)
+            .join("data");
+        // The config is JSON; the layer is gzip.
+        if std::fs::read(blob).unwrap().starts_with(&[0x1f, 0x8b]) {
+            found.push(hex);
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}

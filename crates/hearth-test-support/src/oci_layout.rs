@@ -1,0 +1,233 @@
+//! Test images built here, byte by byte: layers as tar streams (gzip or zstd) with exactly the
+//! entries a test wants — whiteouts, opaque dirs, hard links, hostile paths — written as an OCI
+//! image layout that `skopeo` can push to a [`crate::registry::LocalRegistry`].
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+/// One entry of a layer. Paths are written as given, without cleanup.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Dir(String, u32),
+    /// Path, content, mode, uid, gid.
+    File(String, Vec<u8>, u32, u64, u64),
+    Symlink(String, String),
+    HardLink(String, String),
+}
+
+impl Entry {
+    pub fn dir(path: &str) -> Entry {
+        Entry::Dir(path.to_owned(), 0o755)
+    }
+
+    pub fn file(path: &str, data: &str) -> Entry {
+        Entry::File(path.to_owned(), data.as_bytes().to_vec(), 0o644, 0, 0)
+    }
+
+    pub fn symlink(path: &str, target: &str) -> Entry {
+        Entry::Symlink(path.to_owned(), target.to_owned())
+    }
+
+    pub fn hard_link(path: &str, target: &str) -> Entry {
+        Entry::HardLink(path.to_owned(), target.to_owned())
+    }
+
+    /// `.wh.NAME` beside `path`, hiding `path` from lower layers.
+    pub fn whiteout(path: &str) -> Entry {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        Entry::file(&format!("{prefix}.wh.{name}"), "")
+    }
+
+    /// Marks `dir` opaque: lower layers' contents of it are hidden.
+    pub fn opaque(dir: &str) -> Entry {
+        Entry::file(&format!("{dir}/.wh..wh..opq"), "")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+/// The image config fields a test sets.
+#[derive(Debug, Clone, Default)]
+pub struct TestConfig {
+    pub architecture: Option<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+/// Layers and a config, written out as an OCI layout.
+#[derive(Debug, Default)]
+pub struct TestImage {
+    layers: Vec<(Vec<u8>, &'static str, String)>,
+    config: TestConfig,
+}
+
+impl TestImage {
+    pub fn new(config: TestConfig) -> Self {
+        TestImage {
+            layers: Vec::new(),
+            config,
+        }
+    }
+
+    /// Adds a layer made of `entries`.
+    pub fn layer(mut self, entries: &[Entry], compression: Compression) -> anyhow::Result<Self> {
+        let tar = tar_of(entries)?;
+        let diff_id = sha256(&tar);
+        let (blob, media_type) = match compression {
+            Compression::Gzip => {
+                use std::io::Write;
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                encoder.write_all(&tar)?;
+                (
+                    encoder.finish()?,
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                )
+            }
+            Compression::Zstd => (
+                zstd::encode_all(tar.as_slice(), 1)?,
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+        };
+        self.layers.push((blob, media_type, diff_id));
+        Ok(self)
+    }
+
+    /// Writes the layout into `dir` with `tag`; returns the manifest digest.
+    pub fn write_layout(&self, dir: &Path, tag: &str) -> anyhow::Result<String> {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).context("creating the layout")?;
+        let put = |data: &[u8]| -> anyhow::Result<String> {
+            let digest = sha256(data);
+            std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), data)?;
+            Ok(digest)
+        };
+        let c = &self.config;
+        let config = serde_json::to_vec(&json!({
+            "architecture": c.architecture.as_deref().unwrap_or("amd64"),
+            "os": "linux",
+            "config": {
+                "Entrypoint": c.entrypoint, "Cmd": c.cmd, "Env": c.env,
+                "WorkingDir": c.working_dir.as_deref().unwrap_or(""),
+                "User": c.user.as_deref().unwrap_or(""),
+            },
+            "rootfs": {"type": "layers", "diff_ids": self.layers.iter().map(|l| &l.2).collect::<Vec<_>>()},
+        }))?;
+        let config_digest = put(&config)?;
+        let mut layers = Vec::new();
+        for (blob, media_type, _) in &self.layers {
+            layers.push(json!({"mediaType": media_type, "digest": put(blob)?, "size": blob.len()}));
+        }
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": config.len()},
+            "layers": layers,
+        }))?;
+        let manifest_digest = put(&manifest)?;
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        std::fs::write(
+            dir.join("index.json"),
+            serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "manifests": [{
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": manifest_digest, "size": manifest.len(),
+                    "annotations": {"org.opencontainers.image.ref.name": tag},
+                }],
+            }))?,
+        )?;
+        Ok(manifest_digest)
+    }
+}
+
+/// A layer with static busybox as `/bin/busybox` and the applets tests use as hard links.
+pub fn busybox_entries() -> anyhow::Result<Vec<Entry>> {
+    let busybox = std::fs::read("/bin/busybox")
+        .context("reading /bin/busybox: install it with `apt-get install busybox-static`")?;
+    let mut entries = vec![
+        Entry::dir("bin"),
+        Entry::File("bin/busybox".into(), busybox, 0o755, 0, 0),
+    ];
+    for applet in [
+        "sh", "cat", "ls", "id", "env", "pwd", "stat", "echo", "test", "true", "find", "sort",
+    ] {
+        entries.push(Entry::hard_link(&format!("bin/{applet}"), "bin/busybox"));
+    }
+    Ok(entries)
+}
+
+fn tar_of(entries: &[Entry]) -> anyhow::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(1_700_000_000);
+        header.set_uid(0);
+        header.set_gid(0);
+        let (path, data): (&str, &[u8]) = match entry {
+            Entry::Dir(path, mode) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(*mode);
+                (path, b"")
+            }
+            Entry::File(path, data, mode, uid, gid) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                header.set_uid(*uid);
+                header.set_gid(*gid);
+                (path, data)
+            }
+            Entry::Symlink(path, target) | Entry::HardLink(path, target) => {
+                let kind = if matches!(entry, Entry::Symlink(..)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                };
+                header.set_entry_type(kind);
+                header.set_mode(0o777);
+                set_raw(&mut header.as_old_mut().linkname, target)?;
+                (path, b"")
+            }
+        };
+        header.set_size(data.len() as u64);
+        set_raw(&mut header.as_old_mut().name, path)?;
+        header.set_cksum();
+        builder.append(&header, data)?;
+    }
+    Ok(builder.into_inner()?)
+}
+
+/// Writes a name into a header field as is: the tar crate's setters refuse `..`, which hostile
+/// test layers need.
+fn set_raw(field: &mut [u8], value: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        value.len() < field.len(),
+        "`{value}` is too long for a tar header"
+    );
+    field[..value.len()].copy_from_slice(value.as_bytes());
+    Ok(())
+}
+
+fn sha256(data: &[u8]) -> String {
+    let hex: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}

@@ -1,0 +1,129 @@
+//! A real OCI registry for tests: Debian's `docker-registry` (distribution) on 127.0.0.1 with its
+//! own config and storage in a temp dir, stopped and removed on drop.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+const PROGRAM: &str = "docker-registry";
+const SKOPEO: &str = "skopeo";
+
+#[derive(Debug)]
+pub struct LocalRegistry {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    /// Starts a registry and waits until it answers `GET /v2/`.
+    pub fn start() -> anyhow::Result<Self> {
+        require(PROGRAM, "docker-registry")?;
+        let dir = tempfile::Builder::new()
+            .prefix("hearth-registry-")
+            .tempdir()
+            .context("creating the registry dir")?;
+        // The registry cannot report a port it picked, so take a free one from the kernel; the
+        // moment between closing and its bind is too short to matter for a test.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port")?;
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+                 delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .context("writing the registry config")?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))
+            .context("creating the registry log")?;
+        let child = Command::new(PROGRAM)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("sharing the registry log")?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {PROGRAM}"))?;
+        let mut registry = LocalRegistry { child, addr, dir };
+        let up = crate::wait_until(Duration::from_secs(15), || registry.answers().then_some(()));
+        if up.is_none() {
+            let log = std::fs::read_to_string(registry.dir.path().join("registry.log"))
+                .unwrap_or_default();
+            if let Ok(Some(status)) = registry.child.try_wait() {
+                bail!("{PROGRAM} exited ({status}): {log}");
+            }
+            bail!("{PROGRAM} did not answer on {addr} within 15 s: {log}");
+        }
+        Ok(registry)
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of image references.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// True when `GET /v2/` gets an HTTP answer.
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200))
+        else {
+            return false;
+        };
+        let request = format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
+        let mut reply = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut reply).is_ok()
+            && reply.starts_with("HTTP/1.")
+    }
+
+    /// Pushes the OCI layout at `layout` (tag `tag` inside it) as `repo:tag` with skopeo.
+    pub fn push_layout(&self, layout: &Path, tag: &str, repo: &str) -> anyhow::Result<()> {
+        require(SKOPEO, "skopeo")?;
+        let output = Command::new(SKOPEO)
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repo}:{tag}", self.host()))
+            .output()
+            .context("running skopeo copy")?;
+        if !output.status.success() {
+            bail!(
+                "skopeo copy to {repo}:{tag} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Where the registry keeps blobs, for tests that corrupt one on purpose.
+    pub fn storage(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill() {
+            eprintln!("failed to stop {PROGRAM}: {e}");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Fails, naming the package to install, when `program` is not in PATH.
+pub fn require(program: &str, package: &str) -> anyhow::Result<()> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    if !found {
+        bail!(
+            "`{program}` not found: install it with `apt-get install {package}` (or ./install.sh)"
+        );
+    }
+    Ok(())
+}

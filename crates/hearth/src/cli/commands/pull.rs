@@ -1,0 +1,114 @@
+//! `hearth pull`: fetch an image into the local store; also what `run` uses for images it lacks.
+
+use anyhow::Context;
+use hearth_engine::image::{self, Digest, ImageRecord, ImageRef, PullConfig, PullReporter};
+use hearth_engine::images;
+use hearth_engine::paths::StateDir;
+
+use crate::cli::args::{PullArgs, RegistryArgs};
+
+pub async fn pull(state: &StateDir, args: &PullArgs) -> anyhow::Result<i32> {
+    let reporter = LineReporter { quiet: args.quiet };
+    let record = pull_ref(state, &args.reference, &args.registry, &reporter).await?;
+    println!("{}", record.digest);
+    Ok(0)
+}
+
+/// The stored image `name` names: a local name or id as is, else pulled first (as docker run).
+pub async fn ensure(
+    state: &StateDir,
+    name: &str,
+    registry: &RegistryArgs,
+) -> anyhow::Result<ImageRecord> {
+    let store = images::store(state);
+    // The full reference first (`alpine` is `docker.io/library/alpine:latest`), then the name as
+    // typed, which also matches an image id or a unique prefix of one.
+    let full = name.parse::<ImageRef>().ok().map(|r| r.to_string());
+    for candidate in full.iter().map(String::as_str).chain([name]) {
+        if let Ok(digest) = store.resolve(candidate) {
+            if let Some(record) = store.record(&digest)? {
+                return Ok(record);
+            }
+        }
+    }
+    pull_ref(state, name, registry, &LineReporter { quiet: false }).await
+}
+
+async fn pull_ref(
+    state: &StateDir,
+    name: &str,
+    registry: &RegistryArgs,
+    reporter: &dyn PullReporter,
+) -> anyhow::Result<ImageRecord> {
+    let reference: ImageRef = name.parse()?;
+    let config = PullConfig {
+        insecure_registries: registry.insecure_registry.clone(),
+        basic_auth: None,
+    };
+    image::pull(&images::store(state), &reference, &config, reporter)
+        .await
+        .with_context(|| format!("failed to pull `{reference}`"))
+}
+
+/// One line per step on stderr; stdout stays for the digest.
+struct LineReporter {
+    quiet: bool,
+}
+
+impl LineReporter {
+    fn say(&self, line: std::fmt::Arguments<'_>) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+}
+
+impl PullReporter for LineReporter {
+    fn on_layer_start(&self, digest: &Digest, size: u64) {
+        self.say(format_args!(
+            "{}: downloading {}",
+            digest.short(),
+            human_size(size)
+        ));
+    }
+
+    fn on_layer_cached(&self, digest: &Digest, _size: u64) {
+        self.say(format_args!("{}: already cached", digest.short()));
+    }
+
+    fn on_layer_done(&self, digest: &Digest) {
+        self.say(format_args!("{}: done", digest.short()));
+    }
+
+    fn on_build(&self, digest: &Digest) {
+        self.say(format_args!("{}: building base image", digest.short()));
+    }
+}
+
+/// `1.5 MB`, as docker prints sizes (powers of 1000).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_human_size_uses_decimal_units() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1_500_000), "1.5 MB");
+        assert_eq!(human_size(2_000_000_000), "2.0 GB");
+    }
+}

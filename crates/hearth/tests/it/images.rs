@@ -1,0 +1,191 @@
+//! OCI images end to end: images built here, pushed to a real registry on 127.0.0.1, pulled and
+//! booted by `hearth run`, checked from inside the guest.
+
+use hearth_test_support::oci_layout::{busybox_entries, Compression, Entry, TestConfig, TestImage};
+use hearth_test_support::registry::LocalRegistry;
+
+use crate::{code, host, stderr, stdout};
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
+const GROUP: &str = "root:x:0:\napp:x:1000:\n";
+
+/// What the image's default process prints: the guest's view of everything the layers and the
+/// config should have produced, one fact per line.
+const REPORT: &str = "id -u; id -g; pwd; echo \"$GREETING\"; echo \"$HOME\"; \
+    ls /opq | sort | tr '\\n' ' '; echo; \
+    test -e /etc/removed && echo removed-present || echo removed-gone; \
+    test -e /gone-dir && echo dir-present || echo dir-gone; \
+    stat -c '%h %i' /data/keep; stat -c '%i' /data/link; \
+    stat -c '%u:%g %a' /home/app/secret; cat /data/keep";
+
+/// Two layers over a busybox base layer: the second whites out a file and a directory, makes a
+/// directory opaque, adds a hard link and a private file, and is zstd-compressed.
+fn test_image() -> TestImage {
+    let mut base = busybox_entries().unwrap();
+    base.extend([
+        Entry::dir("etc"),
+        Entry::file("etc/passwd", PASSWD),
+        Entry::file("etc/group", GROUP),
+        Entry::file("etc/removed", "lower"),
+        Entry::dir("gone-dir"),
+        Entry::file("gone-dir/x", "lower"),
+        Entry::dir("opq"),
+        Entry::file("opq/lower", "lower"),
+        Entry::dir("data"),
+        Entry::file("data/keep", "kept\n"),
+        Entry::Dir("home".into(), 0o755),
+    ]);
+    let upper = [
+        Entry::whiteout("etc/removed"),
+        Entry::whiteout("gone-dir"),
+        Entry::dir("opq"),
+        Entry::opaque("opq"),
+        Entry::file("opq/upper", "upper"),
+        Entry::hard_link("data/link", "data/keep"),
+        Entry::Dir("home/app".into(), 0o755),
+        Entry::File("home/app/secret".into(), b"s".to_vec(), 0o600, 1000, 1000),
+    ];
+    TestImage::new(TestConfig {
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: vec![REPORT.into()],
+        env: vec!["GREETING=hello from the image".into()],
+        working_dir: Some("/home/app".into()),
+        user: Some("app".into()),
+        ..TestConfig::default()
+    })
+    .layer(&base, Compression::Gzip)
+    .unwrap()
+    .layer(&upper, Compression::Zstd)
+    .unwrap()
+}
+
+#[test]
+fn test_run_registry_image_sees_merged_tree_and_config() {
+    let registry = LocalRegistry::start().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    test_image().write_layout(layout.path(), "1").unwrap();
+    registry.push_layout(layout.path(), "1", "test").unwrap();
+    let image = format!("{}/test:1", registry.host());
+    let host = host();
+
+    // No command: the image's Entrypoint + Cmd, as its User, in its WorkingDir, with its Env.
+    let output = host.hearth().args(["run", &image]).output().unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..5],
+        [
+            "1000",
+            "1000",
+            "/home/app",
+            "hello from the image",
+            "/home/app"
+        ]
+    );
+    assert_eq!(lines[5].trim(), "upper");
+    assert_eq!(lines[6..8], ["removed-gone", "dir-gone"]);
+    let (links, keep_inode) = lines[8].split_once(' ').unwrap();
+    assert_eq!(links, "2");
+    assert_eq!(lines[9], keep_inode, "the hard link shares the inode");
+    assert_eq!(lines[10], "1000:1000 600");
+    assert_eq!(lines[11], "kept");
+
+    // Flags over the config: entrypoint, user, env, and trailing args as the command. The image
+    // is local now, so nothing is pulled: the registry can be gone.
+    drop(registry);
+    let output = host
+        .hearth()
+        .args([
+            "run",
+            "-u",
+            "0",
+            "-e",
+            "GREETING=bye",
+            "--entrypoint",
+            "/bin/sh",
+        ])
+        .args([&image, "--", "-c", "id -u; echo $GREETING; pwd"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), "0\nbye\n/home/app\n");
+
+    // Listed, removed, pruned.
+    let output = host
+        .hearth()
+        .args(["image", "ls", "--json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(list[0]["names"][0], image.as_str());
+    assert_eq!(list[0]["config"]["user"], "app");
+    let output = host
+        .hearth()
+        .args(["image", "rm", &image])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    let output = host
+        .hearth()
+        .args(["image", "prune", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["blobs"].as_array().unwrap().len(), 3, "{report}");
+    host.assert_clean();
+}
+
+#[test]
+fn test_pull_bad_references_and_missing_images_fail_clearly() {
+    let registry = LocalRegistry::start().unwrap();
+    let host = host();
+    let output = host.hearth().args(["pull", "Not/Valid"]).output().unwrap();
+    assert_eq!(code(&output), 125);
+    assert!(
+        stderr(&output).contains("is not a valid image reference"),
+        "{}",
+        stderr(&output)
+    );
+
+    let missing = format!("{}/absent:1", registry.host());
+    let output = host.hearth().args(["pull", &missing]).output().unwrap();
+    assert_eq!(code(&output), 125);
+    assert!(
+        stderr(&output).contains("was not found"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = host
+        .hearth()
+        .args(["run", &missing, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 125, "hearth's own failure in run");
+}
+
+#[test]
+fn test_image_import_names_and_lists_the_image() {
+    let layout = tempfile::tempdir().unwrap();
+    let digest = TestImage::new(TestConfig::default())
+        .layer(&[Entry::file("etc/motd", "hi")], Compression::Gzip)
+        .unwrap()
+        .write_layout(layout.path(), "1")
+        .unwrap();
+    let host = host();
+    let output = host
+        .hearth()
+        .args(["image", "import", "--name", "imported:1"])
+        .arg(layout.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), digest);
+    let output = host.hearth().args(["image", "ls"]).output().unwrap();
+    assert!(
+        stdout(&output).contains("docker.io/library/imported:1"),
+        "{}",
+        stdout(&output)
+    );
+}
