@@ -85,6 +85,18 @@ impl TestHost {
 
 impl Drop for TestHost {
     fn drop(&mut self) {
+        // Detached sandboxes outlive the commands that started them: when a test fails half-way,
+        // their supervisors and VMMs are still running. Everything that names this test's own
+        // state dir is this test's.
+        let needle = self.state_dir().to_string_lossy().into_owned();
+        for pid in processes_mentioning(&needle) {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         if std::thread::panicking() {
             if let Some(dir) = self.dir.take() {
                 eprintln!("keeping test state dir {}", dir.keep().display());
