@@ -71,6 +71,8 @@ pub enum StateError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {
+    /// Recorded by `hearth create`; `hearth start` boots it.
+    Created,
     /// Its supervisor is booting the VM.
     Starting,
     Running,
@@ -83,6 +85,7 @@ pub enum SandboxState {
 impl SandboxState {
     fn as_str(self) -> &'static str {
         match self {
+            SandboxState::Created => "created",
             SandboxState::Starting => "starting",
             SandboxState::Running => "running",
             SandboxState::Exited => "exited",
@@ -92,6 +95,7 @@ impl SandboxState {
 
     fn parse(text: &str) -> Option<Self> {
         [
+            SandboxState::Created,
             SandboxState::Starting,
             SandboxState::Running,
             SandboxState::Exited,
@@ -288,6 +292,16 @@ impl StateDb {
             .query_map([], record_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(records)
+    }
+
+    /// Back to `starting` for a new supervisor: clears what the last run recorded.
+    pub fn set_starting(&self, id: &str) -> Result<(), StateError> {
+        self.conn.execute(
+            "UPDATE sandboxes SET state = 'starting', supervisor_pid = NULL, exit_code = NULL,
+                 error = NULL WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
     }
 
     pub fn set_running(&self, id: &str) -> Result<(), StateError> {

@@ -25,6 +25,10 @@ pub struct Cli {
 pub enum Command {
     /// Boot a microVM, run a command in it, and tear it down when the command ends.
     Run(Box<RunArgs>),
+    /// Record a sandbox like `run -d` without starting it; `hearth start` boots it.
+    Create(Box<RunArgs>),
+    /// Start created (or ended) sandboxes in the background.
+    Start(SandboxesArgs),
     /// Build hearth's boot assets: the initramfs with the guest agent, and the default image.
     Setup(SetupArgs),
     /// Report what hearth found on this host and what is missing.
@@ -153,19 +157,19 @@ pub struct RunArgs {
     pub detach: bool,
 
     /// Name for a detached sandbox (default: generated).
-    #[arg(long, requires = "detach")]
+    #[arg(long)]
     pub name: Option<String>,
 
     /// Remove a detached sandbox's record when it ends.
-    #[arg(long, requires = "detach")]
+    #[arg(long)]
     pub rm: bool,
 
     /// Stop a detached sandbox after this long, e.g. 10m.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "detach")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
     /// Command (run with `sh -c` in the guest) whose exit 0 means the sandbox is healthy.
-    #[arg(long, value_name = "CMD", requires = "detach")]
+    #[arg(long, value_name = "CMD")]
     pub health_cmd: Option<String>,
 
     /// Time between health checks.
@@ -175,6 +179,10 @@ pub struct RunArgs {
     /// Consecutive failed checks before the sandbox is unhealthy.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub health_retries: u32,
+
+    /// Set by `hearth create`: record the sandbox, do not start it.
+    #[arg(skip)]
+    pub create_only: bool,
 
     /// With --health-cmd: return only once the sandbox is healthy.
     #[arg(long, requires = "health_cmd")]

@@ -21,6 +21,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(&commands::engine(state)?, *args).await,
+            Command::Create(mut args) => {
+                args.detach = true;
+                args.create_only = true;
+                commands::run::run(&commands::engine(state)?, *args).await
+            }
+            Command::Start(args) => commands::detach::start_existing(&state, &args).await,
             Command::Setup(args) => commands::setup::setup(&state, &args),
             Command::Doctor(args) => commands::doctor::doctor(&state, &args),
             Command::Pull(args) => commands::pull::pull(&state, &args).await,

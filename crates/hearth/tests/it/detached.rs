@@ -471,3 +471,27 @@ fn test_cp_round_trip_and_hostile_guest_tar() {
     ok(&host, &["rm", "-f", "files"]);
     host.assert_clean();
 }
+
+#[test]
+fn test_create_then_start_and_restart() {
+    let host = host();
+    let id = ok(&host, &["create", "--name", "later"]).trim().to_owned();
+    assert_eq!(inspect(&host, "later")["state"], "created");
+    assert!(host.leftovers().is_empty(), "create must not boot anything");
+    ok(&host, &["start", "later"]);
+    assert_eq!(ok(&host, &["exec", &id, "--", "echo", "up"]), "up\n");
+    ok(&host, &["stop", "later"]);
+    // An ended sandbox starts again from its spec, as a fresh VM.
+    ok(&host, &["start", "later"]);
+    assert_eq!(inspect(&host, "later")["state"], "running");
+    ok(&host, &["rm", "-f", "later"]);
+    host.assert_clean();
+
+    let output = hearth(&host, &["run", "--name", "x", "--", "true"]);
+    assert_eq!(code(&output), 125);
+    assert!(
+        stderr(&output).contains("--name needs -d"),
+        "{}",
+        stderr(&output)
+    );
+}

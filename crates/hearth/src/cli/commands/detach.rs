@@ -43,6 +43,21 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Flags that only mean something for a detached sandbox are refused without `-d`, rather than
+/// silently ignored.
+pub fn refuse_detached_flags(args: &RunArgs) -> anyhow::Result<()> {
+    let given = [
+        ("--name", args.name.is_some()),
+        ("--rm", args.rm),
+        ("--timeout", args.timeout.is_some()),
+        ("--health-cmd", args.health_cmd.is_some()),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+        bail!("{flag} needs -d (a detached sandbox) or `hearth create`");
+    }
+    Ok(())
+}
+
 pub async fn start(
     engine: &Engine,
     args: &RunArgs,
@@ -64,7 +79,11 @@ pub async fn start(
         name,
         image: args.image.clone().unwrap_or_else(|| "default".to_owned()),
         command,
-        state: SandboxState::Starting,
+        state: if args.create_only {
+            SandboxState::Created
+        } else {
+            SandboxState::Starting
+        },
         created_at,
         vcpus: config.vcpus,
         mem_size_mib: config.mem_size_mib,
@@ -85,6 +104,14 @@ pub async fn start(
             retries: args.health_retries,
         }),
     };
+    if args.create_only {
+        if let Err(e) = supervisor::write_spec(state, &id, &spec) {
+            db.remove(&id)?;
+            return Err(e.into());
+        }
+        println!("{id}");
+        return Ok(0);
+    }
     let supervisor = match spawn_supervisor(state, &id, &spec) {
         Ok(child) => child,
         Err(e) => {
@@ -97,12 +124,37 @@ pub async fn start(
     wait_started(&db, &id, supervisor, &log, args.wait_healthy).await
 }
 
+/// `hearth start`: a new supervisor for each created or ended sandbox, from its stored spec.
+pub async fn start_existing(
+    state: &hearth_engine::paths::StateDir,
+    args: &crate::cli::args::SandboxesArgs,
+) -> anyhow::Result<i32> {
+    hearth_engine::gc::collect(state)?;
+    let db = StateDb::open(&state.database())?;
+    for query in &args.sandboxes {
+        let record = db.find(query)?;
+        if record.state.is_live() {
+            bail!("sandbox {} is already {:?}", record.name, record.state);
+        }
+        db.set_starting(&record.id)?;
+        let child = launch(state, &record.id)?;
+        let log = state.sandbox_dir(&record.id).join("supervisor.log");
+        wait_started(&db, &record.id, child, &log, false).await?;
+    }
+    Ok(0)
+}
+
 fn spawn_supervisor(
     state: &hearth_engine::paths::StateDir,
     id: &str,
     spec: &DetachedSpec,
 ) -> anyhow::Result<std::process::Child> {
     supervisor::write_spec(state, id, spec)?;
+    launch(state, id)
+}
+
+/// Starts `hearth supervise ID` for a sandbox whose spec is written.
+fn launch(state: &hearth_engine::paths::StateDir, id: &str) -> anyhow::Result<std::process::Child> {
     let log_path = state.sandbox_dir(id).join("supervisor.log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
@@ -160,6 +212,7 @@ async fn wait_started(
                 println!("{id}");
                 return Ok(0);
             }
+            SandboxState::Created => bail!("sandbox {id} went back to created"),
             SandboxState::Failed => bail!(
                 "sandbox {id} failed to start: {}",
                 record.error.as_deref().unwrap_or("no reason recorded")

@@ -34,6 +34,9 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
         config.rootfs = images::store(engine.state()).rootfs(&record.digest);
         apply_image_config(&mut request, &record.config, &args)?;
     }
+    if !args.detach {
+        super::detach::refuse_detached_flags(&args)?;
+    }
     if args.detach {
         // An image's own Entrypoint/Cmd is a main process even without a command.
         let main = (!args.command.is_empty() || image.is_some()).then_some(request);
