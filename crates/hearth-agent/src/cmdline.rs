@@ -15,6 +15,10 @@ pub struct KernelCmdline {
     pub rootfs_type: String,
     /// Guest hostname (`hearth.hostname=`).
     pub hostname: Option<String>,
+    /// Guest address as `ADDR/PREFIX` on `eth0` (`hearth.ip=`); without it, no network.
+    pub ip: Option<String>,
+    /// Default gateway (`hearth.gw=`).
+    pub gateway: Option<String>,
 }
 
 impl KernelCmdline {
@@ -30,6 +34,8 @@ impl KernelCmdline {
             rootfs: None,
             rootfs_type: DEFAULT_ROOTFS_TYPE.to_owned(),
             hostname: None,
+            ip: None,
+            gateway: None,
         };
         for (key, value) in params(text) {
             let value = Some(value).filter(|v| !v.is_empty());
@@ -39,6 +45,8 @@ impl KernelCmdline {
                     cmdline.rootfs_type = value.unwrap_or_else(|| DEFAULT_ROOTFS_TYPE.to_owned());
                 }
                 "hearth.hostname" => cmdline.hostname = value,
+                "hearth.ip" => cmdline.ip = value,
+                "hearth.gw" => cmdline.gateway = value,
                 _ => {}
             }
         }
@@ -106,6 +114,8 @@ mod tests {
                 rootfs: Some(PathBuf::from("/dev/vda")),
                 rootfs_type: "erofs".into(),
                 hostname: Some("brave-otter".into()),
+                ip: None,
+                gateway: None,
             }
         );
     }
@@ -130,6 +140,13 @@ mod tests {
     fn test_parse_quoted_value_keeps_spaces() {
         let cmdline = KernelCmdline::parse("a=1 hearth.hostname=\"my box\" b=2");
         assert_eq!(cmdline.hostname.as_deref(), Some("my box"));
+    }
+
+    #[test]
+    fn test_parse_network_params() {
+        let cmdline = KernelCmdline::parse("hearth.ip=172.30.255.2/30 hearth.gw=172.30.255.1");
+        assert_eq!(cmdline.ip.as_deref(), Some("172.30.255.2/30"));
+        assert_eq!(cmdline.gateway.as_deref(), Some("172.30.255.1"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ([`modules`]), switches to the image's overlay root ([`boot`], configured by [`cmdline`]),
 //! announces readiness to the host ([`ready`]) and then serves one operation per vsock connection
 //! ([`server`]): ping, shutdown ([`power`]) and exec ([`exec`]: processes on pipes or a PTY, their
-//! output pumped back by [`output`]). Every child is reaped by one [`reaper`] thread that hands
+//! output pumped back by [`output`]). [`net`] brings up the guest's network from the command line. Every child is reaped by one [`reaper`] thread that hands
 //! each exec its own child's status. The few unsafe calls live in `sys`.
 
 #[macro_use]
@@ -15,6 +15,7 @@ pub mod cmdline;
 mod env;
 mod exec;
 pub mod modules;
+pub mod net;
 mod output;
 pub mod power;
 mod pty;

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use hearth_agent::cmdline::KernelCmdline;
 use hearth_agent::server::{self, Context};
 use hearth_agent::vsock::VsockListener;
-use hearth_agent::{boot, log, modules, power, ready};
+use hearth_agent::{boot, log, modules, net, power, ready};
 use hearth_agent_proto::AGENT_PORT;
 
 fn main() {
@@ -42,6 +42,11 @@ fn boot_and_serve() -> anyhow::Result<Infallible> {
     if let Some(hostname) = &cmdline.hostname {
         boot::set_hostname(hostname)?;
     }
+    let guest_net = match (&cmdline.ip, &cmdline.gateway) {
+        (Some(ip), Some(gateway)) => Some(net::GuestNet::parse(ip, gateway)?),
+        _ => None,
+    };
+    net::configure(guest_net.as_ref()).context("failed to configure the network")?;
     power::watch_shutdown_signals().context("failed to start the signal thread")?;
     serve(&Context::new(|| power::shut_down_gracefully()))
 }

@@ -52,6 +52,7 @@ impl Engine {
             vcpus: DEFAULT_VCPUS,
             mem_size_mib: DEFAULT_MEM_SIZE_MIB,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            network: Some(hearth_net::NetworkConfig::default()),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct GcReport {
     pub killed_pids: Vec<u32>,
     /// Run dirs removed.
     pub removed_dirs: Vec<String>,
+    /// Sandboxes whose network (namespace, host link, host table) was removed.
+    pub removed_networks: Vec<String>,
 }
 
 /// Whether `record`'s supervisor process is alive (and really is its supervisor, not a reused
@@ -51,6 +53,7 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
         let run_dir = state.vms_dir().join(&record.id);
         report.killed_pids.extend(kill_processes_in(&run_dir));
         remove_dir(&run_dir, &mut report);
+        remove_network(&record.id, &mut report);
         db.set_ended(
             &record.id,
             SandboxState::Exited,
@@ -70,6 +73,7 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
                 continue;
             }
             remove_dir(&dir, &mut report);
+            remove_network(&name, &mut report);
         }
     }
     Ok(report)
@@ -78,6 +82,20 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
 fn remove_dir(dir: &Path, report: &mut GcReport) {
     if std::fs::remove_dir_all(dir).is_ok() {
         report.removed_dirs.push(dir.display().to_string());
+    }
+}
+
+/// Removes what a dead sandbox's network left on the host, found by the names its id gives.
+fn remove_network(id: &str, report: &mut GcReport) {
+    let Ok(names) = hearth_net::NetNames::for_sandbox(id) else {
+        return;
+    };
+    if hearth_net::leftovers(&names).is_empty() {
+        return;
+    }
+    match hearth_net::remove_by_names(id, &names) {
+        Ok(()) => report.removed_networks.push(id.to_owned()),
+        Err(e) => tracing::warn!(sandbox = %id, error = %e, "gc could not remove a network"),
     }
 }
 

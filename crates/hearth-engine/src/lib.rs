@@ -26,6 +26,7 @@ pub use engine::{Engine, DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCP
 pub use exec::{ExecError, ExecEvent, ExecInput, ExecOutput};
 pub use hearth_agent_proto::{ExecRequest, ExitStatus, TermSize};
 pub use hearth_image as image;
+pub use hearth_net as net;
 pub use hearth_vmm::{Accel, VmExit};
 pub use sandbox::{console_tail, new_id, BootError, Sandbox, SandboxConfig};
 

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hearth_agent_proto::{write_frame_async, ExecRequest, GuestMessage, HostMessage, READY_PORT};
-use hearth_vmm::{vsock, Accel, DiskConfig, StartVmError, Vm, VmConfig, VmExit, Vmm};
+use hearth_net::{NetworkConfig, NetworkError, SandboxNetwork};
+use hearth_vmm::{vsock, Accel, DiskConfig, NetConfig, StartVmError, Vm, VmConfig, VmExit, Vmm};
 use tokio::net::UnixListener;
 use tokio::time::timeout;
 
@@ -29,6 +30,9 @@ pub struct SandboxConfig {
     pub mem_size_mib: u32,
     /// How long the guest agent may take to report ready.
     pub boot_timeout: Duration,
+    /// The sandbox's network (namespace, tap, egress policy); `None` gives the guest no
+    /// interface at all.
+    pub network: Option<NetworkConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,10 @@ pub enum BootError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to set up the sandbox's network")]
+    Network(#[from] NetworkError),
+    #[error("the network set-up task failed: {0}")]
+    NetworkTask(String),
     #[error("failed to start the VM")]
     Start(#[from] StartVmError),
     #[error(
@@ -67,6 +75,8 @@ pub struct Sandbox {
     id: String,
     run_dir: PathBuf,
     vm: Box<dyn Vm>,
+    /// Declared after `vm`, so on drop the VMM is killed before its namespace is removed.
+    network: Option<SandboxNetwork>,
     agent_version: String,
 }
 
@@ -91,10 +101,23 @@ impl Sandbox {
             path: ready_path,
             source,
         })?;
+        // Dropping `network` on any failure below removes it again.
+        let mut network = match &config.network {
+            Some(net_config) => Some(create_network(&id, net_config).await?),
+            None => None,
+        };
+        let mut cmdline = format!("quiet hearth.rootfs=/dev/vda hearth.hostname={id}");
+        if let Some(network) = &network {
+            let guest = network.guest();
+            cmdline.push_str(&format!(
+                " hearth.ip={}/{} hearth.gw={}",
+                guest.addr, guest.prefix_len, guest.gateway
+            ));
+        }
         let vm_config = VmConfig {
             kernel: config.kernel.clone(),
             initramfs: config.initramfs.clone(),
-            cmdline: format!("quiet hearth.rootfs=/dev/vda hearth.hostname={id}"),
+            cmdline,
             disks: vec![DiskConfig {
                 path: config.rootfs.clone(),
                 read_only: true,
@@ -104,9 +127,16 @@ impl Sandbox {
             run_dir: run_dir.clone(),
             vsock_uds,
             accel,
+            net: network.as_ref().map(|n| NetConfig {
+                netns: n.netns_path().to_owned(),
+                tap: n.names().tap.clone(),
+            }),
         };
         let mut vm = vmm.start(&vm_config).await?;
         tracing::info!(sandbox = %id, pid = ?vm.pid(), "vm started");
+        if let Some(network) = network.as_mut() {
+            network.start_publishing()?;
+        }
         let ready = tokio::select! {
             ready = timeout(config.boot_timeout, agent::accept_ready(&listener)) => ready,
             exit = vm.wait() => {
@@ -134,6 +164,7 @@ impl Sandbox {
             id,
             run_dir,
             vm,
+            network,
             agent_version,
         })
     }
@@ -190,12 +221,33 @@ impl Sandbox {
             _ => self.vm.stop(SHUTDOWN_GRACE).await,
         };
         tracing::info!(sandbox = %self.id, ?exit, "vm stopped");
+        self.remove_network().await;
         exit
     }
 
     /// Ends the VM at once.
     pub async fn kill(mut self) -> VmExit {
-        self.vm.stop(Duration::ZERO).await
+        let exit = self.vm.stop(Duration::ZERO).await;
+        self.remove_network().await;
+        exit
+    }
+
+    /// The sandbox's network, unless it runs with none.
+    pub fn network(&self) -> Option<&SandboxNetwork> {
+        self.network.as_ref()
+    }
+
+    /// Removes the network once the VM is gone (its namespace then holds no process).
+    async fn remove_network(&mut self) {
+        let Some(network) = self.network.take() else {
+            return;
+        };
+        let id = self.id.clone();
+        match tokio::task::spawn_blocking(move || network.remove()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(sandbox = %id, error = %e, "network teardown failed"),
+            Err(e) => tracing::warn!(sandbox = %id, error = %e, "network teardown panicked"),
+        }
     }
 
     async fn request_shutdown(&self) -> Result<(), AgentError> {
@@ -217,6 +269,15 @@ impl Drop for Sandbox {
             }
         }
     }
+}
+
+/// Creates the sandbox's network off the async threads: netlink work runs on its own threads.
+async fn create_network(id: &str, config: &NetworkConfig) -> Result<SandboxNetwork, BootError> {
+    let (id, config) = (id.to_owned(), config.clone());
+    tokio::task::spawn_blocking(move || SandboxNetwork::create(&id, &config))
+        .await
+        .map_err(|e| BootError::NetworkTask(e.to_string()))?
+        .map_err(BootError::Network)
 }
 
 struct RunDirGuard(Option<PathBuf>);

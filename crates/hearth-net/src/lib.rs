@@ -3,6 +3,7 @@
 //! - [`SandboxNetwork`]: a namespace per sandbox with a veth pair to the host, a tap for the
 //!   guest, NAT out, and one nftables table in the namespace enforcing the [`EgressPolicy`].
 //! - [`policy`]: egress policies and the rules they become (pure, unit-tested).
+//! - [`publish`]: host ports forwarded into the guest (`-p`).
 //! - [`pool`]: the fixed guest addresses and the host-side `/30` pool.
 //! - [`netns`]: named namespaces and running code inside one.
 //! - [`NetNames`]: every host object's name, `hearth` prefix plus sandbox id.
@@ -14,6 +15,7 @@ mod network;
 mod nft;
 pub mod policy;
 pub mod pool;
+pub mod publish;
 mod sys;
 
 pub use link::LinkError;
@@ -23,3 +25,4 @@ pub use network::{
 };
 pub use nft::NftError;
 pub use policy::{EgressPolicy, PolicyError};
+pub use publish::{PortSpec, PublishError};

@@ -15,16 +15,20 @@ use crate::netns::{self, NetnsError};
 use crate::nft::{self, IfaceIndexes, NftError};
 use crate::policy::{namespace_rules, BlockedDestinations, EgressPolicy};
 use crate::pool::{self, LinkSlot, PoolError, GATEWAY_ADDR, GUEST_ADDR, GUEST_PREFIX_LEN};
+use crate::publish::{PortSpec, PublishError, PublishedPorts};
 
 /// Serializes address allocation between concurrent hearth processes.
 const POOL_LOCK: &str = "/run/hearth-net.lock";
 
 /// What to build for one sandbox.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
     pub policy: EgressPolicy,
     /// Pool the host↔namespace `/30` links are taken from.
     pub pool: Ipv4Network,
+    /// Host ports forwarded to the guest.
+    pub publish: Vec<PortSpec>,
 }
 
 impl Default for NetworkConfig {
@@ -32,6 +36,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             policy: EgressPolicy::default(),
             pool: pool::default_pool(),
+            publish: Vec::new(),
         }
     }
 }
@@ -75,6 +80,8 @@ pub enum NetworkError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     #[error("failed to remove the network of sandbox `{id}`: {failures}")]
     Teardown { id: String, failures: String },
 }
@@ -94,6 +101,7 @@ pub struct SandboxNetwork {
     names: NetNames,
     netns_path: PathBuf,
     slot: LinkSlot,
+    ports: PublishedPorts,
     removed: bool,
 }
 
@@ -101,6 +109,8 @@ impl SandboxNetwork {
     /// Builds the network of sandbox `id`. On failure nothing of it is left behind.
     pub fn create(id: &str, config: &NetworkConfig) -> Result<Self, NetworkError> {
         let names = NetNames::for_sandbox(id)?;
+        // First, so a port in use fails before anything is created.
+        let ports = PublishedPorts::bind(&config.publish)?;
         let lock = lock_pool()?;
         let host_addrs =
             link::run(None, |l| async move { l.addresses().await }).map_err(|source| {
@@ -126,6 +136,7 @@ impl SandboxNetwork {
             names,
             netns_path,
             slot,
+            ports,
             removed: false,
         };
         // From here on, a failure drops `network`, which removes what was made.
@@ -139,6 +150,12 @@ impl SandboxNetwork {
         network.configure_host()?;
         tracing::info!(sandbox = %id, netns = %network.names.netns, host = %slot.host, "network created");
         Ok(network)
+    }
+
+    /// Starts forwarding the published ports to the guest. Call inside a tokio runtime, once
+    /// the VM is starting.
+    pub fn start_publishing(&mut self) -> Result<(), NetworkError> {
+        Ok(self.ports.start(&self.netns_path)?)
     }
 
     pub fn names(&self) -> &NetNames {

@@ -65,23 +65,9 @@ pub(crate) fn write_namespace_table(
     let table = Table::new(name, ProtoFamily::Inet);
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);
-    let forward = base_chain(
-        &table,
-        FORWARD,
-        Hook::Forward,
-        ChainType::Filter,
-        0,
-        Policy::Drop,
-    );
-    let input = base_chain(&table, INPUT, Hook::In, ChainType::Filter, 0, Policy::Drop);
-    let post = base_chain(
-        &table,
-        POSTROUTING,
-        Hook::PostRouting,
-        ChainType::Nat,
-        NAT_PRIORITY,
-        Policy::Accept,
-    );
+    let forward = filter_chain(&table, FORWARD, Hook::Forward);
+    let input = filter_chain(&table, INPUT, Hook::In);
+    let post = nat_postrouting_chain(&table);
     for chain in [&forward, &input, &post] {
         batch.add(chain, MsgType::Add);
     }
@@ -115,14 +101,7 @@ pub(crate) fn write_host_nat_table(
     let table = Table::new(name, ProtoFamily::Ipv4);
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);
-    let post = base_chain(
-        &table,
-        POSTROUTING,
-        Hook::PostRouting,
-        ChainType::Nat,
-        NAT_PRIORITY,
-        Policy::Accept,
-    );
+    let post = nat_postrouting_chain(&table);
     batch.add(&post, MsgType::Add);
     let mut rule = Rule::new(&post);
     rule.add_expr(&nft_expr!(payload ipv4 saddr));
@@ -181,18 +160,21 @@ pub(crate) fn table_names() -> Result<HashSet<CString>, NftError> {
     }
 }
 
-fn base_chain<'a>(
-    table: &'a Table,
-    name: &CStr,
-    hook: Hook,
-    kind: ChainType,
-    priority: i32,
-    policy: Policy,
-) -> Chain<'a> {
+/// A filter chain that drops what no rule accepts.
+fn filter_chain<'a>(table: &'a Table, name: &CStr, hook: Hook) -> Chain<'a> {
     let mut chain = Chain::new(name, table);
-    chain.set_hook(hook, priority);
-    chain.set_type(kind);
-    chain.set_policy(policy);
+    chain.set_hook(hook, 0);
+    chain.set_type(ChainType::Filter);
+    chain.set_policy(Policy::Drop);
+    chain
+}
+
+/// The source-NAT chain; it only rewrites, so it accepts by default.
+fn nat_postrouting_chain(table: &Table) -> Chain<'_> {
+    let mut chain = Chain::new(POSTROUTING, table);
+    chain.set_hook(Hook::PostRouting, NAT_PRIORITY);
+    chain.set_type(ChainType::Nat);
+    chain.set_policy(Policy::Accept);
     chain
 }
 

@@ -4,14 +4,15 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use ipnetwork::IpNetwork;
+pub use ipnetwork::IpNetwork;
 
 /// Link-local addresses, where clouds serve instance metadata.
 const LINK_LOCAL_V4: &str = "169.254.0.0/16";
 const LINK_LOCAL_V6: &str = "fe80::/10";
 
 /// Where a sandbox may connect to.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Egress {
     /// Anything but the always-blocked destinations.
     #[default]
@@ -23,7 +24,8 @@ pub enum Egress {
 }
 
 /// The egress policy of one sandbox.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EgressPolicy {
     pub egress: Egress,
     /// Lets UDP out (blocked by default: it is the usual tunnel and amplification vector).

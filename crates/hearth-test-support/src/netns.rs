@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ pub struct TestInternet {
     netns: String,
     netns_path: PathBuf,
     veth_host: String,
+    host_addr: Ipv4Addr,
     addr: Ipv4Addr,
     stop: Arc<AtomicBool>,
     servers: Vec<std::thread::JoinHandle<()>>,
@@ -70,6 +71,7 @@ impl TestInternet {
             netns,
             netns_path,
             veth_host,
+            host_addr,
             addr,
             stop: Arc::new(AtomicBool::new(false)),
             servers: Vec::new(),
@@ -95,6 +97,12 @@ impl TestInternet {
     /// The test host's address.
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
+    }
+
+    /// The host's address on the link to this test host (a host address, so sandboxes must
+    /// not reach it).
+    pub fn host_addr(&self) -> Ipv4Addr {
+        self.host_addr
     }
 
     pub fn netns(&self) -> &str {
@@ -135,22 +143,35 @@ impl TestInternet {
         Ok(at)
     }
 
-    /// Starts a UDP echo server on `port`.
-    pub fn serve_udp_echo(&mut self, port: u16) -> anyhow::Result<SocketAddr> {
+    /// Starts a UDP echo server on `port`; the counter says how many datagrams arrived.
+    pub fn serve_udp_echo(&mut self, port: u16) -> anyhow::Result<Received> {
         let at = SocketAddr::new(IpAddr::V4(self.addr), port);
         let socket = netns::run_in(&self.netns_path, || UdpSocket::bind(at))?
             .with_context(|| format!("binding udp {at} in {}", self.netns))?;
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         let stop = self.stop.clone();
+        let received = Received(Arc::new(AtomicUsize::new(0)));
+        let counter = received.0.clone();
         self.servers.push(std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    counter.fetch_add(1, Ordering::Relaxed);
                     let _ = socket.send_to(&buf[..n], from);
                 }
             }
         }));
-        Ok(at)
+        Ok(received)
+    }
+}
+
+/// How many datagrams a test server has received.
+#[derive(Debug, Clone)]
+pub struct Received(Arc<AtomicUsize>);
+
+impl Received {
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -167,5 +188,27 @@ impl Drop for TestInternet {
         if let Err(e) = netns::remove(&self.netns) {
             eprintln!("failed to remove test namespace {}: {e}", self.netns);
         }
+    }
+}
+
+/// Panics unless nothing of sandbox `id`'s network remains: no namespace, no host link, no
+/// host table. Polls briefly, since a killed VMM releases its namespace asynchronously.
+pub fn assert_sandbox_network_removed(id: &str) {
+    let clean = crate::wait_until(Duration::from_secs(5), || {
+        sandbox_network_leftovers(id).is_empty().then_some(())
+    });
+    if clean.is_none() {
+        panic!(
+            "network of sandbox {id} left behind: {:?}",
+            sandbox_network_leftovers(id)
+        );
+    }
+}
+
+/// What exists of sandbox `id`'s network on the host (namespace, host link, host table).
+pub fn sandbox_network_leftovers(id: &str) -> Vec<String> {
+    match hearth_net::NetNames::for_sandbox(id) {
+        Ok(names) => hearth_net::leftovers(&names),
+        Err(e) => vec![format!("cannot name the network of sandbox `{id}`: {e}")],
     }
 }

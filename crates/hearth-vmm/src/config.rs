@@ -19,6 +19,17 @@ pub struct VmConfig {
     /// for guest-initiated connections before the guest boots.
     pub vsock_uds: PathBuf,
     pub accel: Accel,
+    /// The guest's network interface, if any.
+    pub net: Option<NetConfig>,
+}
+
+/// A virtio-net device backed by an existing tap inside a network namespace.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Namespace file (`/run/netns/<name>`) the VMM process runs in; the tap lives there.
+    pub netns: PathBuf,
+    /// Name of the tap inside that namespace.
+    pub tap: String,
 }
 
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ pub mod vsock;
 use std::path::Path;
 use std::time::Duration;
 
-pub use config::{Accel, DiskConfig, VmConfig};
+pub use config::{Accel, DiskConfig, NetConfig, VmConfig};
 
 /// A way of running VMs.
 #[async_trait::async_trait]

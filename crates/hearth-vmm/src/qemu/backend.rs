@@ -1,5 +1,6 @@
 //! Starting, watching and stopping one QEMU `microvm` with its vhost-device-vsock helper.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -59,6 +60,7 @@ impl Vmm for QemuVmm {
             &self.vhost_vsock,
             vhost_vsock_args(&files),
             &config.run_dir.join("vhost-vsock.log"),
+            None,
         )?;
         wait_for_socket(
             &mut vhost,
@@ -69,10 +71,20 @@ impl Vmm for QemuVmm {
         .await?;
         let qemu_log = config.run_dir.join("qemu.log");
         let args = qemu_args(config, &files, super::tsc::host_tsc_khz());
-        let mut qemu = spawn(&self.qemu, args, &qemu_log)?;
+        let netns =
+            match &config.net {
+                Some(net) => Some(std::fs::File::open(&net.netns).map_err(|source| {
+                    StartVmError::Prepare {
+                        path: net.netns.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        let mut qemu = spawn(&self.qemu, args, &qemu_log, netns.map(OwnedFd::from))?;
         wait_for_socket(&mut qemu, &self.qemu, &files.qmp, &qemu_log).await?;
         // QMP is how the VM is stopped; a VM that cannot be controlled is not worth keeping.
-        let qmp = match Qmp::connect(&files.qmp).await {
+        let qmp = match connect_qmp(&files.qmp).await {
             Ok(qmp) => qmp,
             Err(e) => {
                 return Err(helper_exited(&mut qemu, &self.qemu, &qemu_log, &e.to_string()).await)
@@ -104,7 +116,13 @@ fn check_inputs(config: &VmConfig) -> Result<(), StartVmError> {
     Ok(())
 }
 
-fn spawn(program: &Path, args: Vec<std::ffi::OsString>, log: &Path) -> Result<Child, StartVmError> {
+/// Spawns a helper logging to `log`, inside network namespace `netns` when given.
+fn spawn(
+    program: &Path,
+    args: Vec<std::ffi::OsString>,
+    log: &Path,
+    netns: Option<OwnedFd>,
+) -> Result<Child, StartVmError> {
     let name = program.display().to_string();
     let log_file = std::fs::File::create(log).map_err(|source| StartVmError::Prepare {
         path: log.to_owned(),
@@ -124,6 +142,9 @@ fn spawn(program: &Path, args: Vec<std::ffi::OsString>, log: &Path) -> Result<Ch
         .stderr(log_err)
         .kill_on_drop(true);
     crate::sys::kill_with_parent(&mut command);
+    if let Some(netns) = netns {
+        crate::sys::enter_netns(&mut command, netns);
+    }
     command.spawn().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             StartVmError::ProgramMissing {
@@ -159,6 +180,23 @@ async fn wait_for_socket(
         sleep(SOCKET_POLL).await;
     }
     Ok(())
+}
+
+/// QEMU creates the QMP socket file when it binds, a moment before it listens, so a refused
+/// connection within the start-up window is retried rather than taken as a failed start.
+async fn connect_qmp(path: &Path) -> Result<Qmp, super::qmp::QmpError> {
+    let deadline = Instant::now() + SOCKET_WAIT;
+    loop {
+        match Qmp::connect(path).await {
+            Err(super::qmp::QmpError::Connect { source, .. })
+                if source.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                sleep(SOCKET_POLL).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Builds the error for a helper that died (or is unusable) during start-up, from its log.

@@ -118,6 +118,15 @@ pub fn qemu_args(config: &VmConfig, files: &RunFiles, tsc_khz: u64) -> Vec<OsStr
             &format!("virtio-blk-device,drive=disk{i}"),
         ]);
     }
+    if let Some(net) = &config.net {
+        push(&[
+            &"-netdev",
+            // script=no: the tap already exists and is configured; QEMU only opens it.
+            &format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
+            &"-device",
+            &"virtio-net-device,netdev=net0",
+        ]);
+    }
     args
 }
 
@@ -149,6 +158,7 @@ mod tests {
             run_dir: "/run/vm".into(),
             vsock_uds: "/run/vm/vsock.sock".into(),
             accel,
+            net: None,
         }
     }
 
@@ -186,6 +196,20 @@ mod tests {
         assert!(
             joined(Accel::Tcg).contains("file=/images/a,,b.ext4,format=raw,if=none,readonly=on")
         );
+    }
+
+    #[test]
+    fn test_qemu_args_open_the_given_tap_without_scripts() {
+        let mut config = config(Accel::Tcg);
+        assert!(!joined(Accel::Tcg).contains("-netdev"));
+        config.net = Some(crate::config::NetConfig {
+            netns: "/run/netns/hearth-x".into(),
+            tap: "httx".into(),
+        });
+        let args = qemu_args(&config, &RunFiles::new(&config), 1).join(std::ffi::OsStr::new(" "));
+        let args = args.to_string_lossy();
+        assert!(args.contains("-netdev tap,id=net0,ifname=httx,script=no,downscript=no"));
+        assert!(args.contains("-device virtio-net-device,netdev=net0"));
     }
 
     #[test]

@@ -209,6 +209,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub boot_timeout: Duration,
 
+    /// Boxed: the network flags would make `RunArgs` dwarf every other command.
+    #[command(flatten)]
+    pub network: Box<NetworkArgs>,
+
     /// Override the image's default entrypoint.
     #[arg(long, value_name = "PROGRAM")]
     pub entrypoint: Option<String>,
@@ -224,6 +228,55 @@ pub struct RunArgs {
     /// Command and arguments to run in the guest (after `--`); default: `sh`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// The sandbox's network. Every sandbox gets its own network namespace with NAT out. Whatever
+/// the egress policy, these stay blocked: ICMP and UDP (unless --allow-icmp/--allow-udp),
+/// 169.254.0.0/16 and fe80::/10 (metadata), the host's own addresses, and other sandboxes.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// `none`: the guest gets no network interface at all (only loopback).
+    #[arg(long = "network", value_name = "MODE", value_parser = ["default", "none"],
+          default_value = "default")]
+    pub mode: String,
+
+    /// Egress policy: allow-all (the default) or deny-all. Use --allow for an allowlist.
+    #[arg(long, value_name = "POLICY", value_parser = parse_egress_mode,
+          conflicts_with = "allow")]
+    pub egress: Option<hearth_engine::net::policy::EgressMode>,
+
+    /// Allow connections only to this address or CIDR (v4 or v6); repeat for more.
+    #[arg(long, value_name = "CIDR", value_parser = parse_allow)]
+    pub allow: Vec<hearth_engine::net::policy::IpNetwork>,
+
+    /// Let UDP out (blocked by default).
+    #[arg(long)]
+    pub allow_udp: bool,
+
+    /// Let ICMP out, e.g. ping (blocked by default).
+    #[arg(long)]
+    pub allow_icmp: bool,
+
+    /// Forward a host port to the guest: [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp]; the host IP
+    /// defaults to 127.0.0.1. Repeat for more.
+    #[arg(short = 'p', long, value_name = "SPEC", value_parser = parse_publish)]
+    pub publish: Vec<hearth_engine::net::PortSpec>,
+}
+
+fn parse_egress_mode(value: &str) -> Result<hearth_engine::net::policy::EgressMode, String> {
+    value
+        .parse()
+        .map_err(|e: hearth_engine::net::PolicyError| e.to_string())
+}
+
+fn parse_publish(value: &str) -> Result<hearth_engine::net::PortSpec, String> {
+    value
+        .parse()
+        .map_err(|e: hearth_engine::net::PublishError| e.to_string())
+}
+
+fn parse_allow(value: &str) -> Result<hearth_engine::net::policy::IpNetwork, String> {
+    hearth_engine::net::policy::parse_allow(value).map_err(|e| e.to_string())
 }
 
 /// How a guest process is attached to this terminal: shared by `run` and `exec`.

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod commands;
+mod network;
 pub mod session;
 pub mod terminal;
 

@@ -183,6 +183,7 @@ fn test_killed_supervisor_is_cleaned_up_by_gc() {
         host.leftovers().is_empty().then_some(())
     });
     assert!(gone.is_some(), "left behind: {:?}", host.leftovers());
+    hearth_test_support::netns::assert_sandbox_network_removed(&id);
     let record = inspect(&host, "doomed");
     assert_eq!(record["state"], "exited");
     assert!(record["error"]

@@ -6,6 +6,7 @@ mod doctor;
 mod engine;
 mod failures;
 mod images;
+mod network;
 mod run;
 mod tty;
 

@@ -13,5 +13,8 @@ pub fn gc(state: &StateDir) -> anyhow::Result<i32> {
     for dir in &report.removed_dirs {
         println!("removed {dir}");
     }
+    for id in &report.removed_networks {
+        println!("removed the network of sandbox {id}");
+    }
     Ok(0)
 }

@@ -28,6 +28,7 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
     if let Some(initramfs) = &args.initramfs {
         config.initramfs.clone_from(initramfs);
     }
+    config.network = args.network.config()?;
     let image = args.image.as_deref().filter(|i| *i != "default");
     if let Some(image) = image {
         let record = super::pull::ensure(engine.state(), image, &args.registry).await?;

@@ -1,0 +1,202 @@
+//! The guest's network: loopback up, and the static address and default route the host passes
+//! on the kernel command line (`hearth.ip=ADDR/PREFIX hearth.gw=ADDR`) applied to `eth0`.
+//! Plain interface ioctls: the agent is synchronous and has no netlink stack.
+#![expect(
+    unsafe_code,
+    reason = "SIOCSIFADDR/SIOCSIFNETMASK/SIOCSIFFLAGS/SIOCADDRT ioctls on a socket we own"
+)]
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+
+/// The guest's only network interface (the first virtio-net device).
+pub const GUEST_IFACE: &str = "eth0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetConfigError {
+    #[error("`hearth.ip={0}` is not ADDRESS/PREFIX (like 172.30.255.2/30)")]
+    InvalidAddress(String),
+    #[error("`hearth.gw={0}` is not an IPv4 address")]
+    InvalidGateway(String),
+    #[error("failed to open a socket for interface configuration")]
+    Socket(#[source] nix::Error),
+    #[error("failed to {action} on `{iface}`")]
+    Ioctl {
+        action: &'static str,
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A parsed `hearth.ip`/`hearth.gw` pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestNet {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+}
+
+impl GuestNet {
+    pub fn parse(ip: &str, gateway: &str) -> Result<Self, NetConfigError> {
+        let invalid = || NetConfigError::InvalidAddress(ip.to_owned());
+        let (addr, prefix) = ip.split_once('/').ok_or_else(invalid)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| invalid())?;
+        let prefix_len: u8 = prefix.parse().map_err(|_| invalid())?;
+        if prefix_len > 32 {
+            return Err(invalid());
+        }
+        let gateway = gateway
+            .parse()
+            .map_err(|_| NetConfigError::InvalidGateway(gateway.to_owned()))?;
+        Ok(GuestNet {
+            addr,
+            prefix_len,
+            gateway,
+        })
+    }
+
+    fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(self.prefix_len))
+                .unwrap_or(0),
+        )
+    }
+}
+
+/// Brings `lo` up, and when `net` is given, addresses `eth0` and routes through the gateway.
+pub fn configure(net: Option<&GuestNet>) -> Result<(), NetConfigError> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(NetConfigError::Socket)?;
+    set_up(&sock, "lo")?;
+    let Some(net) = net else {
+        return Ok(());
+    };
+    set_addr(
+        &sock,
+        GUEST_IFACE,
+        libc::SIOCSIFADDR,
+        net.addr,
+        "set the address",
+    )?;
+    set_addr(
+        &sock,
+        GUEST_IFACE,
+        libc::SIOCSIFNETMASK,
+        net.netmask(),
+        "set the netmask",
+    )?;
+    set_up(&sock, GUEST_IFACE)?;
+    add_default_route(&sock, net.gateway)
+}
+
+fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
+    // sockaddr_in laid over sockaddr: family, then port (0) and the address in sa_data.
+    let mut data = [0 as libc::c_char; 14];
+    for (slot, octet) in data[2..6].iter_mut().zip(addr.octets()) {
+        *slot = octet as libc::c_char;
+    }
+    libc::sockaddr {
+        sa_family: libc::AF_INET as libc::sa_family_t,
+        sa_data: data,
+    }
+}
+
+fn ifreq(iface: &str, ifru: libc::__c_anonymous_ifr_ifru) -> libc::ifreq {
+    let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
+    for (slot, byte) in name.iter_mut().zip(iface.bytes().take(libc::IFNAMSIZ - 1)) {
+        *slot = byte as libc::c_char;
+    }
+    libc::ifreq {
+        ifr_name: name,
+        ifr_ifru: ifru,
+    }
+}
+
+fn ioctl_err(action: &'static str, iface: &str) -> NetConfigError {
+    NetConfigError::Ioctl {
+        action,
+        iface: iface.to_owned(),
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+fn set_addr(
+    sock: &OwnedFd,
+    iface: &str,
+    request: libc::Ioctl,
+    addr: Ipv4Addr,
+    action: &'static str,
+) -> Result<(), NetConfigError> {
+    let mut req = ifreq(
+        iface,
+        libc::__c_anonymous_ifr_ifru {
+            ifru_addr: sockaddr(addr),
+        },
+    );
+    // SAFETY: `sock` is an open socket; SIOCSIFADDR/SIOCSIFNETMASK read a `struct ifreq` whose
+    // union holds a sockaddr, which `req` is, and `req` outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req) } < 0 {
+        return Err(ioctl_err(action, iface));
+    }
+    Ok(())
+}
+
+fn set_up(sock: &OwnedFd, iface: &str) -> Result<(), NetConfigError> {
+    let mut req = ifreq(iface, libc::__c_anonymous_ifr_ifru { ifru_flags: 0 });
+    // SAFETY: SIOCGIFFLAGS fills the flags member of the `struct ifreq` we pass and own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(ioctl_err("read the flags", iface));
+    }
+    // SAFETY: the kernel has just written `ifru_flags`, so that union member is initialized.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the flags member of the `struct ifreq` we pass and own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) } < 0 {
+        return Err(ioctl_err("bring up", iface));
+    }
+    Ok(())
+}
+
+fn add_default_route(sock: &OwnedFd, gateway: Ipv4Addr) -> Result<(), NetConfigError> {
+    // SAFETY: `struct rtentry` is plain integers, sockaddrs and one pointer; all zeroes is a
+    // valid value (no device pinned, a null `rt_dev`).
+    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
+    route.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
+    route.rt_gateway = sockaddr(gateway);
+    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // SAFETY: SIOCADDRT reads a `struct rtentry`, which `route` is, and it outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &mut route) } < 0 {
+        return Err(ioctl_err("add the default route", GUEST_IFACE));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_guest_net_parses_address_prefix_and_gateway() {
+        let net = GuestNet::parse("172.30.255.2/30", "172.30.255.1").unwrap();
+        assert_eq!(net.addr, Ipv4Addr::new(172, 30, 255, 2));
+        assert_eq!(net.netmask(), Ipv4Addr::new(255, 255, 255, 252));
+        assert_eq!(net.gateway, Ipv4Addr::new(172, 30, 255, 1));
+    }
+
+    #[test]
+    fn test_guest_net_refuses_malformed_values() {
+        assert!(GuestNet::parse("172.30.255.2", "172.30.255.1").is_err());
+        assert!(GuestNet::parse("172.30.255.2/33", "172.30.255.1").is_err());
+        assert!(GuestNet::parse("172.30.255.2/30", "gateway").is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! Sandbox networks with real packets: guests talk to test hosts in namespaces the test makes
+//! (never to outside addresses), under each egress policy.
+
+use std::net::TcpListener;
+
+use hearth_test_support::host::TestHost;
+use hearth_test_support::netns::{
+    assert_sandbox_network_removed, sandbox_network_leftovers, TestInternet, HTTP_BODY,
+};
+
+use crate::{code, host, stderr, stdout};
+
+const HTTP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 9000;
+
+/// A shell script that tries each probe and prints `name=exit-status` per line. Timeouts are
+/// short: a dropped packet shows as a failure within a few seconds.
+fn probes(probes: &[(&str, String)]) -> String {
+    let mut script = String::from("hostname;");
+    for (name, command) in probes {
+        script.push_str(&format!(" {command} >/dev/null 2>&1; echo {name}=$?;"));
+    }
+    script
+}
+
+/// An HTTP GET with nc (the guest busybox's wget crashes on exit), succeeding only when the
+/// test host's body comes back; `addr` is `host:port` or a bare host for port 80.
+fn http(addr: impl std::fmt::Display) -> String {
+    let addr = addr.to_string();
+    let (host, port) = addr.split_once(':').unwrap_or((&addr, "80"));
+    format!(r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 {host} {port} | grep -q 'test internet'")
+}
+
+/// Sends one UDP datagram (a TFTP read request; busybox nc has no UDP mode). Whether it got
+/// through is read from the test host's counter, not from this status.
+fn udp(addr: impl std::fmt::Display) -> String {
+    format!("tftp -g -r probe -l /tmp/probe {addr} {UDP_PORT}")
+}
+
+fn ping(addr: impl std::fmt::Display) -> String {
+    format!("ping -c 1 -W 2 {addr}")
+}
+
+/// Runs `script` in a sandbox with `flags`, returns the sandbox id and `name=status` lines.
+fn run_probes(flags: &[&str], script: &str) -> (String, Vec<String>) {
+    let host = host();
+    let output = host
+        .hearth()
+        .arg("run")
+        .args(flags)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    let out = stdout(&output);
+    let mut lines = out.lines().map(str::to_owned);
+    let id = lines.next().unwrap_or_default();
+    host.assert_clean();
+    assert_sandbox_network_removed(&id);
+    (id, lines.collect())
+}
+
+/// Starts `hearth run ARGS` whose guest prints its hostname (the sandbox id) first; returns
+/// the running child and that id.
+fn spawn_run(host: &TestHost, args: &[&str]) -> (std::process::Child, String) {
+    let mut child = host
+        .hearth()
+        .arg("run")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut id,
+    )
+    .unwrap();
+    (child, id.trim().to_owned())
+}
+
+fn status(lines: &[String], name: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no result for {name} in {lines:?}"))
+        .to_owned()
+}
+
+#[test]
+fn test_allow_all_reaches_test_hosts_but_not_defaults_blocked() {
+    let mut internet = TestInternet::new().unwrap();
+    internet.serve_http(HTTP_PORT).unwrap();
+    let udp_received = internet.serve_udp_echo(UDP_PORT).unwrap();
+    // Something listening on a host address, so "blocked" cannot be mistaken for "refused".
+    let on_host = TcpListener::bind((internet.host_addr(), 0)).unwrap();
+    let on_host = on_host.local_addr().unwrap();
+    let inet = internet.addr();
+    let script = probes(&[
+        ("http", http(format!("{inet}:{HTTP_PORT}"))),
+        ("udp", udp(inet)),
+        ("icmp", ping(inet)),
+        ("metadata", http("169.254.169.254")),
+        ("host", http(on_host)),
+    ]);
+    let (_, lines) = run_probes(&[], &script);
+    assert_eq!(status(&lines, "http"), "0", "{lines:?}");
+    assert_eq!(
+        udp_received.count(),
+        0,
+        "UDP is blocked by default: {lines:?}"
+    );
+    assert_ne!(
+        status(&lines, "icmp"),
+        "0",
+        "ICMP is blocked by default: {lines:?}"
+    );
+    assert_ne!(status(&lines, "metadata"), "0", "{lines:?}");
+    assert_ne!(status(&lines, "host"), "0", "{lines:?}");
+}
+
+#[test]
+fn test_allowlist_passes_listed_cidr_only_and_flags_open_udp_icmp() {
+    let mut allowed = TestInternet::new().unwrap();
+    allowed.serve_http(HTTP_PORT).unwrap();
+    let udp_received = allowed.serve_udp_echo(UDP_PORT).unwrap();
+    let mut other = TestInternet::new().unwrap();
+    other.serve_http(HTTP_PORT).unwrap();
+    let allow = format!("{}/32", allowed.addr());
+    let script = probes(&[
+        ("allowed", http(format!("{}:{HTTP_PORT}", allowed.addr()))),
+        ("other", http(format!("{}:{HTTP_PORT}", other.addr()))),
+        ("udp", udp(allowed.addr())),
+        ("icmp", ping(allowed.addr())),
+    ]);
+    let flags = ["--allow", &allow, "--allow-udp", "--allow-icmp"];
+    let (_, lines) = run_probes(&flags, &script);
+    assert_eq!(status(&lines, "allowed"), "0", "{lines:?}");
+    assert_ne!(
+        status(&lines, "other"),
+        "0",
+        "not on the allowlist: {lines:?}"
+    );
+    assert!(
+        udp_received.count() > 0,
+        "--allow-udp lets UDP out: {lines:?}"
+    );
+    assert_eq!(status(&lines, "icmp"), "0", "{lines:?}");
+}
+
+#[test]
+fn test_deny_all_blocks_a_host_that_allow_all_reaches() {
+    let mut internet = TestInternet::new().unwrap();
+    internet.serve_http(HTTP_PORT).unwrap();
+    let script = probes(&[("http", http(format!("{}:{HTTP_PORT}", internet.addr())))]);
+    let (_, lines) = run_probes(&["--egress", "deny-all"], &script);
+    assert_ne!(status(&lines, "http"), "0", "{lines:?}");
+}
+
+#[test]
+fn test_network_none_gives_only_loopback() {
+    let (_, lines) = run_probes(&["--network", "none"], "hostname; ls /sys/class/net");
+    assert_eq!(lines, vec!["lo".to_owned()]);
+}
+
+#[test]
+fn test_invalid_allow_is_refused_before_any_vm_starts() {
+    let host = host();
+    let output = host
+        .hearth()
+        .args(["run", "--allow", "10.1.2.3/24", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 2, "stderr: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("10.1.2.3/24"),
+        "{}",
+        stderr(&output)
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn test_guest_downloads_the_test_hosts_body() {
+    let mut internet = TestInternet::new().unwrap();
+    internet.serve_http(HTTP_PORT).unwrap();
+    let host = host();
+    let output = host
+        .hearth()
+        .args(["run", "--", "sh", "-c"])
+        .arg(format!(
+            r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 {} {HTTP_PORT} | tail -n 1",
+            internet.addr()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), HTTP_BODY);
+    host.assert_clean();
+}
+
+#[test]
+fn test_sigterm_during_a_run_removes_the_network() {
+    let host = host();
+    let (child, id) = spawn_run(&host, &["--", "sh", "-c", "hostname; sleep 600"]);
+    assert_eq!(
+        sandbox_network_leftovers(&id).len(),
+        3,
+        "namespace, host link and host table exist while the sandbox runs"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(code(&output), 143, "stderr: {}", stderr(&output));
+    host.assert_clean();
+    assert_sandbox_network_removed(&id);
+}
+
+/// A free port on 127.0.0.1 (bound and released; the kernel does not hand it out again soon).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn test_published_port_reaches_the_guest_from_host_loopback() {
+    let host = host();
+    let port = free_port();
+    let publish = format!("{port}:8000");
+    let script = "hostname; nc -l -p 8000 -e echo published";
+    let (child, id) = spawn_run(&host, &["-p", &publish, "--", "sh", "-c", script]);
+    // The guest's listener may not be up yet: a connection that finds nothing closes empty.
+    let reply = hearth_test_support::wait_until(std::time::Duration::from_secs(20), || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        let mut reply = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut reply).ok()?;
+        (!reply.is_empty()).then_some(reply)
+    });
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        reply.as_deref(),
+        Some("published\n"),
+        "stderr: {}",
+        stderr(&output)
+    );
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    host.assert_clean();
+    assert_sandbox_network_removed(&id);
+}
+
+#[test]
+fn test_publishing_a_port_in_use_fails_before_any_vm_starts() {
+    let host = host();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let output = host
+        .hearth()
+        .args(["run", "-p", &format!("{port}:80"), "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 125, "stderr: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("already in use"),
+        "{}",
+        stderr(&output)
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn test_detached_sandbox_gets_its_network_flags_and_rm_removes_its_network() {
+    let host = host();
+    let run = |args: &[&str]| {
+        let output = host.hearth().args(args).output().unwrap();
+        assert_eq!(code(&output), 0, "{args:?}: {}", stderr(&output));
+        stdout(&output)
+    };
+    let plain = run(&["run", "-d"]).trim().to_owned();
+    let none = run(&["run", "-d", "--network", "none"]).trim().to_owned();
+    assert_eq!(run(&["exec", &none, "--", "ls", "/sys/class/net"]), "lo\n");
+    assert_eq!(
+        sandbox_network_leftovers(&plain).len(),
+        3,
+        "{plain} has a network"
+    );
+    run(&["rm", "-f", &plain, &none]);
+    assert_sandbox_network_removed(&plain);
+    host.assert_clean();
+}
