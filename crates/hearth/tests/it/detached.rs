@@ -5,7 +5,7 @@ use std::process::{Output, Stdio};
 
 use hearth_test_support::host::TestHost;
 
-use crate::{code, host, stderr, stdout};
+use crate::{code, first_line, host, stderr, stdout};
 
 fn hearth(host: &TestHost, args: &[&str]) -> Output {
     host.hearth().args(args).output().unwrap()
@@ -286,13 +286,7 @@ fn test_rm_force_during_an_exec_ends_both() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(exec.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "running\n");
+    assert_eq!(first_line(&mut exec), "running\n");
     ok(&host, &["rm", "-f", "busy"]);
     let output = exec.wait_with_output().unwrap();
     assert_ne!(

@@ -1,6 +1,5 @@
 //! Bad input and failing guests: clear errors, docker's exit codes, nothing left behind.
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -146,11 +145,7 @@ fn start_sleeper_with(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line != "started\n" {
+    if crate::first_line(&mut child) != "started\n" {
         let output = child.wait_with_output().unwrap();
         panic!(
             "sleeper did not start ({:?}): {}",

@@ -28,6 +28,15 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The first line a spawned hearth prints on its piped stdout (empty if it closed stdout).
+pub fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().expect("stdout piped");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("reading hearth's stdout");
+    line
+}
+
 /// Exit code, with a readable failure when the process was killed by a signal instead.
 pub fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or_else(|| {

@@ -71,12 +71,7 @@ fn spawn_run(host: &TestHost, args: &[&str]) -> (std::process::Child, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut id = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut id,
-    )
-    .unwrap();
+    let id = crate::first_line(&mut child);
     (child, id.trim().to_owned())
 }
 

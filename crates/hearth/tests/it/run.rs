@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use crate::{code, host, stderr, stdout};
+use crate::{code, first_line, host, stderr, stdout};
 
 #[test]
 fn test_run_streams_and_exit_status_come_from_the_guest() {
@@ -174,14 +174,9 @@ fn test_closed_stdout_stops_the_guest_writer_with_sigpipe() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "y\n");
-    // The reader above is dropped: like `hearth run -- yes | head -1`.
+    assert_eq!(first_line(&mut child), "y\n");
+    // Close our end of the pipe: like `hearth run -- yes | head -1`.
+    drop(child.stdout.take());
     let output = child.wait_with_output().unwrap();
     assert_eq!(code(&output), 128 + 13, "stderr: {}", stderr(&output));
     host.assert_clean();
