@@ -162,7 +162,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::message::{ExecRequest, GuestMessage, HostMessage, TermSize};
+    use crate::message::{ExecRequest, FsRequest, GuestMessage, HostMessage, TermSize};
 
     fn host_message() -> impl Strategy<Value = HostMessage> {
         prop_oneof![
@@ -190,6 +190,18 @@ mod tests {
                 )),
             Just(HostMessage::StdinEof),
             Just(HostMessage::Shutdown),
+            (".*", any::<u32>(), any::<bool>()).prop_map(|(path, mode, parents)| {
+                HostMessage::Fs(FsRequest::Mkdir {
+                    path,
+                    mode,
+                    parents,
+                })
+            }),
+            (".*", any::<u32>())
+                .prop_map(|(path, mode)| HostMessage::Fs(FsRequest::Write { path, mode })),
+            ".*".prop_map(|path| HostMessage::Fs(FsRequest::Read { path })),
+            proptest::collection::vec(any::<u8>(), 0..4096).prop_map(HostMessage::Data),
+            Just(HostMessage::DataEnd),
         ]
     }
 

@@ -15,11 +15,12 @@ pub use frame::{decode_frame, encode_frame, read_frame, write_frame, FrameError,
 #[cfg(feature = "tokio")]
 pub use frame::{read_frame_async, write_frame_async};
 pub use message::{
-    ErrorCode, ExecRequest, ExitStatus, GuestMessage, HostMessage, RemoteError, TermSize,
+    ErrorCode, ExecRequest, ExitStatus, FileKind, FileStat, FsRequest, GuestMessage, HostMessage,
+    RemoteError, TermSize,
 };
 
 /// Version of this protocol; bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Guest vsock port on which the agent accepts operations from the host.
 pub const AGENT_PORT: u32 = 1024;

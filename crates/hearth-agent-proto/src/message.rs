@@ -21,6 +21,12 @@ pub enum HostMessage {
     Shutdown,
     /// Liveness probe; the agent answers `Pong`.
     Ping,
+    /// A filesystem operation in the guest; see [`FsRequest`] for each one's answer.
+    Fs(FsRequest),
+    /// A chunk of the file being written by [`FsRequest::Write`].
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The file being written is complete.
+    DataEnd,
 }
 
 /// What the agent sends to the host.
@@ -42,6 +48,82 @@ pub enum GuestMessage {
     Pong,
     /// Answer to `Shutdown`, sent just before the guest powers off.
     ShuttingDown,
+    /// Metadata of one path.
+    Stat(FileStat),
+    /// A batch of directory entries; a listing may take several, then `Done`.
+    Entries(Vec<FileStat>),
+    /// A chunk of the file being read.
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The file to write was created; the host may send its data now.
+    ReadyForData,
+    /// A filesystem operation finished.
+    Done,
+}
+
+/// A filesystem operation on an absolute guest path. Paths are not confined: the guest is the
+/// isolation boundary, and the agent acts as root in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsRequest {
+    /// Metadata of the path itself (a symlink is not followed): answered by `Stat`.
+    Stat { path: String },
+    /// The entries of a directory, sorted by name: `Entries` frames, then `Done`.
+    List { path: String },
+    /// Creates a directory (with its missing parents if `parents`): `Done`.
+    Mkdir {
+        path: String,
+        mode: u32,
+        parents: bool,
+    },
+    /// Removes a file, symlink or empty directory (any directory tree if `recursive`): `Done`.
+    Remove { path: String, recursive: bool },
+    /// Reads a regular file: `Stat`, then `Data` chunks, then `Done`.
+    Read { path: String },
+    /// Replaces a file: the agent answers `ReadyForData` (or an `Error`, e.g. no such
+    /// directory), the host sends `Data` chunks up to `DataEnd`, the agent answers `Done` or the
+    /// `Error` met while writing. The content goes to a temporary file that is renamed over
+    /// `path` only when complete, so a failed write (a full disk, a lost connection) leaves the
+    /// old file or nothing.
+    Write { path: String, mode: u32 },
+}
+
+impl FsRequest {
+    pub fn path(&self) -> &str {
+        match self {
+            FsRequest::Stat { path }
+            | FsRequest::List { path }
+            | FsRequest::Mkdir { path, .. }
+            | FsRequest::Remove { path, .. }
+            | FsRequest::Read { path }
+            | FsRequest::Write { path, .. } => path,
+        }
+    }
+}
+
+/// What kind of file a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// Metadata of a guest path, as `lstat` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// The last component of the path (`/` for the root).
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits, including setuid, setgid and sticky (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time in seconds since the Unix epoch.
+    pub mtime: i64,
+    /// Where a symlink points.
+    pub link_target: Option<String>,
 }
 
 /// A process to start in the guest.
@@ -90,10 +172,16 @@ impl ExitStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
     VersionMismatch,
-    /// The program to exec does not exist.
+    /// The program to exec, or the path of a filesystem operation, does not exist.
     NotFound,
-    /// The program exists but cannot be executed.
+    /// The program exists but cannot be executed, or the path may not be accessed.
     PermissionDenied,
+    AlreadyExists,
+    NotADirectory,
+    IsADirectory,
+    DirectoryNotEmpty,
+    /// The guest's filesystem is full.
+    NoSpace,
     /// The request was malformed or arrived out of order.
     BadRequest,
     Internal,

@@ -295,5 +295,8 @@ pub fn kind(message: &HostMessage) -> &'static str {
         HostMessage::Signal(_) => "Signal",
         HostMessage::Shutdown => "Shutdown",
         HostMessage::Ping => "Ping",
+        HostMessage::Fs(_) => "Fs",
+        HostMessage::Data(_) => "Data",
+        HostMessage::DataEnd => "DataEnd",
     }
 }

@@ -3,7 +3,7 @@
 //! As PID 1 it mounts the pseudo filesystems ([`boot`]), loads the initramfs's kernel modules
 //! ([`modules`]), switches to the image's overlay root ([`boot`], configured by [`cmdline`]),
 //! announces readiness to the host ([`ready`]) and then serves one operation per vsock connection
-//! ([`server`]): ping, shutdown ([`power`]) and exec ([`exec`]: processes on pipes or a PTY, their
+//! ([`server`]): ping, shutdown ([`power`]), file operations ([`fs`]) and exec ([`exec`]: processes on pipes or a PTY, their
 //! output pumped back by [`output`]). [`net`] brings up the guest's network from the command line. Every child is reaped by one [`reaper`] thread that hands
 //! each exec its own child's status. The few unsafe calls live in `sys`.
 
@@ -14,6 +14,7 @@ pub mod boot;
 pub mod cmdline;
 mod env;
 mod exec;
+mod fs;
 pub mod modules;
 pub mod net;
 mod output;

@@ -15,6 +15,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::Shutdown;
 
 use crate::exec::{self, ExecError};
+use crate::fs::{self, FsError};
 use crate::vsock::VsockListener;
 
 /// How long a shutdown waits for the host to close after hearing `ShuttingDown`, so the reply is
@@ -65,6 +66,8 @@ pub enum ConnectionError {
     Reply(#[source] FrameError),
     #[error("exec failed")]
     Exec(#[from] ExecError),
+    #[error("filesystem operation failed")]
+    Fs(#[from] FsError),
 }
 
 /// Accepts host connections, each served on its own thread, until accepting fails for good.
@@ -132,9 +135,10 @@ pub fn handle_connection<C: Connection>(conn: C, context: &Context) -> Result<()
             Ok(())
         }
         HostMessage::Exec(request) => Ok(exec::run(&mut reader, writer, &request)?),
+        HostMessage::Fs(request) => Ok(fs::run(&mut reader, &mut writer, &request)?),
         other => {
             let message = format!(
-                "expected Exec, Ping or Shutdown, got {}",
+                "expected Exec, Fs, Ping or Shutdown, got {}",
                 exec::kind(&other)
             );
             reply(&mut writer, &bad_request(message))

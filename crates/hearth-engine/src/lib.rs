@@ -4,6 +4,7 @@
 //! - [`Engine`]: the operations the CLI calls (boot a sandbox).
 //! - [`Sandbox`]: a booted VM with a ready agent: exec, ping, shutdown, kill.
 //! - [`exec`]: a running guest process as an input half and an output event stream.
+//! - [`files`]: stat, list, mkdir, remove, read and write guest files through the agent.
 //! - [`images`]: the OCI image store of a state dir ([`image`] is `hearth-image`).
 //! - [`paths::StateDir`]: where everything lives on disk.
 
@@ -13,6 +14,7 @@ pub mod copy;
 pub mod doctor;
 mod engine;
 pub mod exec;
+pub mod files;
 pub mod gc;
 pub mod images;
 pub mod paths;
@@ -24,7 +26,7 @@ pub mod supervisor;
 pub use agent::AgentError;
 pub use engine::{Engine, DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCPUS};
 pub use exec::{ExecError, ExecEvent, ExecInput, ExecOutput};
-pub use hearth_agent_proto::{ExecRequest, ExitStatus, TermSize};
+pub use hearth_agent_proto::{ExecRequest, ExitStatus, FileKind, FileStat, TermSize};
 pub use hearth_image as image;
 pub use hearth_net as net;
 pub use hearth_vmm::{Accel, VmExit};

@@ -57,6 +57,10 @@ pub enum Command {
     Shell(SandboxArgs),
     /// Copy files or directories between the host and a running sandbox (SANDBOX:PATH).
     Cp(CpArgs),
+    /// Work on single files of a running sandbox through the agent (no tools needed in the
+    /// image): stat, ls, mkdir, rm, cat, write.
+    #[command(subcommand)]
+    Fs(FsCommand),
     /// Wait until sandboxes end and print their exit codes.
     Wait(SandboxesArgs),
     /// Remove what crashed sandboxes left behind: processes, run dirs, stale records.
@@ -96,6 +100,81 @@ pub struct CpArgs {
     pub src: String,
     /// Destination: a host path, or SANDBOX:PATH; into it if it is a directory, else as it.
     pub dest: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FsCommand {
+    /// Show a path's metadata (symlinks are not followed).
+    Stat(FsPathArgs),
+    /// List a directory.
+    Ls(FsPathArgs),
+    /// Create a directory.
+    Mkdir(FsMkdirArgs),
+    /// Remove a file, symlink or empty directory (-r: any directory tree).
+    Rm(FsRmArgs),
+    /// Print a file to stdout.
+    Cat(FsPathArgs),
+    /// Replace a file with what stdin holds; the file appears only once complete.
+    Write(FsWriteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FsTarget {
+    /// Sandbox name, id or unique id prefix.
+    pub sandbox: String,
+    /// Absolute path in the guest.
+    pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FsPathArgs {
+    /// Print JSON (stat and ls).
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub target: FsTarget,
+}
+
+#[derive(Debug, Args)]
+pub struct FsMkdirArgs {
+    /// Create missing parents; an existing directory is not an error.
+    #[arg(short, long)]
+    pub parents: bool,
+
+    /// Permission bits, in octal.
+    #[arg(short, long, value_parser = parse_octal_mode, default_value = "755")]
+    pub mode: u32,
+
+    #[command(flatten)]
+    pub target: FsTarget,
+}
+
+#[derive(Debug, Args)]
+pub struct FsRmArgs {
+    /// Remove directories and everything in them.
+    #[arg(short, long)]
+    pub recursive: bool,
+
+    #[command(flatten)]
+    pub target: FsTarget,
+}
+
+#[derive(Debug, Args)]
+pub struct FsWriteArgs {
+    /// Permission bits of the file, in octal.
+    #[arg(short, long, value_parser = parse_octal_mode, default_value = "644")]
+    pub mode: u32,
+
+    #[command(flatten)]
+    pub target: FsTarget,
+}
+
+fn parse_octal_mode(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| format!("`{value}` is not an octal mode such as 755"))
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Command::Logs(args) => commands::logs::logs(&state, &args).await,
             Command::Shell(args) => commands::exec::shell(&state, args).await,
             Command::Cp(args) => commands::cp::cp(&state, &args).await,
+            Command::Fs(command) => commands::fs::fs(&state, command).await,
             Command::Wait(args) => commands::stop::wait(&state, &args).await,
             Command::Gc => commands::gc::gc(&state),
             Command::Supervise(args) => {

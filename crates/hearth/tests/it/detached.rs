@@ -490,3 +490,170 @@ fn test_create_then_start_and_restart() {
         stderr(&output)
     );
 }
+
+/// `hearth fs write` with `data` on stdin.
+fn fs_write(host: &TestHost, sandbox: &str, path: &str, mode: &str, data: &[u8]) -> Output {
+    let mut child = host
+        .hearth()
+        .args(["fs", "write", "-m", mode, sandbox, path])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn test_fs_operations_and_a_full_guest_disk() {
+    let host = host();
+    ok(&host, &["run", "-d", "--name", "fsbox"]);
+
+    // A binary file in and out, with its mode, as the guest's own tools see it.
+    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let output = fs_write(&host, "fsbox", "/tmp/blob.bin", "600", &data);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let output = hearth(&host, &["fs", "cat", "fsbox", "/tmp/blob.bin"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(output.stdout == data, "read back differs");
+    assert_eq!(
+        ok(
+            &host,
+            &[
+                "exec",
+                "fsbox",
+                "--",
+                "stat",
+                "-c",
+                "%a %s",
+                "/tmp/blob.bin"
+            ]
+        ),
+        "600 1500000\n"
+    );
+    let stat: serde_json::Value = serde_json::from_str(&ok(
+        &host,
+        &["fs", "stat", "--json", "fsbox", "/tmp/blob.bin"],
+    ))
+    .unwrap();
+    assert_eq!(
+        (&stat["kind"], &stat["mode"], &stat["size"]),
+        (&"file".into(), &0o600.into(), &1_500_000.into())
+    );
+
+    // Directories: mkdir -p with a mode, a listing with a symlink, removal.
+    ok(
+        &host,
+        &["fs", "mkdir", "-p", "-m", "700", "fsbox", "/tmp/a/b c/d"],
+    );
+    ok(
+        &host,
+        &[
+            "exec",
+            "fsbox",
+            "--",
+            "ln",
+            "-s",
+            "../blob.bin",
+            "/tmp/a/link",
+        ],
+    );
+    let listing: serde_json::Value =
+        serde_json::from_str(&ok(&host, &["fs", "ls", "--json", "fsbox", "/tmp/a"])).unwrap();
+    let summary: Vec<(String, String, serde_json::Value)> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["kind"].as_str().unwrap().to_owned(),
+                e["link_target"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("b c".into(), "dir".into(), serde_json::Value::Null),
+            ("link".into(), "symlink".into(), "../blob.bin".into()),
+        ]
+    );
+    let long = ok(&host, &["fs", "ls", "fsbox", "/tmp/a/b c"]);
+    assert!(
+        long.starts_with("drwx------ ") && long.trim_end().ends_with(" d"),
+        "{long}"
+    );
+
+    // Failures name the path and say why.
+    for (args, expected) in [
+        (vec!["fs", "stat", "fsbox", "/nope"], "No such file"),
+        (vec!["fs", "rm", "fsbox", "/tmp/a"], "Directory not empty"),
+        (vec!["fs", "cat", "fsbox", "/tmp"], "Is a directory"),
+        (
+            vec!["fs", "stat", "fsbox", "relative"],
+            "not an absolute path",
+        ),
+        (vec!["fs", "stat", "nosuchbox", "/"], "nosuchbox"),
+        (vec!["fs", "mkdir", "-m", "9z", "fsbox", "/x"], "octal mode"),
+    ] {
+        let output = hearth(&host, &args);
+        assert_ne!(code(&output), 0, "{args:?} succeeded");
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    ok(&host, &["fs", "rm", "-r", "fsbox", "/tmp/a"]);
+    let output = hearth(&host, &["exec", "fsbox", "--", "test", "-e", "/tmp/a"]);
+    assert_eq!(code(&output), 1, "/tmp/a still exists");
+
+    // `cp` refuses guest paths that climb with `..`.
+    let output = hearth(&host, &["cp", "/etc/hostname", "fsbox:/tmp/../../etc/x"]);
+    assert!(
+        stderr(&output).contains("without `..`"),
+        "{}",
+        stderr(&output)
+    );
+
+    // A full disk: the guest's writable layer filled up by a process in it. A write then fails
+    // with a clear error and leaves no partial or temporary file; the sandbox keeps working
+    // and the same write succeeds once space is freed.
+    hearth(
+        &host,
+        &[
+            "exec",
+            "fsbox",
+            "--",
+            "dd",
+            "if=/dev/zero",
+            "of=/fill",
+            "bs=1M",
+        ],
+    );
+    let big = vec![1u8; 2 << 20];
+    let output = fs_write(&host, "fsbox", "/after-full.bin", "644", &big);
+    assert_ne!(code(&output), 0, "write to a full disk succeeded");
+    assert!(
+        stderr(&output).contains("No space left on device"),
+        "{}",
+        stderr(&output)
+    );
+    let root = ok(&host, &["exec", "fsbox", "--", "ls", "-a", "/"]);
+    assert!(!root.contains("after-full"), "partial file left: {root}");
+    ok(&host, &["exec", "fsbox", "--", "rm", "/fill"]);
+    let output = fs_write(&host, "fsbox", "/after-full.bin", "644", &big);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(
+        ok(
+            &host,
+            &["exec", "fsbox", "--", "stat", "-c", "%s", "/after-full.bin"]
+        ),
+        format!("{}\n", big.len())
+    );
+
+    ok(&host, &["rm", "-f", "fsbox"]);
+    host.assert_clean();
+}

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::bail;
 use hearth_engine::copy;
 use hearth_engine::paths::StateDir;
-use hearth_engine::state::{SandboxRecord, SandboxState, StateDb};
 
 use crate::cli::args::CpArgs;
 
@@ -28,23 +27,14 @@ fn parse(arg: &str) -> Location {
     }
 }
 
-fn running(db: &StateDb, query: &str) -> anyhow::Result<SandboxRecord> {
-    let record = db.find(query)?;
-    if record.state != SandboxState::Running {
-        bail!("sandbox {} is {:?}, not running", record.name, record.state);
-    }
-    Ok(record)
-}
-
 pub async fn cp(state: &StateDir, args: &CpArgs) -> anyhow::Result<i32> {
-    let db = StateDb::open(&state.database())?;
     match (parse(&args.src), parse(&args.dest)) {
         (Location::Host(src), Location::Guest { sandbox, path }) => {
-            let record = running(&db, &sandbox)?;
+            let record = super::running(state, &sandbox)?;
             copy::to_guest(&hearth_engine::vsock_of(state, &record.id), &src, &path).await?;
         }
         (Location::Guest { sandbox, path }, Location::Host(dest)) => {
-            let record = running(&db, &sandbox)?;
+            let record = super::running(state, &sandbox)?;
             copy::from_guest(&hearth_engine::vsock_of(state, &record.id), &path, &dest).await?;
         }
         _ => bail!("one side of `hearth cp` must be SANDBOX:PATH and the other a host path"),

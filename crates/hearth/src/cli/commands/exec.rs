@@ -1,22 +1,12 @@
 //! `hearth exec`: run a process in a running sandbox, attached to this terminal.
 
-use anyhow::bail;
 use hearth_engine::paths::StateDir;
-use hearth_engine::state::{SandboxState, StateDb};
 
 use crate::cli::args::{ExecArgs, ProcessArgs, SandboxArgs};
 use crate::cli::session::{self, Completion, Interrupts, OnInterrupt};
 
 pub async fn exec(state: &StateDir, args: ExecArgs) -> anyhow::Result<i32> {
-    let record = StateDb::open(&state.database())?.find(&args.sandbox)?;
-    if record.state != SandboxState::Running {
-        bail!(
-            "sandbox {} ({}) is {:?}, not running; start a new one with `hearth run -d`",
-            record.name,
-            record.id,
-            record.state
-        );
-    }
+    let record = super::running(state, &args.sandbox)?;
     let request = session::exec_request(args.command, &args.process);
     let tty = request.tty.is_some();
     let mut interrupts = Interrupts::new()?;

@@ -1,0 +1,165 @@
+//! Files of a running sandbox through the agent's own filesystem operations: stat, list,
+//! mkdir, remove, read and write one file. Unlike `copy`, these need nothing in the image.
+
+use std::path::Path;
+
+use hearth_agent_proto::{
+    write_frame_async, ErrorCode, FileStat, FsRequest, GuestMessage, HostMessage, RemoteError,
+    MAX_CHUNK_LEN,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::agent::{self, AgentError};
+
+/// Mode of files written without one (as `touch` under the usual umask).
+pub const DEFAULT_FILE_MODE: u32 = 0o644;
+/// Mode of directories created without one.
+pub const DEFAULT_DIR_MODE: u32 = 0o755;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// The operation failed in the guest; the message names the operation and the path.
+    #[error(transparent)]
+    Guest(RemoteError),
+    #[error("failed to read the local data to send")]
+    LocalRead(#[source] std::io::Error),
+    #[error("failed to write the file's data locally")]
+    LocalWrite(#[source] std::io::Error),
+}
+
+impl FilesError {
+    /// The guest's error code, for callers that map failures (e.g. to HTTP statuses).
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            FilesError::Guest(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// Opens a connection and sends `request`.
+async fn send(vsock: &Path, request: FsRequest) -> Result<UnixStream, FilesError> {
+    let mut stream = agent::open(vsock).await?;
+    write_frame_async(&mut stream, &HostMessage::Fs(request))
+        .await
+        .map_err(AgentError::from)?;
+    Ok(stream)
+}
+
+/// The next reply, with a guest error turned into [`FilesError::Guest`].
+async fn next(stream: &mut UnixStream) -> Result<GuestMessage, FilesError> {
+    match agent::next_message(stream).await? {
+        GuestMessage::Error(e) => Err(FilesError::Guest(e)),
+        other => Ok(other),
+    }
+}
+
+async fn expect_done(stream: &mut UnixStream) -> Result<(), FilesError> {
+    match next(stream).await? {
+        GuestMessage::Done => Ok(()),
+        other => Err(agent::unexpected("done", &other).into()),
+    }
+}
+
+/// Metadata of `path` itself (symlinks are not followed).
+pub async fn stat(vsock: &Path, path: &str) -> Result<FileStat, FilesError> {
+    let mut stream = send(vsock, FsRequest::Stat { path: path.into() }).await?;
+    match next(&mut stream).await? {
+        GuestMessage::Stat(stat) => Ok(stat),
+        other => Err(agent::unexpected("stat", &other).into()),
+    }
+}
+
+/// The entries of directory `path`, sorted by name.
+pub async fn list(vsock: &Path, path: &str) -> Result<Vec<FileStat>, FilesError> {
+    let mut stream = send(vsock, FsRequest::List { path: path.into() }).await?;
+    let mut entries = Vec::new();
+    loop {
+        match next(&mut stream).await? {
+            GuestMessage::Entries(batch) => entries.extend(batch),
+            GuestMessage::Done => return Ok(entries),
+            other => return Err(agent::unexpected("directory entries", &other).into()),
+        }
+    }
+}
+
+pub async fn mkdir(vsock: &Path, path: &str, mode: u32, parents: bool) -> Result<(), FilesError> {
+    let request = FsRequest::Mkdir {
+        path: path.into(),
+        mode,
+        parents,
+    };
+    expect_done(&mut send(vsock, request).await?).await
+}
+
+pub async fn remove(vsock: &Path, path: &str, recursive: bool) -> Result<(), FilesError> {
+    let request = FsRequest::Remove {
+        path: path.into(),
+        recursive,
+    };
+    expect_done(&mut send(vsock, request).await?).await
+}
+
+/// Copies the guest file `path` into `out`; returns its metadata.
+pub async fn read(
+    vsock: &Path,
+    path: &str,
+    out: &mut (impl AsyncWrite + Unpin),
+) -> Result<FileStat, FilesError> {
+    let mut stream = send(vsock, FsRequest::Read { path: path.into() }).await?;
+    let stat = match next(&mut stream).await? {
+        GuestMessage::Stat(stat) => stat,
+        other => return Err(agent::unexpected("stat", &other).into()),
+    };
+    loop {
+        match next(&mut stream).await? {
+            GuestMessage::Data(chunk) => out
+                .write_all(&chunk)
+                .await
+                .map_err(FilesError::LocalWrite)?,
+            GuestMessage::Done => break,
+            other => return Err(agent::unexpected("file data", &other).into()),
+        }
+    }
+    out.flush().await.map_err(FilesError::LocalWrite)?;
+    Ok(stat)
+}
+
+/// Replaces the guest file `path` with everything `input` yields; returns the bytes written.
+/// The guest only puts the file in place once all of it is written.
+pub async fn write(
+    vsock: &Path,
+    path: &str,
+    mode: u32,
+    input: &mut (impl AsyncRead + Unpin),
+) -> Result<u64, FilesError> {
+    let request = FsRequest::Write {
+        path: path.into(),
+        mode,
+    };
+    let mut stream = send(vsock, request).await?;
+    match next(&mut stream).await? {
+        GuestMessage::ReadyForData => {}
+        other => return Err(agent::unexpected("ready for data", &other).into()),
+    }
+    let mut buf = vec![0; MAX_CHUNK_LEN];
+    let mut total = 0u64;
+    loop {
+        let n = input.read(&mut buf).await.map_err(FilesError::LocalRead)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        write_frame_async(&mut stream, &HostMessage::Data(buf[..n].to_vec()))
+            .await
+            .map_err(AgentError::from)?;
+    }
+    write_frame_async(&mut stream, &HostMessage::DataEnd)
+        .await
+        .map_err(AgentError::from)?;
+    expect_done(&mut stream).await?;
+    Ok(total)
+}
