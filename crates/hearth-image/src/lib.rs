@@ -5,22 +5,28 @@
 //! - [`ImageRef`]: references with docker's rules.
 //! - [`ImageConfig`]: Entrypoint, Cmd, Env, WorkingDir, User of an image.
 //! - [`ImageStore`]: built images, their names, `ls`/`rm`/`prune`.
+//! - [`DockerConfig`], [`verify_login`]: registry credentials shared with docker, `hearth login`.
 //! - [`import()`]: images from an OCI layout or a `docker save` archive.
 
 mod blob_cache;
 mod config;
 mod digest;
+mod docker_config;
 mod import;
 pub mod layer;
+mod login;
 mod pull;
 mod reference;
+mod refusal;
 mod rootfs;
 mod store;
 
 pub use blob_cache::{BlobCache, BlobError};
 pub use config::{ConfigError, ImageConfig};
 pub use digest::{Digest, DigestError};
+pub use docker_config::{registry_key, Credentials, CredentialsError, DockerConfig};
 pub use import::{import, ImportError, Imported};
+pub use login::{verify as verify_login, LoginError};
 pub use pull::{build, pull, BlobFetchError, NoReporter, PullConfig, PullError, PullReporter};
 pub use reference::{is_loopback_host, ImageRef, ReferenceError};
 pub use rootfs::RootfsError;

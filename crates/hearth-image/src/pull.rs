@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
-use oci_client::manifest::OciDescriptor;
+use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 
 use crate::blob_cache::BlobError;
 use crate::config::{ConfigError, ImageConfig};
 use crate::digest::{Digest, DigestError};
+use crate::docker_config::Credentials;
 use crate::reference::{is_loopback_host, ImageRef};
+use crate::refusal::{message_of, refusal_message};
 use crate::store::{ImageRecord, ImageStore, StoreError};
 
 /// Attempts per blob: a dropped connection or a short read is retried, a bad digest too (the
@@ -49,9 +51,34 @@ impl PullReporter for NoReporter {
 pub struct PullConfig {
     /// Registries (`host[:port]`) spoken to over plain HTTP. Loopback registries always are.
     pub insecure_registries: Vec<String>,
-    /// Credentials for the image's registry; anonymous (with bearer tokens as the registry asks)
-    /// when `None`.
-    pub basic_auth: Option<(String, String)>,
+    /// Credentials for the image's registry, sent as Basic auth or traded for a Bearer token as
+    /// the registry asks; anonymous when `None`.
+    pub credentials: Option<Credentials>,
+}
+
+impl PullConfig {
+    /// `http://host` or `https://host`: where `registry`'s API lives.
+    pub(crate) fn base_url(&self, registry: &str) -> String {
+        let scheme = if self.plain_http(registry) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", registry_host(registry))
+    }
+
+    /// True when `registry` is spoken to over plain HTTP: loopback, or listed as insecure.
+    pub fn plain_http(&self, registry: &str) -> bool {
+        is_loopback_host(registry) || self.insecure_registries.iter().any(|r| r == registry)
+    }
+}
+
+/// The host that serves a registry's API: Docker Hub's is not `docker.io` itself.
+pub(crate) fn registry_host(registry: &str) -> &str {
+    match registry {
+        "docker.io" => "index.docker.io",
+        other => other,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,13 +89,15 @@ pub enum PullError {
         #[source]
         source: OciDistributionError,
     },
-    #[error("the registry refused access to `{reference}`")]
+    #[error("the registry refused access to `{reference}`: {message}")]
     Denied {
         reference: String,
+        /// The registry's reason.
+        message: String,
         #[source]
         source: OciDistributionError,
     },
-    #[error("`{reference}` has no linux/amd64 image")]
+    #[error("`{reference}` has no linux/amd64 image, only {found}")]
     NoPlatform { reference: String, found: String },
     #[error("failed to fetch the manifest of `{reference}`")]
     Manifest {
@@ -113,8 +142,14 @@ pub enum BlobFetchError {
 }
 
 impl PullError {
-    /// Sorts a registry error by what the user can do about it.
-    fn from_registry(reference: &ImageRef, source: OciDistributionError) -> Self {
+    /// Sorts a registry error by what the user can do about it; a refusal gets the registry's
+    /// reason.
+    async fn from_registry(
+        reference: &ImageRef,
+        config: &PullConfig,
+        source: OciDistributionError,
+    ) -> Self {
+        let parsed = reference;
         let reference = reference.to_string();
         let status = match &source {
             OciDistributionError::ServerError { code, .. } => Some(*code),
@@ -136,7 +171,19 @@ impl PullError {
         };
         match status {
             Some(404) => PullError::NotFound { reference, source },
-            Some(401 | 403) => PullError::Denied { reference, source },
+            Some(401 | 403) => {
+                let message = match &source {
+                    OciDistributionError::AuthenticationFailure(body) => {
+                        message_of(body).unwrap_or_else(|| body.clone())
+                    }
+                    _ => refusal_message(parsed, config).await,
+                };
+                PullError::Denied {
+                    reference,
+                    message,
+                    source,
+                }
+            }
             _ => PullError::Manifest { reference, source },
         }
     }
@@ -150,20 +197,11 @@ pub async fn pull(
     reporter: &dyn PullReporter,
 ) -> Result<ImageRecord, PullError> {
     let client = client(reference, config);
-    let auth = match &config.basic_auth {
-        Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+    let auth = match &config.credentials {
+        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
         None => RegistryAuth::Anonymous,
     };
-    let (manifest, digest) = client
-        .pull_image_manifest(reference.oci(), &auth)
-        .await
-        .map_err(|e| match e {
-            OciDistributionError::ImageManifestNotFoundError(found) => PullError::NoPlatform {
-                reference: reference.to_string(),
-                found,
-            },
-            e => PullError::from_registry(reference, e),
-        })?;
+    let (manifest, digest) = image_manifest(&client, reference, config, &auth).await?;
     let digest: Digest = digest.parse()?;
     if let Some(record) = store.record(&digest)? {
         store.tag(&reference.to_string(), &digest)?;
@@ -207,6 +245,59 @@ pub async fn pull(
     Ok(record)
 }
 
+/// The image manifest of `reference` and its digest, narrowed to linux/amd64 when the
+/// reference names an index (done here rather than by oci-client's resolver so a miss can say
+/// which platforms the index has).
+async fn image_manifest(
+    client: &Client,
+    reference: &ImageRef,
+    config: &PullConfig,
+    auth: &RegistryAuth,
+) -> Result<(OciImageManifest, String), PullError> {
+    let (manifest, digest) = match client.pull_manifest(reference.oci(), auth).await {
+        Ok(found) => found,
+        Err(e) => return Err(PullError::from_registry(reference, config, e).await),
+    };
+    let index = match manifest {
+        OciManifest::Image(manifest) => return Ok((manifest, digest)),
+        OciManifest::ImageIndex(index) => index,
+    };
+    let no_platform = |found| PullError::NoPlatform {
+        reference: reference.to_string(),
+        found,
+    };
+    let Some(chosen) = linux_amd64_resolver(&index.manifests) else {
+        return Err(no_platform(platforms(&index.manifests)));
+    };
+    let entry = reference.oci().clone_with_digest(chosen.clone());
+    match client.pull_manifest(&entry, auth).await {
+        Ok((OciManifest::Image(manifest), _)) => Ok((manifest, chosen)),
+        Ok((OciManifest::ImageIndex(_), _)) => {
+            Err(no_platform(format!("a nested index at {chosen}")))
+        }
+        Err(e) => Err(PullError::from_registry(reference, config, e).await),
+    }
+}
+
+/// `linux/arm64, linux/arm/v7`: the platforms an index offers, for an error message.
+fn platforms(entries: &[ImageIndexEntry]) -> String {
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| match &e.platform {
+            Some(p) => match &p.variant {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            },
+            None => "an entry without a platform".to_owned(),
+        })
+        .collect();
+    if names.is_empty() {
+        "an empty index".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// Builds the base image on a blocking thread: layer application and mkfs are file work.
 pub async fn build(
     store: &ImageStore,
@@ -228,12 +319,11 @@ pub async fn build(
 
 fn client(reference: &ImageRef, config: &PullConfig) -> Client {
     let mut plain_http = config.insecure_registries.clone();
-    if is_loopback_host(reference.registry()) {
+    if config.plain_http(reference.registry()) {
         plain_http.push(reference.registry().to_owned());
     }
     Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(plain_http),
-        platform_resolver: Some(Box::new(linux_amd64_resolver)),
         ..ClientConfig::default()
     })
 }

@@ -10,17 +10,30 @@ use anyhow::{bail, Context};
 
 const PROGRAM: &str = "docker-registry";
 const SKOPEO: &str = "skopeo";
+const HTPASSWD: &str = "htpasswd";
 
 #[derive(Debug)]
 pub struct LocalRegistry {
     child: Child,
     addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// The one account of a registry started with [`LocalRegistry::start_with_auth`].
+    account: Option<(String, String)>,
 }
 
 impl LocalRegistry {
-    /// Starts a registry and waits until it answers `GET /v2/`.
+    /// Starts an open registry and waits until it answers `GET /v2/`.
     pub fn start() -> anyhow::Result<Self> {
+        Self::launch(None)
+    }
+
+    /// Starts a registry that asks for HTTP Basic auth with one account (bcrypt htpasswd, as
+    /// distribution requires).
+    pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Self> {
+        Self::launch(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn launch(account: Option<(String, String)>) -> anyhow::Result<Self> {
         require(PROGRAM, "docker-registry")?;
         let dir = tempfile::Builder::new()
             .prefix("hearth-registry-")
@@ -31,12 +44,16 @@ impl LocalRegistry {
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("finding a free port")?;
+        let auth = match &account {
+            Some((user, password)) => htpasswd_auth(dir.path(), user, password)?,
+            None => String::new(),
+        };
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
-                 delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                 delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
                 dir.path().join("data").display()
             ),
         )
@@ -51,7 +68,12 @@ impl LocalRegistry {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {PROGRAM}"))?;
-        let mut registry = LocalRegistry { child, addr, dir };
+        let mut registry = LocalRegistry {
+            child,
+            addr,
+            dir,
+            account,
+        };
         let up = crate::wait_until(Duration::from_secs(15), || registry.answers().then_some(()));
         if up.is_none() {
             let log = std::fs::read_to_string(registry.dir.path().join("registry.log"))
@@ -86,8 +108,12 @@ impl LocalRegistry {
     /// Pushes the OCI layout at `layout` (tag `tag` inside it) as `repo:tag` with skopeo.
     pub fn push_layout(&self, layout: &Path, tag: &str, repo: &str) -> anyhow::Result<()> {
         require(SKOPEO, "skopeo")?;
-        let output = Command::new(SKOPEO)
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        let mut skopeo = Command::new(SKOPEO);
+        skopeo.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some((user, password)) = &self.account {
+            skopeo.arg(format!("--dest-creds={user}:{password}"));
+        }
+        let output = skopeo
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{repo}:{tag}", self.host()))
             .output()
@@ -114,6 +140,27 @@ impl Drop for LocalRegistry {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Writes a bcrypt htpasswd file for one account into `dir`; the config's `auth:` section.
+fn htpasswd_auth(dir: &Path, user: &str, password: &str) -> anyhow::Result<String> {
+    require(HTPASSWD, "apache2-utils")?;
+    let output = Command::new(HTPASSWD)
+        .args(["-Bbn", user, password])
+        .output()
+        .context("running htpasswd")?;
+    if !output.status.success() {
+        bail!(
+            "htpasswd failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let path = dir.join("htpasswd");
+    std::fs::write(&path, &output.stdout).context("writing the htpasswd file")?;
+    Ok(format!(
+        "auth:\n  htpasswd:\n    realm: hearth-test\n    path: {}\n",
+        path.display()
+    ))
 }
 
 /// Fails, naming the package to install, when `program` is not in PATH.

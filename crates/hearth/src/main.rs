@@ -9,11 +9,12 @@ use crate::cli::args::Cli;
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let failure = cli.command.failure_code();
     let code = match cli::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             cli::print_error(&e);
-            cli::FAILURE
+            failure
         }
     };
     std::process::exit(code);

@@ -21,6 +21,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// The exit status when hearth itself fails: docker's 125 for the commands that run a guest
+    /// process (whose own status passes through), 1 for the others, as docker's image commands.
+    pub fn failure_code(&self) -> i32 {
+        match self {
+            Command::Pull(_) | Command::Image(_) | Command::Login(_) | Command::Logout(_) => 1,
+            _ => 125,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot a microVM, run a command in it, and tear it down when the command ends.
@@ -38,6 +49,11 @@ pub enum Command {
     /// Manage local images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Log in to a registry: check the credentials with it, then save them in docker's
+    /// config.json ($DOCKER_CONFIG, else ~/.docker), where `pull` and `run` find them.
+    Login(LoginArgs),
+    /// Remove a registry's credentials from docker's config.json.
+    Logout(LogoutArgs),
     /// Run a command in a running sandbox.
     Exec(ExecArgs),
     /// List sandboxes (running ones; -a for all).
@@ -384,10 +400,43 @@ pub struct ProcessArgs {
 
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
-    /// Speak plain HTTP to this registry (host or host:port); repeatable. Loopback registries
-    /// (localhost, 127.0.0.1, ::1) always use plain HTTP.
-    #[arg(long, value_name = "HOST")]
+    /// Speak plain HTTP to this registry (host or host:port); repeatable, or a comma-separated
+    /// list in $HEARTH_INSECURE_REGISTRIES. Loopback registries (localhost, 127.0.0.1, ::1)
+    /// always use plain HTTP.
+    #[arg(
+        long,
+        value_name = "HOST",
+        env = "HEARTH_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
     pub insecure_registry: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  hearth login ghcr.io\n  \
+    echo \"$TOKEN\" | hearth login -u me --password-stdin registry.example:5000")]
+pub struct LoginArgs {
+    /// Registry host[:port]; Docker Hub when omitted.
+    #[arg(value_name = "REGISTRY", default_value = "docker.io")]
+    pub registry: String,
+
+    /// User name (asked on the terminal when omitted).
+    #[arg(short, long, value_name = "USER")]
+    pub username: Option<String>,
+
+    /// Read the password (or token) from stdin instead of asking on the terminal.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+
+    #[command(flatten)]
+    pub insecure: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Registry host[:port]; Docker Hub when omitted.
+    #[arg(value_name = "REGISTRY", default_value = "docker.io")]
+    pub registry: String,
 }
 
 #[derive(Debug, Args)]

@@ -10,9 +10,6 @@ use hearth_engine::paths::StateDir;
 
 use self::args::{Cli, Command};
 
-/// Exit status when hearth itself fails (docker's value for `run`).
-pub const FAILURE: i32 = 125;
-
 /// Runs the chosen subcommand and returns the process exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let state = cli.state_dir.map_or_else(StateDir::from_env, StateDir::new);
@@ -32,6 +29,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Command::Doctor(args) => commands::doctor::doctor(&state, &args),
             Command::Pull(args) => commands::pull::pull(&state, &args).await,
             Command::Image(command) => commands::image::image(&state, command),
+            Command::Login(args) => commands::login::login(&args).await,
+            Command::Logout(args) => commands::login::logout(&args),
             Command::Exec(args) => commands::exec::exec(&state, args).await,
             Command::Ls(args) => commands::ls::ls(&state, &args),
             Command::Inspect(args) => commands::ls::inspect(&state, &args),

@@ -34,6 +34,23 @@ impl Drop for RawMode {
     }
 }
 
+/// Prompts on stderr and reads one line from stdin's terminal with echo off (a password).
+pub fn read_secret(prompt: &str) -> std::io::Result<String> {
+    let stdin = std::io::stdin();
+    let saved = termios::tcgetattr(stdin.as_fd())?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(termios::LocalFlags::ECHO);
+    eprint!("{prompt}");
+    termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &quiet)?;
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    let restored = termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &saved);
+    eprintln!();
+    read?;
+    restored?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// Size of the terminal on stdin (or stdout), else the classic 24x80.
 pub fn size() -> TermSize {
     let size = terminal_size::terminal_size_of(std::io::stdin())

@@ -141,7 +141,7 @@ fn test_pull_bad_references_and_missing_images_fail_clearly() {
     let registry = LocalRegistry::start().unwrap();
     let host = host();
     let output = host.hearth().args(["pull", "Not/Valid"]).output().unwrap();
-    assert_eq!(code(&output), 125);
+    assert_eq!(code(&output), 1, "hearth pull fails with 1, as docker pull");
     assert!(
         stderr(&output).contains("is not a valid image reference"),
         "{}",
@@ -150,7 +150,7 @@ fn test_pull_bad_references_and_missing_images_fail_clearly() {
 
     let missing = format!("{}/absent:1", registry.host());
     let output = host.hearth().args(["pull", &missing]).output().unwrap();
-    assert_eq!(code(&output), 125);
+    assert_eq!(code(&output), 1);
     assert!(
         stderr(&output).contains("was not found"),
         "{}",

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod fs;
 pub mod gc;
 pub mod image;
+pub mod login;
 pub mod logs;
 pub mod ls;
 pub mod pull;

@@ -43,7 +43,7 @@ async fn pull_ref(
     let reference: ImageRef = name.parse()?;
     let config = PullConfig {
         insecure_registries: registry.insecure_registry.clone(),
-        basic_auth: None,
+        credentials: super::login::saved_credentials(reference.registry())?,
     };
     image::pull(&images::store(state), &reference, &config, reporter)
         .await

@@ -1,0 +1,208 @@
+//! Registry credentials: a real `docker-registry` with htpasswd auth on 127.0.0.1, `hearth
+//! login`/`logout` writing docker's config.json, and pulls that use what it holds.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use hearth_test_support::oci_layout::{busybox_entries, Compression, TestConfig, TestImage};
+use hearth_test_support::registry::LocalRegistry;
+
+use crate::{code, host, stderr, stdout};
+
+const USER: &str = "tester";
+const PASSWORD: &str = "s3cret:with-colon";
+
+/// An authenticated registry holding `private:1`, whose default process prints a marker.
+fn private_registry() -> (LocalRegistry, String) {
+    let registry = LocalRegistry::start_with_auth(USER, PASSWORD).unwrap();
+    let image = TestImage::new(TestConfig {
+        cmd: vec!["echo".into(), "private image ran".into()],
+        ..TestConfig::default()
+    })
+    .layer(&busybox_entries().unwrap(), Compression::Gzip)
+    .unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    image.write_layout(layout.path(), "1").unwrap();
+    registry.push_layout(layout.path(), "1", "private").unwrap();
+    let reference = format!("{}/private:1", registry.host());
+    (registry, reference)
+}
+
+/// Runs `command` with `input` on its stdin.
+fn with_stdin(mut command: Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn read_config(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn test_login_pull_run_logout_against_an_htpasswd_registry() {
+    let (registry, image) = private_registry();
+    let docker = tempfile::tempdir().unwrap();
+    // A key hearth does not know, which login must keep.
+    std::fs::write(
+        docker.path().join("config.json"),
+        r#"{"psFormat": "table {{.ID}}"}"#,
+    )
+    .unwrap();
+    let host = host();
+    let hearth = || {
+        let mut command = host.hearth();
+        command.env("DOCKER_CONFIG", docker.path());
+        command
+    };
+
+    // No credentials: refused, with the registry's own words, exit status 1 as docker.
+    let output = hearth().args(["pull", &image]).output().unwrap();
+    assert_eq!(code(&output), 1, "stderr: {}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("refused access"), "{text}");
+    assert!(text.contains("authentication required"), "{text}");
+
+    // A wrong password: refused at login, nothing saved.
+    let mut login = hearth();
+    login.args(["login", "-u", USER, "--password-stdin", &registry.host()]);
+    let output = with_stdin(login, "wrong\n");
+    assert_eq!(code(&output), 1, "stderr: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("refused the credentials of `{USER}`")),
+        "{}",
+        stderr(&output)
+    );
+    assert!(read_config(docker.path())["auths"].is_null());
+
+    // The right one: verified, saved 0600 in docker's format beside the other keys.
+    let mut login = hearth();
+    login.args(["login", "-u", USER, "--password-stdin", &registry.host()]);
+    let output = with_stdin(login, &format!("{PASSWORD}\n"));
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), "Login Succeeded\n");
+    let config = read_config(docker.path());
+    assert_eq!(config["psFormat"], "table {{.ID}}");
+    let auth = config["auths"][registry.host()]["auth"].as_str().unwrap();
+    let decoded = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(auth.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(stdout(&decoded), format!("{USER}:{PASSWORD}"));
+    let mode = std::fs::metadata(docker.path().join("config.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Pull and boot with the saved credentials.
+    let output = hearth().args(["run", &image]).output().unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), "private image ran\n");
+
+    // Logout forgets them: the registry refuses again (a pull always asks for the manifest).
+    let output = hearth()
+        .args(["logout", &registry.host()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert!(read_config(docker.path())["auths"]
+        .get(registry.host())
+        .is_none());
+    assert_eq!(read_config(docker.path())["psFormat"], "table {{.ID}}");
+    let output = hearth().args(["pull", &image]).output().unwrap();
+    assert_eq!(code(&output), 1, "stderr: {}", stderr(&output));
+    host.assert_clean();
+}
+
+#[test]
+fn test_pull_uses_docker_config_entries_and_credential_helpers() {
+    let (registry, image) = private_registry();
+
+    // `username`/`password` fields in a config.json found through $DOCKER_CONFIG.
+    let docker = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "auths": { registry.host(): { "username": USER, "password": PASSWORD } }
+    });
+    std::fs::write(docker.path().join("config.json"), config.to_string()).unwrap();
+    let host = host();
+    let output = host
+        .hearth()
+        .env("DOCKER_CONFIG", docker.path())
+        .args(["pull", "-q", &image])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("sha256:"),
+        "{}",
+        stdout(&output)
+    );
+
+    // A credential helper named by `credHelpers`, run as `docker-credential-<name> get` with the
+    // registry on stdin, as docker runs it.
+    let bin = tempfile::tempdir().unwrap();
+    let helper = bin.path().join("docker-credential-hearthtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n\
+             [ \"$server\" = \"{}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let helped = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({ "credHelpers": { registry.host(): "hearthtest" } });
+    std::fs::write(helped.path().join("config.json"), config.to_string()).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let fresh = crate::host();
+    let output = fresh
+        .hearth()
+        .env("DOCKER_CONFIG", helped.path())
+        .env("PATH", &path)
+        .args(["pull", "-q", &image])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+
+    // A helper that is not installed is named in the error.
+    let config = serde_json::json!({ "credsStore": "hearth-absent" });
+    std::fs::write(helped.path().join("config.json"), config.to_string()).unwrap();
+    let output = fresh
+        .hearth()
+        .env("DOCKER_CONFIG", helped.path())
+        .args(["pull", &image])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 1);
+    assert!(
+        stderr(&output).contains("docker-credential-hearth-absent"),
+        "{}",
+        stderr(&output)
+    );
+}
