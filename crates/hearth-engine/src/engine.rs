@@ -53,6 +53,7 @@ impl Engine {
             mem_size_mib: DEFAULT_MEM_SIZE_MIB,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             network: Some(hearth_net::NetworkConfig::default()),
+            console_log: None,
         }
     }
 

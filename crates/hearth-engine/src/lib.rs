@@ -29,6 +29,7 @@ pub use exec::{ExecError, ExecEvent, ExecInput, ExecOutput};
 pub use hearth_agent_proto::{ExecRequest, ExitStatus, FileKind, FileStat, TermSize};
 pub use hearth_image as image;
 pub use hearth_net as net;
+pub use hearth_vmm as vmm;
 pub use hearth_vmm::{Accel, VmExit};
 pub use sandbox::{console_tail, new_id, BootError, Sandbox, SandboxConfig};
 

@@ -33,6 +33,10 @@ pub struct SandboxConfig {
     /// The sandbox's network (namespace, tap, egress policy); `None` gives the guest no
     /// interface at all.
     pub network: Option<NetworkConfig>,
+    /// Where to keep the guest console (size-capped); `None` keeps it in the run dir, which
+    /// goes with the VM.
+    #[serde(default)]
+    pub console_log: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +129,10 @@ impl Sandbox {
             vcpus: config.vcpus,
             mem_size_mib: config.mem_size_mib,
             run_dir: run_dir.clone(),
+            console_log: config
+                .console_log
+                .clone()
+                .unwrap_or_else(|| run_dir.join("console.log")),
             vsock_uds,
             accel,
             net: network.as_ref().map(|n| NetConfig {
@@ -308,7 +316,7 @@ pub fn new_id() -> String {
 
 /// The last lines of the console log, for boot failure messages.
 pub fn console_tail(path: &Path) -> String {
-    let text = std::fs::read(path)
+    let text = hearth_vmm::console::read_console(path)
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .unwrap_or_else(|e| format!("(console log `{}` unreadable: {e})", path.display()));
     let lines: Vec<&str> = text.lines().collect();

@@ -75,6 +75,12 @@ pub fn log_path(state: &StateDir, id: &str) -> PathBuf {
     state.sandbox_dir(id).join("output.log")
 }
 
+/// `sandboxes/<id>/console.log`: the guest console, capped and rotated by the VMM backend, kept
+/// after the VM ends.
+pub fn console_path(state: &StateDir, id: &str) -> PathBuf {
+    state.sandbox_dir(id).join("console.log")
+}
+
 /// Writes the spec for sandbox `id`, creating its directory.
 pub fn write_spec(state: &StateDir, id: &str, spec: &DetachedSpec) -> Result<(), SupervisorError> {
     let path = spec_path(state, id);
@@ -128,8 +134,12 @@ pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError>
     let _hup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
     let _int = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
 
+    let config = SandboxConfig {
+        console_log: Some(console_path(state, id)),
+        ..spec.config.clone()
+    };
     let booted = tokio::select! {
-        booted = engine.boot_with_id(id.to_owned(), &spec.config) => booted,
+        booted = engine.boot_with_id(id.to_owned(), &config) => booted,
         _ = term.recv() => return finish(&db, state, id, None, None),
         _ = kill.recv() => return finish(&db, state, id, None, None),
     };

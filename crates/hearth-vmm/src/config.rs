@@ -13,8 +13,11 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     pub vcpus: u8,
     pub mem_size_mib: u32,
-    /// Directory owned by this VM: sockets and the console log are created in it.
+    /// Directory owned by this VM: its sockets and logs are created in it.
     pub run_dir: PathBuf,
+    /// Where the guest's console output is kept, size-capped (see [`crate::console`]); may lie
+    /// outside the run dir so it outlives the VM.
+    pub console_log: PathBuf,
     /// Where the host side of the hybrid vsock is created. Chosen by the caller so it can listen
     /// for guest-initiated connections before the guest boots.
     pub vsock_uds: PathBuf,

@@ -6,6 +6,7 @@
 //! backend runs it. Today: QEMU `microvm` ([`qemu::QemuVmm`]) with KVM or TCG.
 
 pub mod config;
+pub mod console;
 pub mod qemu;
 mod sys;
 pub mod vsock;

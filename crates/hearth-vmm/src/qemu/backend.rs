@@ -3,15 +3,18 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
 use super::cmdline::{qemu_args, vhost_vsock_args, RunFiles};
 use super::qmp::Qmp;
 use crate::config::VmConfig;
+use crate::console::{self, CappedLog, CONSOLE_LOG_CAP};
 use crate::{StartVmError, Vm, VmExit, Vmm};
 
 /// How long a helper gets to create its socket before start-up is declared failed.
@@ -40,6 +43,8 @@ pub struct QemuVm {
     qemu: Child,
     vhost: Child,
     qmp: Option<Qmp>,
+    /// The thread copying the console into its log; ends when QEMU does.
+    console: Option<JoinHandle<()>>,
     files: RunFiles,
     exit: Option<VmExit>,
 }
@@ -49,7 +54,12 @@ impl Vmm for QemuVmm {
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError> {
         check_inputs(config)?;
         let files = RunFiles::new(config);
-        for socket in [&files.qmp, &files.vhost_user, &files.vsock] {
+        for socket in [
+            &files.qmp,
+            &files.vhost_user,
+            &files.vsock,
+            &files.console_socket,
+        ] {
             if socket.as_os_str().len() > MAX_SOCKET_PATH {
                 return Err(StartVmError::PathTooLong {
                     path: socket.clone(),
@@ -81,20 +91,45 @@ impl Vmm for QemuVmm {
                 })?),
                 None => None,
             };
+        let log = CappedLog::open(&files.console_log, CONSOLE_LOG_CAP).map_err(|source| {
+            StartVmError::Prepare {
+                path: files.console_log.clone(),
+                source,
+            }
+        })?;
         let mut qemu = spawn(&self.qemu, args, &qemu_log, netns.map(OwnedFd::from))?;
+        // QEMU waits for this reader before it goes on (see the console chardev).
+        wait_for_socket(&mut qemu, &self.qemu, &files.console_socket, &qemu_log).await?;
+        let console = match connect_retrying(&files.console_socket, UnixStream::connect).await {
+            Ok(stream) => stream.into_std().and_then(|stream| {
+                stream.set_nonblocking(false)?;
+                console::spawn_pump(stream, log)
+            }),
+            Err(e) => Err(e),
+        };
+        let console = match console {
+            Ok(pump) => pump,
+            Err(e) => {
+                let why = format!("failed to read the guest console: {e}");
+                return Err(helper_exited(&mut qemu, &self.qemu, &qemu_log, &why).await);
+            }
+        };
         wait_for_socket(&mut qemu, &self.qemu, &files.qmp, &qemu_log).await?;
         // QMP is how the VM is stopped; a VM that cannot be controlled is not worth keeping.
-        let qmp = match connect_qmp(&files.qmp).await {
+        let qmp = match connect_retrying(&files.qmp, UnixStream::connect).await {
+            Ok(stream) => Qmp::negotiate(stream).await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("failed to connect to QMP: {e}")),
+        };
+        let qmp = match qmp {
             Ok(qmp) => qmp,
-            Err(e) => {
-                return Err(helper_exited(&mut qemu, &self.qemu, &qemu_log, &e.to_string()).await)
-            }
+            Err(why) => return Err(helper_exited(&mut qemu, &self.qemu, &qemu_log, &why).await),
         };
         tracing::debug!(pid = ?qemu.id(), "qemu started");
         Ok(Box::new(QemuVm {
             qemu,
             vhost,
             qmp: Some(qmp),
+            console: Some(console),
             files,
             exit: None,
         }))
@@ -182,14 +217,18 @@ async fn wait_for_socket(
     Ok(())
 }
 
-/// QEMU creates the QMP socket file when it binds, a moment before it listens, so a refused
+/// QEMU creates a socket file when it binds, a moment before it listens, so a refused
 /// connection within the start-up window is retried rather than taken as a failed start.
-async fn connect_qmp(path: &Path) -> Result<Qmp, super::qmp::QmpError> {
+async fn connect_retrying<'a, T, F, Fut>(path: &'a Path, connect: F) -> std::io::Result<T>
+where
+    F: Fn(&'a Path) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<T>>,
+{
     let deadline = Instant::now() + SOCKET_WAIT;
     loop {
-        match Qmp::connect(path).await {
-            Err(super::qmp::QmpError::Connect { source, .. })
-                if source.kind() == std::io::ErrorKind::ConnectionRefused
+        match connect(path).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
                     && Instant::now() < deadline =>
             {
                 sleep(SOCKET_POLL).await;
@@ -225,6 +264,11 @@ impl QemuVm {
         let _ = self.vhost.start_kill();
         let _ = self.vhost.wait().await;
         self.qmp = None;
+        // QEMU is gone, so the pump is at the end of its stream: once it has written the last
+        // bytes, the console log is complete for whoever reads it next (a boot error's tail).
+        if let Some(pump) = self.console.take() {
+            let _ = tokio::task::spawn_blocking(move || pump.join()).await;
+        }
         self.exit = Some(exit.clone());
         exit
     }
@@ -237,7 +281,7 @@ impl Vm for QemuVm {
     }
 
     fn console_log(&self) -> &Path {
-        &self.files.console
+        &self.files.console_log
     }
 
     fn pid(&self) -> Option<u32> {

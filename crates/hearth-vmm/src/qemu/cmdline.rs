@@ -10,7 +10,9 @@ use crate::config::{Accel, VmConfig};
 #[derive(Debug, Clone)]
 pub struct RunFiles {
     pub qmp: PathBuf,
-    pub console: PathBuf,
+    /// The serial console's socket; the backend reads it into the capped console log.
+    pub console_socket: PathBuf,
+    pub console_log: PathBuf,
     /// vhost-user control socket between QEMU and vhost-device-vsock.
     pub vhost_user: PathBuf,
     /// Host side of the hybrid vsock.
@@ -21,7 +23,8 @@ impl RunFiles {
     pub fn new(config: &VmConfig) -> Self {
         RunFiles {
             qmp: config.run_dir.join("qmp.sock"),
-            console: config.run_dir.join("console.log"),
+            console_socket: config.run_dir.join("console.sock"),
+            console_log: config.console_log.clone(),
             vhost_user: config.run_dir.join("vhost-vsock.sock"),
             vsock: config.vsock_uds.clone(),
         }
@@ -91,7 +94,12 @@ pub fn qemu_args(config: &VmConfig, files: &RunFiles, tsc_khz: u64) -> Vec<OsStr
         &"-append",
         &format!("{BASE_CMDLINE}{accel_cmdline} {}", config.cmdline),
         &"-chardev",
-        &chardev_arg("file", "console", &files.console),
+        // wait=on: QEMU starts the guest only once the backend reads the console, so no
+        // output is lost; once that reader is gone QEMU drops the output instead of stalling.
+        &format!(
+            "{},server=on,wait=on",
+            chardev_arg("socket", "console", &files.console_socket)
+        ),
         &"-serial",
         &"chardev:console",
         &"-chardev",
@@ -156,6 +164,7 @@ mod tests {
             vcpus: 2,
             mem_size_mib: 512,
             run_dir: "/run/vm".into(),
+            console_log: "/logs/console.log".into(),
             vsock_uds: "/run/vm/vsock.sock".into(),
             accel,
             net: None,
@@ -218,7 +227,9 @@ mod tests {
         assert!(
             args.contains("-append console=ttyS0 panic=-1 reboot=t tsc_early_khz=2445406 tsc=reliable no_timer_check quiet hearth.rootfs=/dev/vda")
         );
-        assert!(args.contains("-chardev file,id=console,path=/run/vm/console.log"));
+        assert!(args.contains(
+            "-chardev socket,id=console,path=/run/vm/console.sock,server=on,wait=on -serial chardev:console"
+        ));
         assert!(args.contains("-no-reboot"));
     }
 }

@@ -51,6 +51,11 @@ impl Qmp {
                 path: path.to_owned(),
                 source,
             })?;
+        Qmp::negotiate(stream).await
+    }
+
+    /// Checks the greeting on a connected stream and leaves capabilities negotiation mode.
+    pub async fn negotiate(stream: UnixStream) -> Result<Self, QmpError> {
         let (read, writer) = stream.into_split();
         let mut qmp = Qmp {
             reader: BufReader::new(read),

@@ -67,7 +67,7 @@ pub enum Command {
     Kill(SandboxesArgs),
     /// Remove ended sandboxes (-f: running ones too).
     Rm(RmArgs),
-    /// Print a sandbox's main process output.
+    /// Print a sandbox's main process output (--console: its guest console).
     Logs(LogsArgs),
     /// Open an interactive shell in a running sandbox (`exec -it SANDBOX -- sh`).
     Shell(SandboxArgs),
@@ -198,6 +198,11 @@ pub struct LogsArgs {
     /// Keep printing new output until the sandbox ends.
     #[arg(short, long)]
     pub follow: bool,
+
+    /// Print the guest's console (kernel and agent messages) instead of the main process's
+    /// output. Kept after the sandbox ends; capped at 2 MiB (the newest part).
+    #[arg(long)]
+    pub console: bool,
 
     /// Sandbox name, id or unique id prefix.
     pub sandbox: String,

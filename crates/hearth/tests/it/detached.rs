@@ -657,3 +657,62 @@ fn test_fs_operations_and_a_full_guest_disk() {
     ok(&host, &["rm", "-f", "fsbox"]);
     host.assert_clean();
 }
+
+#[test]
+fn test_console_is_kept_capped_and_outlives_the_vm() {
+    let host = host();
+    ok(&host, &["run", "-d", "--name", "chatty"]);
+    ok(
+        &host,
+        &[
+            "exec",
+            "chatty",
+            "--",
+            "sh",
+            "-c",
+            "echo first-marker > /dev/console",
+        ],
+    );
+    let console = ok(&host, &["logs", "--console", "chatty"]);
+    assert!(console.contains("first-marker"), "{console}");
+
+    // A guest that floods its console: the host keeps at most two capped files, the newest
+    // output last.
+    ok(
+        &host,
+        &[
+            "exec",
+            "chatty",
+            "--",
+            "sh",
+            "-c",
+            "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 3000000 > /dev/console; \
+             echo last-marker > /dev/console",
+        ],
+    );
+    let id = inspect(&host, "chatty")["id"].as_str().unwrap().to_owned();
+    let dir = host.state_dir().join("sandboxes").join(&id);
+    let kept: u64 = ["console.log", "console.log.1"]
+        .iter()
+        .map(|name| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len()))
+        .sum();
+    assert!(kept <= 2 * 1024 * 1024, "console kept {kept} bytes");
+    assert!(kept > 1024 * 1024, "the flood was not kept: {kept} bytes");
+    let console = ok(&host, &["logs", "--console", "chatty"]);
+    assert!(
+        !console.contains("first-marker"),
+        "the oldest output was not dropped"
+    );
+    assert!(
+        console.trim_end().ends_with("last-marker"),
+        "{}",
+        &console[console.len() - 200..]
+    );
+
+    // Still there once the VM is gone; gone with the sandbox.
+    ok(&host, &["stop", "chatty"]);
+    assert!(ok(&host, &["logs", "--console", "chatty"]).contains("last-marker"));
+    ok(&host, &["rm", "chatty"]);
+    assert!(!dir.exists());
+    host.assert_clean();
+}
