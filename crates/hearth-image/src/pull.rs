@@ -2,6 +2,8 @@
 //! linux/amd64), config, then each layer into the blob cache unless it is there already, then
 //! the base image.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
@@ -9,6 +11,7 @@ use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::blob_cache::BlobError;
 use crate::config::{ConfigError, ImageConfig};
@@ -29,6 +32,8 @@ pub trait PullReporter: Send + Sync {
     fn on_layer_start(&self, digest: &Digest, size: u64);
     /// A layer is already cached.
     fn on_layer_cached(&self, digest: &Digest, size: u64);
+    /// `bytes` of a layer have arrived so far (back to 0 when a download is retried).
+    fn on_layer_progress(&self, digest: &Digest, bytes: u64);
     /// A layer is downloaded and verified.
     fn on_layer_done(&self, digest: &Digest);
     /// The base image is being built from the layers.
@@ -42,6 +47,7 @@ pub struct NoReporter;
 impl PullReporter for NoReporter {
     fn on_layer_start(&self, _: &Digest, _: u64) {}
     fn on_layer_cached(&self, _: &Digest, _: u64) {}
+    fn on_layer_progress(&self, _: &Digest, _: u64) {}
     fn on_layer_done(&self, _: &Digest) {}
     fn on_build(&self, _: &Digest) {}
 }
@@ -208,7 +214,15 @@ pub async fn pull(
         return Ok(record);
     }
     let config_digest: Digest = manifest.config.digest.parse()?;
-    fetch_blob(&client, store, reference, &manifest.config, &config_digest).await?;
+    let fetcher = Fetcher {
+        client: &client,
+        store,
+        reference,
+        reporter,
+    };
+    fetcher
+        .blob(&manifest.config, &config_digest, false)
+        .await?;
     let config_path = store.blobs().path(&config_digest);
     let config_json = std::fs::read(&config_path).map_err(|source| {
         PullError::Store(StoreError::Io {
@@ -234,7 +248,7 @@ pub async fn pull(
             reporter.on_layer_cached(&layer_digest, size);
         } else {
             reporter.on_layer_start(&layer_digest, size);
-            fetch_blob(&client, store, reference, layer, &layer_digest).await?;
+            fetcher.blob(layer, &layer_digest, true).await?;
             reporter.on_layer_done(&layer_digest);
         }
         layers.push(layer_digest);
@@ -328,60 +342,106 @@ fn client(reference: &ImageRef, config: &PullConfig) -> Client {
     })
 }
 
-/// Downloads a blob into the cache, verified; retried a few times.
-async fn fetch_blob(
-    client: &Client,
-    store: &ImageStore,
-    reference: &ImageRef,
-    descriptor: &OciDescriptor,
-    digest: &Digest,
-) -> Result<(), PullError> {
-    if store.blobs().contains(digest) {
-        return Ok(());
-    }
-    let size = u64::try_from(descriptor.size).ok();
-    let mut attempt = 1;
-    loop {
-        match fetch_once(client, store, reference, descriptor, digest, size).await {
-            Ok(()) => return Ok(()),
-            Err(source) if attempt >= BLOB_ATTEMPTS => {
-                return Err(PullError::Blob {
-                    digest: digest.clone(),
-                    attempts: attempt,
-                    source,
-                })
-            }
-            Err(e) => {
-                tracing::warn!(blob = %digest, attempt, error = %e, "blob download failed; retrying");
-                tokio::time::sleep(RETRY_DELAY).await;
-                attempt += 1;
+/// What downloading blobs of one pull needs.
+struct Fetcher<'a> {
+    client: &'a Client,
+    store: &'a ImageStore,
+    reference: &'a ImageRef,
+    reporter: &'a dyn PullReporter,
+}
+
+impl Fetcher<'_> {
+    /// Downloads a blob into the cache, verified; retried a few times. Progress is reported
+    /// for layers only (`report`), which are what the reporter has been told about.
+    async fn blob(
+        &self,
+        descriptor: &OciDescriptor,
+        digest: &Digest,
+        report: bool,
+    ) -> Result<(), PullError> {
+        if self.store.blobs().contains(digest) {
+            return Ok(());
+        }
+        let mut attempt = 1;
+        loop {
+            match self.once(descriptor, digest, report).await {
+                Ok(()) => return Ok(()),
+                Err(source) if attempt >= BLOB_ATTEMPTS => {
+                    return Err(PullError::Blob {
+                        digest: digest.clone(),
+                        attempts: attempt,
+                        source,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(blob = %digest, attempt, error = %e, "blob download failed; retrying");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    attempt += 1;
+                }
             }
         }
     }
+
+    async fn once(
+        &self,
+        descriptor: &OciDescriptor,
+        digest: &Digest,
+        report: bool,
+    ) -> Result<(), BlobFetchError> {
+        let temp = self.store.blobs().temp_file()?;
+        let write_err = |source| BlobFetchError::Write {
+            path: temp.path().to_owned(),
+            source,
+        };
+        let file = tokio::fs::File::from_std(temp.reopen().map_err(write_err)?);
+        let mut writer = Counting {
+            inner: tokio::io::BufWriter::new(file),
+            written: 0,
+            on_write: |written| {
+                if report {
+                    self.reporter.on_layer_progress(digest, written);
+                }
+            },
+        };
+        self.client
+            .pull_blob(self.reference.oci(), descriptor, &mut writer)
+            .await?;
+        writer.inner.flush().await.map_err(write_err)?;
+        // Size and digest are checked again on the file itself: what is cached is what was
+        // checked.
+        let size = u64::try_from(descriptor.size).ok();
+        self.store.blobs().commit(temp, digest, size)?;
+        Ok(())
+    }
 }
 
-async fn fetch_once(
-    client: &Client,
-    store: &ImageStore,
-    reference: &ImageRef,
-    descriptor: &OciDescriptor,
-    digest: &Digest,
-    size: Option<u64>,
-) -> Result<(), BlobFetchError> {
-    let temp = store.blobs().temp_file()?;
-    let write_err = |source| BlobFetchError::Write {
-        path: temp.path().to_owned(),
-        source,
-    };
-    let file = tokio::fs::File::from_std(temp.reopen().map_err(write_err)?);
-    let mut writer = tokio::io::BufWriter::new(file);
-    client
-        .pull_blob(reference.oci(), descriptor, &mut writer)
-        .await?;
-    tokio::io::AsyncWriteExt::flush(&mut writer)
-        .await
-        .map_err(write_err)?;
-    // Size and digest are checked again on the file itself: what is cached is what was checked.
-    store.blobs().commit(temp, digest, size)?;
-    Ok(())
+/// A writer that reports how many bytes went through it, for progress bars.
+struct Counting<W, F> {
+    inner: W,
+    written: u64,
+    on_write: F,
+}
+
+impl<W: AsyncWrite + Unpin, F: Fn(u64) + Unpin> AsyncWrite for Counting<W, F> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            this.written += n as u64;
+            (this.on_write)(this.written);
+        }
+        result
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

@@ -41,6 +41,7 @@ impl PullReporter for Counter {
     fn on_layer_cached(&self, _: &Digest, _: u64) {
         self.cached.fetch_add(1, Ordering::SeqCst);
     }
+    fn on_layer_progress(&self, _: &Digest, _: u64) {}
     fn on_layer_done(&self, _: &Digest) {}
     fn on_build(&self, _: &Digest) {}
 }

@@ -3,6 +3,7 @@
 pub mod args;
 mod commands;
 mod network;
+mod progress;
 pub mod session;
 pub mod terminal;
 

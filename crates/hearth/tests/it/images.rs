@@ -189,3 +189,77 @@ fn test_image_import_names_and_lists_the_image() {
         stdout(&output)
     );
 }
+
+#[test]
+fn test_pull_progress_bars_on_a_terminal_lines_when_piped_only_the_digest_when_quiet() {
+    let registry = LocalRegistry::start().unwrap();
+    // Incompressible bytes (xorshift) so the layer is big enough to be seen arriving.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let noise: Vec<u8> = (0..2_000_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect();
+    let image = TestImage::new(TestConfig::default())
+        .layer(
+            &[Entry::File("noise".into(), noise, 0o644, 0, 0)],
+            Compression::Gzip,
+        )
+        .unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let digest = image.write_layout(layout.path(), "1").unwrap();
+    registry
+        .push_layout(layout.path(), "1", "progress")
+        .unwrap();
+    let reference = format!("{}/progress:1", registry.host());
+
+    // A terminal: bars that end as a summary per layer, not the plain lines.
+    let on_tty = host();
+    let mut command = portable_pty::CommandBuilder::new(crate::HEARTH);
+    command.env("HEARTH_STATE_DIR", on_tty.state_dir());
+    command.env("TERM", "xterm");
+    command.args(["pull", &reference]);
+    let mut session = hearth_test_support::pty::PtySession::spawn(command, 30, 120).unwrap();
+    assert_eq!(session.wait(std::time::Duration::from_secs(60)).unwrap(), 0);
+    let screen = session.screen();
+    assert!(screen.contains("done ("), "{screen}");
+    assert!(!screen.contains("downloading"), "{screen}");
+    assert!(
+        screen.contains(&digest),
+        "the digest still ends the output: {screen}"
+    );
+
+    // Piped: one line per step; a second pull downloads nothing.
+    let piped = host();
+    let output = piped.hearth().args(["pull", &reference]).output().unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains(": downloading 2.0 MB"), "{text}");
+    assert!(text.contains(": done"), "{text}");
+    assert!(text.contains(": building base image"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no terminal codes in a pipe: {text:?}"
+    );
+    let output = piped.hearth().args(["pull", &reference]).output().unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("downloading"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Quiet: the digest and nothing else.
+    let quiet = host();
+    let output = quiet
+        .hearth()
+        .args(["pull", "-q", &reference])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert_eq!(stderr(&output), "");
+    assert_eq!(stdout(&output), format!("{digest}\n"));
+}

@@ -1,15 +1,17 @@
 //! `hearth pull`: fetch an image into the local store; also what `run` uses for images it lacks.
 
 use anyhow::Context;
-use hearth_engine::image::{self, Digest, ImageRecord, ImageRef, PullConfig, PullReporter};
+use hearth_engine::image::{self, ImageRecord, ImageRef, PullConfig, PullReporter};
 use hearth_engine::images;
 use hearth_engine::paths::StateDir;
 
 use crate::cli::args::{PullArgs, RegistryArgs};
+use crate::cli::progress;
 
 pub async fn pull(state: &StateDir, args: &PullArgs) -> anyhow::Result<i32> {
-    let reporter = LineReporter { quiet: args.quiet };
-    let record = pull_ref(state, &args.reference, &args.registry, &reporter).await?;
+    let reporter = progress::pull_reporter(args.quiet);
+    let record = pull_ref(state, &args.reference, &args.registry, reporter.as_ref()).await?;
+    drop(reporter);
     println!("{}", record.digest);
     Ok(0)
 }
@@ -31,7 +33,13 @@ pub async fn ensure(
             }
         }
     }
-    pull_ref(state, name, registry, &LineReporter { quiet: false }).await
+    pull_ref(
+        state,
+        name,
+        registry,
+        progress::pull_reporter(false).as_ref(),
+    )
+    .await
 }
 
 async fn pull_ref(
@@ -48,41 +56,6 @@ async fn pull_ref(
     image::pull(&images::store(state), &reference, &config, reporter)
         .await
         .with_context(|| format!("failed to pull `{reference}`"))
-}
-
-/// One line per step on stderr; stdout stays for the digest.
-struct LineReporter {
-    quiet: bool,
-}
-
-impl LineReporter {
-    fn say(&self, line: std::fmt::Arguments<'_>) {
-        if !self.quiet {
-            eprintln!("{line}");
-        }
-    }
-}
-
-impl PullReporter for LineReporter {
-    fn on_layer_start(&self, digest: &Digest, size: u64) {
-        self.say(format_args!(
-            "{}: downloading {}",
-            digest.short(),
-            human_size(size)
-        ));
-    }
-
-    fn on_layer_cached(&self, digest: &Digest, _size: u64) {
-        self.say(format_args!("{}: already cached", digest.short()));
-    }
-
-    fn on_layer_done(&self, digest: &Digest) {
-        self.say(format_args!("{}: done", digest.short()));
-    }
-
-    fn on_build(&self, digest: &Digest) {
-        self.say(format_args!("{}: building base image", digest.short()));
-    }
 }
 
 /// `1.5 MB`, as docker prints sizes (powers of 1000).
