@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
@@ -12,8 +13,8 @@ use serde::Serialize;
 use crate::paths::StateDir;
 use crate::state::{SandboxRecord, SandboxState, StateDb, StateError};
 
-/// A run dir without a row belongs to a one-shot `hearth run`; only one this old and without
-/// live processes is considered abandoned (a run creates its VMM right after its dir).
+/// A run dir without an owner lock (a crash between creating the dir and locking it, or a dir
+/// from an older hearth) is considered abandoned only this old and without live processes.
 const ORPHAN_DIR_AGE: Duration = Duration::from_secs(60);
 
 /// What one collection removed.
@@ -69,9 +70,15 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
             let live_row = records
                 .iter()
                 .any(|r| r.id == name && r.state.is_live() && supervisor_alive(r));
-            if live_row || !is_old(&dir) || !processes_in(&dir).is_empty() {
+            let orphaned = match owner_gone(&dir) {
+                Some(gone) => gone,
+                None => is_old(&dir) && processes_in(&dir).is_empty(),
+            };
+            if live_row || !orphaned {
                 continue;
             }
+            // The owner is dead; its VMM dies with it (PDEATHSIG) but may not be gone yet.
+            report.killed_pids.extend(kill_processes_in(&dir));
             remove_dir(&dir, &mut report);
             remove_network(&name, &mut report);
         }
@@ -97,6 +104,14 @@ fn remove_network(id: &str, report: &mut GcReport) {
         Ok(()) => report.removed_networks.push(id.to_owned()),
         Err(e) => tracing::warn!(sandbox = %id, error = %e, "gc could not remove a network"),
     }
+}
+
+/// Whether the process that owned run dir `dir` is gone: `Some(true)` if its owner lock can be
+/// taken, `Some(false)` if it is held, `None` if the dir has no lock file.
+fn owner_gone(dir: &Path) -> Option<bool> {
+    let file = std::fs::File::open(crate::sandbox::owner_lock_path(dir)).ok()?;
+    // Taken only to test it: the lock is released again at the end of the statement.
+    Some(Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok())
 }
 
 fn is_old(dir: &Path) -> bool {

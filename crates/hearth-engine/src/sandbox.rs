@@ -1,12 +1,14 @@
 //! One sandbox: a booted VM whose agent is ready, with its run dir. The only place that joins
 //! boot assets, the VMM and the agent for a start.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hearth_agent_proto::{write_frame_async, ExecRequest, GuestMessage, HostMessage, READY_PORT};
 use hearth_net::{NetworkConfig, NetworkError, SandboxNetwork};
 use hearth_vmm::{vsock, Accel, DiskConfig, NetConfig, StartVmError, Vm, VmConfig, VmExit, Vmm};
+use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
 use tokio::time::timeout;
 
@@ -47,6 +49,12 @@ pub enum BootError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to lock the run dir `{}`", path.display())]
+    OwnerLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to listen for the guest agent on `{}`", path.display())]
     Listen {
         path: PathBuf,
@@ -82,6 +90,8 @@ pub struct Sandbox {
     /// Declared after `vm`, so on drop the VMM is killed before its namespace is removed.
     network: Option<SandboxNetwork>,
     agent_version: String,
+    /// Held while this process owns the sandbox; see [`owner_lock_path`].
+    _owner_lock: Flock<File>,
 }
 
 impl Sandbox {
@@ -99,6 +109,7 @@ impl Sandbox {
         })?;
         // Removes the run dir if anything below fails.
         let guard = RunDirGuard(Some(run_dir.clone()));
+        let owner_lock = lock_owner(&run_dir)?;
         let vsock_uds = vsock_path(&run_dir);
         let ready_path = vsock::listener_path(&vsock_uds, READY_PORT);
         let listener = UnixListener::bind(&ready_path).map_err(|source| BootError::Listen {
@@ -174,6 +185,7 @@ impl Sandbox {
             vm,
             network,
             agent_version,
+            _owner_lock: owner_lock,
         })
     }
 
@@ -302,6 +314,29 @@ impl Drop for RunDirGuard {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// A lock file in the run dir, held (flock) by the process that owns the sandbox: the CLI of a
+/// one-shot `hearth run` or a detached sandbox's supervisor. The kernel drops it when that
+/// process dies however it dies, so `gc` can tell an orphaned run dir from a live one.
+pub(crate) fn owner_lock_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("owner.lock")
+}
+
+/// Locks a fresh file and only then gives it the lock's name, so `gc` never finds an unlocked
+/// lock file of a live sandbox.
+fn lock_owner(run_dir: &Path) -> Result<Flock<File>, BootError> {
+    let path = owner_lock_path(run_dir);
+    let error = |source| BootError::OwnerLock {
+        path: path.clone(),
+        source,
+    };
+    let fresh = run_dir.join(format!(".owner.lock.{}", std::process::id()));
+    let file = File::create(&fresh).map_err(error)?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| error(std::io::Error::from(errno)))?;
+    std::fs::rename(&fresh, &path).map_err(error)?;
+    Ok(lock)
 }
 
 /// The host side of a sandbox's hybrid vsock, inside its run dir.

@@ -716,3 +716,45 @@ fn test_console_is_kept_capped_and_outlives_the_vm() {
     assert!(!dir.exists());
     host.assert_clean();
 }
+
+#[test]
+fn test_killed_cli_during_a_detached_start_loses_nothing() {
+    let host = host();
+    let mut cli = host
+        .hearth()
+        .args(["run", "-d", "--name", "orphan"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once its supervisor exists, while the VM is still booting.
+    let supervisor = hearth_test_support::wait_until(std::time::Duration::from_secs(30), || {
+        let state_dir = host.state_dir().to_string_lossy().into_owned();
+        hearth_test_support::host::processes_mentioning(&state_dir)
+            .into_iter()
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.windows(9).any(|w| w == b"supervise"))
+            })
+    });
+    assert!(supervisor.is_some(), "no supervisor was started");
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+
+    // The supervisor carries on: the sandbox comes up and serves execs; gc leaves it alone.
+    let running = hearth_test_support::wait_until(std::time::Duration::from_secs(120), || {
+        (inspect(&host, "orphan")["state"] == "running").then_some(())
+    });
+    assert!(
+        running.is_some(),
+        "never running: {}",
+        inspect(&host, "orphan")
+    );
+    ok(&host, &["gc"]);
+    assert_eq!(
+        ok(&host, &["exec", "orphan", "--", "echo", "alive"]),
+        "alive\n"
+    );
+    ok(&host, &["rm", "-f", "orphan"]);
+    host.assert_clean();
+}

@@ -178,16 +178,19 @@ fn test_sigint_tears_the_vm_down() {
 }
 
 #[test]
-fn test_sigkill_of_hearth_takes_the_vmm_with_it() {
+fn test_sigkill_of_hearth_takes_the_vmm_with_it_and_gc_removes_the_rest() {
     let host = host();
-    // A SIGKILLed hearth cannot remove a sandbox network (that is garbage collection's job),
-    // so this test, about the VMM only, runs without one.
-    let mut child = start_sleeper_with(&host, &["--network", "none"]);
+    let mut child = start_sleeper(&host);
     let needle = host.state_dir().to_string_lossy().into_owned();
     assert!(
         !processes_mentioning(&needle).is_empty(),
         "qemu should be running"
     );
+    // While hearth lives, its owner lock keeps gc away from the sandbox.
+    let output = host.hearth().arg("gc").output().unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(child.try_wait().unwrap(), None, "gc ended a live run");
+    assert!(host.state_dir().join("vms").read_dir().unwrap().count() == 1);
     child.kill().unwrap();
     child.wait().unwrap();
     let gone = wait_until(Duration::from_secs(10), || {
@@ -198,4 +201,21 @@ fn test_sigkill_of_hearth_takes_the_vmm_with_it() {
         "VMM processes survived hearth: {:?}",
         processes_mentioning(&needle)
     );
+    // A SIGKILLed hearth cannot remove its run dir or network; its owner lock died with it, so
+    // gc knows the sandbox is orphaned at once (not only after an age).
+    let run_dirs: Vec<_> = std::fs::read_dir(host.state_dir().join("vms"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let [id] = run_dirs.as_slice() else {
+        panic!("expected one orphaned run dir, found {run_dirs:?}");
+    };
+    assert!(
+        !hearth_test_support::netns::sandbox_network_leftovers(id).is_empty(),
+        "the orphaned network should still be there before gc"
+    );
+    let output = host.hearth().arg("gc").output().unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    host.assert_clean();
+    hearth_test_support::netns::assert_sandbox_network_removed(id);
 }
