@@ -19,6 +19,8 @@ pub struct KernelCmdline {
     pub ip: Option<String>,
     /// Default gateway (`hearth.gw=`).
     pub gateway: Option<String>,
+    /// DNS server for `/etc/resolv.conf` (`hearth.dns=`).
+    pub nameserver: Option<String>,
 }
 
 impl KernelCmdline {
@@ -36,6 +38,7 @@ impl KernelCmdline {
             hostname: None,
             ip: None,
             gateway: None,
+            nameserver: None,
         };
         for (key, value) in params(text) {
             let value = Some(value).filter(|v| !v.is_empty());
@@ -47,6 +50,7 @@ impl KernelCmdline {
                 "hearth.hostname" => cmdline.hostname = value,
                 "hearth.ip" => cmdline.ip = value,
                 "hearth.gw" => cmdline.gateway = value,
+                "hearth.dns" => cmdline.nameserver = value,
                 _ => {}
             }
         }
@@ -116,6 +120,7 @@ mod tests {
                 hostname: Some("brave-otter".into()),
                 ip: None,
                 gateway: None,
+                nameserver: None,
             }
         );
     }

@@ -47,6 +47,9 @@ fn boot_and_serve() -> anyhow::Result<Infallible> {
         _ => None,
     };
     net::configure(guest_net.as_ref()).context("failed to configure the network")?;
+    if let Some(nameserver) = &cmdline.nameserver {
+        net::write_resolv_conf(nameserver).context("failed to configure DNS")?;
+    }
     power::watch_shutdown_signals().context("failed to start the signal thread")?;
     serve(&Context::new(|| power::shut_down_gracefully()))
 }

@@ -1,13 +1,15 @@
 //! The guest's network: loopback up, and the static address and default route the host passes
-//! on the kernel command line (`hearth.ip=ADDR/PREFIX hearth.gw=ADDR`) applied to `eth0`.
+//! on the kernel command line (`hearth.ip=ADDR/PREFIX hearth.gw=ADDR`) applied to `eth0`; the
+//! DNS server (`hearth.dns=ADDR`) written to `/etc/resolv.conf`.
 //! Plain interface ioctls: the agent is synchronous and has no netlink stack.
 #![expect(
     unsafe_code,
     reason = "SIOCSIFADDR/SIOCSIFNETMASK/SIOCSIFFLAGS/SIOCADDRT ioctls on a socket we own"
 )]
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
@@ -20,6 +22,10 @@ pub enum NetConfigError {
     InvalidAddress(String),
     #[error("`hearth.gw={0}` is not an IPv4 address")]
     InvalidGateway(String),
+    #[error("`hearth.dns={0}` is not an IP address")]
+    InvalidNameserver(String),
+    #[error("failed to write `{RESOLV_CONF}`")]
+    ResolvConf(#[source] std::io::Error),
     #[error("failed to open a socket for interface configuration")]
     Socket(#[source] nix::Error),
     #[error("failed to {action} on `{iface}`")]
@@ -29,6 +35,28 @@ pub enum NetConfigError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Where the guest's resolver reads its DNS server.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Writes `/etc/resolv.conf` naming `nameserver` (given as on the command line) as the only
+/// DNS server, in place of whatever the image had (a symlink included, which in an image often
+/// points at a file only a service there would write).
+pub fn write_resolv_conf(nameserver: &str) -> Result<(), NetConfigError> {
+    let addr: IpAddr = nameserver
+        .parse()
+        .map_err(|_| NetConfigError::InvalidNameserver(nameserver.to_owned()))?;
+    let path = Path::new(RESOLV_CONF);
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(NetConfigError::ResolvConf(e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(NetConfigError::ResolvConf)?;
+    }
+    std::fs::write(path, format!("nameserver {addr}\n")).map_err(NetConfigError::ResolvConf)
 }
 
 /// A parsed `hearth.ip`/`hearth.gw` pair.
@@ -198,5 +226,9 @@ mod tests {
         assert!(GuestNet::parse("172.30.255.2", "172.30.255.1").is_err());
         assert!(GuestNet::parse("172.30.255.2/33", "172.30.255.1").is_err());
         assert!(GuestNet::parse("172.30.255.2/30", "gateway").is_err());
+        assert!(matches!(
+            write_resolv_conf("dns.example"),
+            Err(NetConfigError::InvalidNameserver(_))
+        ));
     }
 }

@@ -125,8 +125,8 @@ impl Sandbox {
         if let Some(network) = &network {
             let guest = network.guest();
             cmdline.push_str(&format!(
-                " hearth.ip={}/{} hearth.gw={}",
-                guest.addr, guest.prefix_len, guest.gateway
+                " hearth.ip={}/{} hearth.gw={} hearth.dns={}",
+                guest.addr, guest.prefix_len, guest.gateway, guest.nameserver
             ));
         }
         let vm_config = VmConfig {
@@ -154,7 +154,7 @@ impl Sandbox {
         let mut vm = vmm.start(&vm_config).await?;
         tracing::info!(sandbox = %id, pid = ?vm.pid(), "vm started");
         if let Some(network) = network.as_mut() {
-            network.start_publishing()?;
+            network.start_services()?;
         }
         let ready = tokio::select! {
             ready = timeout(config.boot_timeout, agent::accept_ready(&listener)) => ready,

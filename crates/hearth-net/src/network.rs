@@ -3,12 +3,13 @@
 //! by the names recorded at creation.
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::dns::{self, DnsError, DnsForwarder};
 use crate::link::{self, LinkError};
 use crate::names::{InvalidSandboxId, NetNames};
 use crate::netns::{self, NetnsError};
@@ -29,6 +30,9 @@ pub struct NetworkConfig {
     pub pool: Ipv4Network,
     /// Host ports forwarded to the guest.
     pub publish: Vec<PortSpec>,
+    /// The DNS server the sandbox's forwarder asks; `None`: the host's first nameserver.
+    #[serde(default)]
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 impl Default for NetworkConfig {
@@ -37,6 +41,7 @@ impl Default for NetworkConfig {
             policy: EgressPolicy::default(),
             pool: pool::default_pool(),
             publish: Vec::new(),
+            dns_upstream: None,
         }
     }
 }
@@ -82,6 +87,14 @@ pub enum NetworkError {
     },
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error("failed to set up the DNS forwarder of network namespace `{netns}`")]
+    Dns {
+        netns: String,
+        #[source]
+        source: DnsError,
+    },
+    #[error("the allowlist names domains, but there is no DNS server to resolve them")]
+    NoUpstream(#[source] DnsError),
     #[error("failed to remove the network of sandbox `{id}`: {failures}")]
     Teardown { id: String, failures: String },
 }
@@ -92,6 +105,8 @@ pub struct GuestAddressing {
     pub addr: std::net::Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: std::net::Ipv4Addr,
+    /// hearth's DNS forwarder, for the guest's `/etc/resolv.conf`.
+    pub nameserver: std::net::Ipv4Addr,
 }
 
 /// A sandbox's network. Dropping it removes everything (best effort, logged).
@@ -102,6 +117,8 @@ pub struct SandboxNetwork {
     netns_path: PathBuf,
     slot: LinkSlot,
     ports: PublishedPorts,
+    /// Set once the namespace is configured; stops answering on drop.
+    dns: Option<DnsForwarder>,
     removed: bool,
 }
 
@@ -109,6 +126,7 @@ impl SandboxNetwork {
     /// Builds the network of sandbox `id`. On failure nothing of it is left behind.
     pub fn create(id: &str, config: &NetworkConfig) -> Result<Self, NetworkError> {
         let names = NetNames::for_sandbox(id)?;
+        let upstream = dns_upstream(config)?;
         // First, so a port in use fails before anything is created.
         let ports = PublishedPorts::bind(&config.publish)?;
         let lock = lock_pool()?;
@@ -131,12 +149,13 @@ impl SandboxNetwork {
             name: names.netns.clone(),
             source,
         })?;
-        let network = SandboxNetwork {
+        let mut network = SandboxNetwork {
             id: id.to_owned(),
             names,
             netns_path,
             slot,
             ports,
+            dns: None,
             removed: false,
         };
         // From here on, a failure drops `network`, which removes what was made.
@@ -147,14 +166,32 @@ impl SandboxNetwork {
             pool: IpNetwork::V4(config.pool),
         };
         network.configure_namespace(&config.policy, &blocked)?;
+        network.dns = Some(
+            DnsForwarder::bind(
+                &network.netns_path,
+                network.names.table_cstring(),
+                config.policy.clone(),
+                upstream,
+            )
+            .map_err(|source| NetworkError::Dns {
+                netns: network.names.netns.clone(),
+                source,
+            })?,
+        );
         network.configure_host()?;
         tracing::info!(sandbox = %id, netns = %network.names.netns, host = %slot.host, "network created");
         Ok(network)
     }
 
-    /// Starts forwarding the published ports to the guest. Call inside a tokio runtime, once
-    /// the VM is starting.
-    pub fn start_publishing(&mut self) -> Result<(), NetworkError> {
+    /// Starts the DNS forwarder and forwarding the published ports to the guest. Call inside a
+    /// tokio runtime, once the VM is starting.
+    pub fn start_services(&mut self) -> Result<(), NetworkError> {
+        if let Some(dns) = self.dns.as_mut() {
+            dns.start().map_err(|source| NetworkError::Dns {
+                netns: self.names.netns.clone(),
+                source,
+            })?;
+        }
         Ok(self.ports.start(&self.netns_path)?)
     }
 
@@ -177,6 +214,7 @@ impl SandboxNetwork {
             addr: GUEST_ADDR,
             prefix_len: GUEST_PREFIX_LEN,
             gateway: GATEWAY_ADDR,
+            nameserver: GATEWAY_ADDR,
         }
     }
 
@@ -322,6 +360,22 @@ impl Drop for SandboxNetwork {
     }
 }
 
+/// The forwarder's upstream: the configured one, else the host's. A host without a resolver is
+/// an error only when the allowlist names domains; otherwise the guest gets SERVFAIL.
+fn dns_upstream(config: &NetworkConfig) -> Result<Option<SocketAddr>, NetworkError> {
+    if let Some(upstream) = config.dns_upstream {
+        return Ok(Some(upstream));
+    }
+    match dns::host_upstream() {
+        Ok(upstream) => Ok(Some(upstream)),
+        Err(e) if !config.policy.domains().is_empty() => Err(NetworkError::NoUpstream(e)),
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "no DNS upstream; the guest's DNS queries will fail");
+            Ok(None)
+        }
+    }
+}
+
 fn sys_tap(names: &NetNames) -> Result<(), NetworkError> {
     crate::sys::create_persistent_tap(&names.tap).map_err(|source| NetworkError::Tap {
         tap: names.tap.clone(),
@@ -357,7 +411,7 @@ fn enable_forwarding() -> Result<(), NetworkError> {
         })
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

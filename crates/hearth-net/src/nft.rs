@@ -3,16 +3,19 @@
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
-use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Masquerade, Meta, States};
+use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Lookup, Masquerade, Meta, States};
+use nftnl::set::{Set, SetKey};
 use nftnl::{
     nft_expr, Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule,
     Table,
 };
 
-use crate::policy::{ChainKind, Iface, Match, RuleSpec, Verdict};
+use crate::policy::{ChainKind, Iface, Match, ResolvedSet, RuleSpec, Verdict};
+use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -27,6 +30,13 @@ pub enum NftError {
     #[error("nftables: the kernel refused the batch for table `{table}`")]
     Refused {
         table: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nftables: failed to build the element {addr} for table `{table}`")]
+    Element {
+        table: String,
+        addr: IpAddr,
         #[source]
         source: std::io::Error,
     },
@@ -53,6 +63,12 @@ impl IfaceIndexes {
 const FORWARD: &CStr = c"forward";
 const INPUT: &CStr = c"input";
 const POSTROUTING: &CStr = c"postrouting";
+/// The sets of addresses that allowed names resolved to (see [`ResolvedSet`]).
+const RESOLVED4: &CStr = c"resolved4";
+const RESOLVED6: &CStr = c"resolved6";
+/// Ids that let rules in the same batch refer to the sets before the kernel names them.
+const RESOLVED4_ID: u32 = 1;
+const RESOLVED6_ID: u32 = 2;
 /// `srcnat` priority, as `nft` names it.
 const NAT_PRIORITY: i32 = 100;
 
@@ -71,6 +87,14 @@ pub(crate) fn write_namespace_table(
     for chain in [&forward, &input, &post] {
         batch.add(chain, MsgType::Add);
     }
+    let resolved4 = resolved_set::<Ipv4Addr>(&table, RESOLVED4, RESOLVED4_ID);
+    let resolved6 = resolved_set::<Ipv6Addr>(&table, RESOLVED6, RESOLVED6_ID);
+    batch.add(&resolved4, MsgType::Add);
+    batch.add(&resolved6, MsgType::Add);
+    let lookups = Lookups {
+        v4: Lookup::new(&resolved4),
+        v6: Lookup::new(&resolved6),
+    };
     for spec in rules {
         let chain = match spec.chain {
             ChainKind::Forward => &forward,
@@ -79,7 +103,7 @@ pub(crate) fn write_namespace_table(
         };
         let mut rule = Rule::new(chain);
         for m in &spec.matches {
-            add_match(&mut rule, m, ifaces);
+            add_match(&mut rule, m, ifaces, &lookups);
         }
         match spec.verdict {
             Verdict::Accept => rule.add_expr(&nft_expr!(verdict accept)),
@@ -160,6 +184,93 @@ pub(crate) fn table_names() -> Result<HashSet<CString>, NftError> {
     }
 }
 
+/// Puts `addr` in the table's resolved-address set of its family for `timeout`; an element
+/// already there is replaced, so its timeout starts again. Call inside the namespace.
+pub(crate) fn add_resolved(table: &CStr, addr: IpAddr, timeout: Duration) -> Result<(), NftError> {
+    // The element is added with NLM_F_EXCL (all the nftnl crate offers): one already there
+    // fails with EEXIST and is deleted and added again in one batch. That delete fails with
+    // ENOENT if the element expired in between, and the add is tried afresh.
+    for _ in 0..3 {
+        match send(&elements_batch(table, addr, timeout, false)?, table) {
+            Err(NftError::Refused { source, .. })
+                if source.raw_os_error() == Some(libc::EEXIST) => {}
+            other => return other,
+        }
+        match send(&elements_batch(table, addr, timeout, true)?, table) {
+            Err(NftError::Refused { source, .. })
+                if source.raw_os_error() == Some(libc::ENOENT) => {}
+            other => return other,
+        }
+    }
+    Err(NftError::Refused {
+        table: table.to_string_lossy().into_owned(),
+        source: std::io::Error::from_raw_os_error(libc::EEXIST),
+    })
+}
+
+/// A batch adding `addr` to its family's set (deleting it first when `replace`).
+fn elements_batch(
+    table: &CStr,
+    addr: IpAddr,
+    timeout: Duration,
+    replace: bool,
+) -> Result<FinalizedBatch, NftError> {
+    let table_obj = Table::new(table, ProtoFamily::Inet);
+    let mut batch = Batch::new();
+    let element_err = |source| NftError::Element {
+        table: table.to_string_lossy().into_owned(),
+        addr,
+        source,
+    };
+    match addr {
+        IpAddr::V4(v4) => {
+            add_element(&mut batch, &table_obj, RESOLVED4, &v4, timeout, replace)
+                .map_err(element_err)?;
+        }
+        IpAddr::V6(v6) => {
+            add_element(&mut batch, &table_obj, RESOLVED6, &v6, timeout, replace)
+                .map_err(element_err)?;
+        }
+    }
+    Ok(batch.finalize())
+}
+
+fn add_element<K: SetKey>(
+    batch: &mut Batch,
+    table: &Table,
+    set_name: &CStr,
+    key: &K,
+    timeout: Duration,
+    replace: bool,
+) -> std::io::Result<()> {
+    if replace {
+        let mut old = Set::<K>::new_named(set_name, 0, table, ProtoFamily::Inet);
+        old.add(key);
+        for message in old.elems_iter() {
+            batch.add(&message, MsgType::Del);
+        }
+    }
+    let mut new = Set::<K>::new_named(set_name, 0, table, ProtoFamily::Inet);
+    sys::add_elem_with_timeout(&mut new, key, timeout)?;
+    for message in new.elems_iter() {
+        batch.add(&message, MsgType::Add);
+    }
+    Ok(())
+}
+
+/// A named set of addresses whose elements carry timeouts.
+fn resolved_set<'a, K: SetKey>(table: &'a Table, name: &CStr, id: u32) -> Set<'a, K> {
+    let set = Set::new_named(name, id, table, ProtoFamily::Inet);
+    sys::set_timeout_flag(&set);
+    set
+}
+
+/// Lookup expressions for the resolved-address sets.
+struct Lookups {
+    v4: Lookup,
+    v6: Lookup,
+}
+
 /// A filter chain that drops what no rule accepts.
 fn filter_chain<'a>(table: &'a Table, name: &CStr, hook: Hook) -> Chain<'a> {
     let mut chain = Chain::new(name, table);
@@ -178,7 +289,7 @@ fn nat_postrouting_chain(table: &Table) -> Chain<'_> {
     chain
 }
 
-fn add_match(rule: &mut Rule<'_>, m: &Match, ifaces: IfaceIndexes) {
+fn add_match(rule: &mut Rule<'_>, m: &Match, ifaces: IfaceIndexes, lookups: &Lookups) {
     match m {
         Match::Iif(iface) => {
             rule.add_expr(&nft_expr!(meta iif));
@@ -205,6 +316,24 @@ fn add_match(rule: &mut Rule<'_>, m: &Match, ifaces: IfaceIndexes) {
         Match::L4Proto(proto) => {
             rule.add_expr(&Meta::L4Proto);
             rule.add_expr(&Cmp::new(CmpOp::Eq, *proto));
+        }
+        Match::DPort(port) => {
+            // TCP and UDP both keep the destination port at bytes 2..4 of their header, so the
+            // TCP field reads either.
+            rule.add_expr(&nft_expr!(payload tcp dport));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, port.to_be()));
+        }
+        Match::DaddrIn(ResolvedSet::V4) => {
+            rule.add_expr(&nft_expr!(meta nfproto));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV4 as u8));
+            rule.add_expr(&nft_expr!(payload ipv4 daddr));
+            rule.add_expr(&lookups.v4);
+        }
+        Match::DaddrIn(ResolvedSet::V6) => {
+            rule.add_expr(&nft_expr!(meta nfproto));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV6 as u8));
+            rule.add_expr(&nft_expr!(payload ipv6 daddr));
+            rule.add_expr(&lookups.v6);
         }
         Match::EstablishedOrRelated => {
             let states = (States::ESTABLISHED | States::RELATED).bits();

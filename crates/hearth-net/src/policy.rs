@@ -1,10 +1,17 @@
 //! Egress policy and the nftables rules it becomes. The rules are plain data here, so what a
 //! policy allows is unit-tested without a kernel; `nft.rs` turns them into netlink messages.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 pub use ipnetwork::IpNetwork;
+
+pub use crate::domain::{DomainError, DomainPattern};
+use crate::pool::GATEWAY_ADDR;
+
+/// DNS's port; the guest may send to it only on the gateway, where hearth's forwarder listens.
+pub const DNS_PORT: u16 = 53;
 
 /// Link-local addresses, where clouds serve instance metadata.
 const LINK_LOCAL_V4: &str = "169.254.0.0/16";
@@ -19,8 +26,48 @@ pub enum Egress {
     AllowAll,
     /// Nothing.
     DenyAll,
-    /// Only these networks.
-    Allow(Vec<IpNetwork>),
+    /// Only these networks, and the addresses the listed names resolve to.
+    Allow(Vec<AllowEntry>),
+}
+
+/// One `--allow` value: a network, or a domain whose resolved addresses are let through.
+/// Stored as the string the user gave, so the JSON reads like the flags.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AllowEntry {
+    Net(IpNetwork),
+    Domain(DomainPattern),
+}
+
+impl FromStr for AllowEntry {
+    type Err = PolicyError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        parse_allow(value)
+    }
+}
+
+impl TryFrom<String> for AllowEntry {
+    type Error = PolicyError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        parse_allow(&value)
+    }
+}
+
+impl From<AllowEntry> for String {
+    fn from(entry: AllowEntry) -> String {
+        entry.to_string()
+    }
+}
+
+impl fmt::Display for AllowEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AllowEntry::Net(net) => net.fmt(f),
+            AllowEntry::Domain(domain) => domain.fmt(f),
+        }
+    }
 }
 
 /// The egress policy of one sandbox.
@@ -38,8 +85,8 @@ pub struct EgressPolicy {
 pub enum PolicyError {
     #[error("`{0}` is not an IP address or CIDR (like 10.1.2.0/24 or 2001:db8::/32)")]
     InvalidCidr(String),
-    #[error("`{0}` looks like a domain name; domain allowlists are not supported yet, give addresses or CIDRs")]
-    DomainUnsupported(String),
+    #[error(transparent)]
+    InvalidDomain(#[from] DomainError),
     #[error("unknown egress mode `{0}`; use allow-all or deny-all (and --allow for allowlists)")]
     UnknownMode(String),
     #[error("--allow cannot be combined with --egress {0}")]
@@ -65,33 +112,58 @@ impl FromStr for EgressMode {
     }
 }
 
-/// Parses one `--allow` value: an address or a CIDR, v4 or v6.
-pub fn parse_allow(value: &str) -> Result<IpNetwork, PolicyError> {
+/// Parses one `--allow` value: an address or a CIDR (v4 or v6), or a domain (`example.com`,
+/// `*.example.com`).
+pub fn parse_allow(value: &str) -> Result<AllowEntry, PolicyError> {
     if let Ok(addr) = value.parse::<IpAddr>() {
-        return Ok(IpNetwork::from(addr));
+        return Ok(AllowEntry::Net(IpNetwork::from(addr)));
     }
     match value.parse::<IpNetwork>() {
         // `10.1.2.3/24` is refused rather than silently widened or narrowed.
-        Ok(net) if net.network() == net.ip() => Ok(net),
+        Ok(net) if net.network() == net.ip() => Ok(AllowEntry::Net(net)),
         Ok(_) => Err(PolicyError::InvalidCidr(value.to_owned())),
-        Err(_) if looks_like_domain(value) => Err(PolicyError::DomainUnsupported(value.to_owned())),
-        Err(_) => Err(PolicyError::InvalidCidr(value.to_owned())),
+        Err(_) if looks_like_address(value) => Err(PolicyError::InvalidCidr(value.to_owned())),
+        Err(_) => Ok(AllowEntry::Domain(value.parse()?)),
     }
 }
 
-fn looks_like_domain(value: &str) -> bool {
-    value.contains('.')
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'*')
-        && value.bytes().any(|b| b.is_ascii_alphabetic())
+/// Digits, dots, colons and a slash: meant as an address, so it gets the CIDR error.
+fn looks_like_address(value: &str) -> bool {
+    value.contains('/')
+        || value.contains(':')
+        || value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
 impl EgressPolicy {
+    /// The allowlist's domains; empty unless the policy is an allowlist naming some.
+    pub fn domains(&self) -> Vec<&DomainPattern> {
+        match &self.egress {
+            Egress::Allow(entries) => entries
+                .iter()
+                .filter_map(|entry| match entry {
+                    AllowEntry::Domain(domain) => Some(domain),
+                    AllowEntry::Net(_) => None,
+                })
+                .collect(),
+            Egress::AllowAll | Egress::DenyAll => Vec::new(),
+        }
+    }
+
+    /// Which names hearth's DNS forwarder resolves for the guest. Under deny-all or an
+    /// allowlist, a name off the list is not even asked upstream: the query itself would carry
+    /// data out.
+    pub fn resolves(&self, name: &str) -> bool {
+        match &self.egress {
+            Egress::AllowAll => true,
+            Egress::DenyAll => false,
+            Egress::Allow(_) => self.domains().iter().any(|domain| domain.matches(name)),
+        }
+    }
+
     /// Builds the policy from the command-line pieces: mode, allowlist and protocol switches.
     pub fn from_flags(
         mode: Option<EgressMode>,
-        allow: Vec<IpNetwork>,
+        allow: Vec<AllowEntry>,
         allow_udp: bool,
         allow_icmp: bool,
     ) -> Result<Self, PolicyError> {
@@ -141,8 +213,20 @@ pub enum Match {
     Daddr(IpNetwork),
     /// Transport protocol number (`IPPROTO_*`).
     L4Proto(u8),
+    /// TCP or UDP destination port; follows an `L4Proto` match, which says how to read it.
+    DPort(u16),
+    /// Destination is in one of the table's sets of addresses that allowed names resolved to.
+    DaddrIn(ResolvedSet),
     /// Conntrack state is established or related.
     EstablishedOrRelated,
+}
+
+/// The namespace table's sets of resolved addresses, one per family. hearth's DNS forwarder
+/// adds each address an allowed name resolves to, with the record's TTL as its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedSet {
+    V4,
+    V6,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +285,15 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
             Verdict::Drop,
         ));
     }
+    // DNS goes to hearth's forwarder only (it is in the namespace, so that is input, not
+    // forward): a resolver elsewhere would answer names the policy does not allow.
+    for proto in [libc_proto::UDP, libc_proto::TCP] {
+        rules.push(rule(
+            Forward,
+            vec![from_guest(), Match::L4Proto(proto), Match::DPort(DNS_PORT)],
+            Verdict::Drop,
+        ));
+    }
     if !policy.allow_icmp {
         for proto in [libc_proto::ICMP, libc_proto::ICMPV6] {
             rules.push(rule(
@@ -220,16 +313,37 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
     match &policy.egress {
         Egress::AllowAll => rules.push(rule(Forward, vec![from_guest()], Verdict::Accept)),
         Egress::DenyAll => {}
-        Egress::Allow(nets) => {
-            for net in nets {
-                rules.push(rule(
-                    Forward,
-                    vec![from_guest(), Match::Daddr(*net)],
-                    Verdict::Accept,
-                ));
+        Egress::Allow(entries) => {
+            for entry in entries {
+                if let AllowEntry::Net(net) = entry {
+                    rules.push(rule(
+                        Forward,
+                        vec![from_guest(), Match::Daddr(*net)],
+                        Verdict::Accept,
+                    ));
+                }
+            }
+            if !policy.domains().is_empty() {
+                for set in [ResolvedSet::V4, ResolvedSet::V6] {
+                    rules.push(rule(
+                        Forward,
+                        vec![from_guest(), Match::DaddrIn(set)],
+                        Verdict::Accept,
+                    ));
+                }
             }
         }
     }
+    rules.push(rule(
+        Input,
+        vec![
+            from_guest(),
+            Match::Daddr(IpNetwork::from(IpAddr::V4(GATEWAY_ADDR))),
+            Match::L4Proto(libc_proto::UDP),
+            Match::DPort(DNS_PORT),
+        ],
+        Verdict::Accept,
+    ));
     rules.push(rule(
         Input,
         vec![Match::EstablishedOrRelated],
@@ -251,6 +365,7 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
 /// Protocol numbers from `<netinet/in.h>`, named here so the rules read as words.
 pub(crate) mod libc_proto {
     pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
     pub const ICMPV6: u8 = 58;
 }
@@ -341,9 +456,11 @@ mod tests {
             ..EgressPolicy::default()
         };
         let rules = namespace_rules(&policy, &blocked());
-        let accepts_from_guest = rules
-            .iter()
-            .any(|r| r.verdict == Verdict::Accept && r.matches.contains(&Match::Iif(Iface::Tap)));
+        let accepts_from_guest = rules.iter().any(|r| {
+            r.chain == ChainKind::Forward
+                && r.verdict == Verdict::Accept
+                && r.matches.contains(&Match::Iif(Iface::Tap))
+        });
         assert!(!accepts_from_guest);
     }
 
@@ -386,12 +503,108 @@ mod tests {
         ));
         assert!(matches!(
             parse_allow("not a net"),
+            Err(PolicyError::InvalidDomain(_))
+        ));
+        assert!(matches!(
+            parse_allow("10.1.2"),
             Err(PolicyError::InvalidCidr(_))
         ));
         assert!(matches!(
-            parse_allow("example.com"),
-            Err(PolicyError::DomainUnsupported(_))
+            parse_allow("a..b"),
+            Err(PolicyError::InvalidDomain(_))
         ));
+    }
+
+    #[test]
+    fn test_parse_allow_takes_exact_and_wildcard_domains() {
+        assert!(matches!(
+            parse_allow("example.com"),
+            Ok(AllowEntry::Domain(_))
+        ));
+        assert_eq!(
+            parse_allow("*.Example.org").unwrap().to_string(),
+            "*.example.org"
+        );
+    }
+
+    #[test]
+    fn test_allow_entries_round_trip_through_json_as_strings() {
+        let policy = EgressPolicy {
+            egress: Egress::Allow(vec![
+                "10.1.2.0/24".parse().unwrap(),
+                "*.example.test".parse().unwrap(),
+            ]),
+            ..EgressPolicy::default()
+        };
+        let json = serde_json::to_string(&policy.egress).unwrap();
+        assert_eq!(json, r#"{"allow":["10.1.2.0/24","*.example.test"]}"#);
+        assert_eq!(
+            serde_json::from_str::<Egress>(&json).unwrap(),
+            policy.egress
+        );
+    }
+
+    #[test]
+    fn test_domain_allowlist_accepts_resolved_sets_and_resolves_listed_names_only() {
+        let policy = EgressPolicy {
+            egress: Egress::Allow(vec!["*.example.test".parse().unwrap()]),
+            ..EgressPolicy::default()
+        };
+        let rules = namespace_rules(&policy, &blocked());
+        for set in [ResolvedSet::V4, ResolvedSet::V6] {
+            assert!(rules.contains(&rule(
+                ChainKind::Forward,
+                vec![Match::Iif(Iface::Tap), Match::DaddrIn(set)],
+                Verdict::Accept
+            )));
+        }
+        assert!(policy.resolves("www.example.test."));
+        assert!(!policy.resolves("example.org."));
+    }
+
+    #[test]
+    fn test_resolving_follows_the_egress_mode() {
+        let cidr_only = EgressPolicy {
+            egress: Egress::Allow(vec!["10.0.0.0/8".parse().unwrap()]),
+            ..EgressPolicy::default()
+        };
+        let deny_all = EgressPolicy {
+            egress: Egress::DenyAll,
+            ..EgressPolicy::default()
+        };
+        assert!(EgressPolicy::default().resolves("anything.example."));
+        assert!(!deny_all.resolves("anything.example."));
+        assert!(!cidr_only.resolves("anything.example."));
+        assert!(!namespace_rules(&cidr_only, &blocked())
+            .iter()
+            .any(|r| r.matches.iter().any(|m| matches!(m, Match::DaddrIn(_)))));
+    }
+
+    #[test]
+    fn test_dns_goes_only_to_the_forwarder_even_with_udp_allowed() {
+        let policy = EgressPolicy {
+            allow_udp: true,
+            ..EgressPolicy::default()
+        };
+        let rules = namespace_rules(&policy, &blocked());
+        let accept_all = rules
+            .iter()
+            .position(|r| r.matches == vec![Match::Iif(Iface::Tap)])
+            .unwrap();
+        for proto in [libc_proto::UDP, libc_proto::TCP] {
+            let dns = vec![
+                Match::Iif(Iface::Tap),
+                Match::L4Proto(proto),
+                Match::DPort(DNS_PORT),
+            ];
+            let drop = rules
+                .iter()
+                .position(|r| r.matches == dns && r.verdict == Verdict::Drop);
+            assert!(drop.unwrap() < accept_all);
+        }
+        assert!(rules.iter().any(|r| r.chain == ChainKind::Input
+            && r.verdict == Verdict::Accept
+            && r.matches.contains(&Match::DPort(DNS_PORT))));
     }
 
     #[test]

@@ -1,13 +1,20 @@
-//! The one system call without a safe wrapper here: creating a persistent tap (TUNSETIFF and
-//! TUNSETPERSIST ioctls on `/dev/net/tun`). rtnetlink cannot create tun devices.
+//! The calls without a safe wrapper here: creating a persistent tap (TUNSETIFF and
+//! TUNSETPERSIST ioctls on `/dev/net/tun`; rtnetlink cannot create tun devices), and the two
+//! libnftnl set attributes the `nftnl` crate does not expose (a set's `timeout` flag, an
+//! element's timeout).
 #![expect(
     unsafe_code,
-    reason = "TUNSETIFF/TUNSETPERSIST are raw ioctls on a file descriptor we own"
+    reason = "TUNSETIFF/TUNSETPERSIST ioctls on a file descriptor we own; libnftnl setters on \
+              objects the nftnl crate allocated"
 )]
 
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use nftnl::nftnl_sys as nft_sys;
+use nftnl::set::{Set, SetKey};
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
@@ -46,6 +53,48 @@ pub(crate) fn create_persistent_tap(name: &str) -> io::Result<()> {
     // SAFETY: TUNSETPERSIST takes an integer argument by value on the fd attached above.
     if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Marks `set` as holding elements with timeouts (`flags timeout`).
+pub(crate) fn set_timeout_flag<K>(set: &Set<'_, K>) {
+    // SAFETY: `as_ptr` is the live `nftnl_set` that `set` owns; setting a u32 attribute copies
+    // the value and keeps no pointer.
+    unsafe {
+        nft_sys::nftnl_set_set_u32(
+            set.as_ptr().as_ptr(),
+            nft_sys::NFTNL_SET_FLAGS as u16,
+            libc::NFT_SET_TIMEOUT as u32,
+        );
+    }
+}
+
+/// Adds `key` to `set`'s element list with `timeout` (whole milliseconds, as nftables counts).
+pub(crate) fn add_elem_with_timeout<K: SetKey>(
+    set: &mut Set<'_, K>,
+    key: &K,
+    timeout: Duration,
+) -> io::Result<()> {
+    let data = key.data();
+    let data_len = u32::try_from(data.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    // SAFETY: a fresh element from libnftnl (checked for NULL); `nftnl_set_elem_set` copies
+    // `data_len` bytes from `data`, which outlives the call; `nftnl_set_elem_add` hands the
+    // element to the live set, which frees it with itself.
+    unsafe {
+        let elem = nft_sys::nftnl_set_elem_alloc();
+        if elem.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        nft_sys::nftnl_set_elem_set(
+            elem,
+            nft_sys::NFTNL_SET_ELEM_KEY as u16,
+            data.as_ptr().cast(),
+            data_len,
+        );
+        nft_sys::nftnl_set_elem_set_u64(elem, nft_sys::NFTNL_SET_ELEM_TIMEOUT as u16, millis);
+        nft_sys::nftnl_set_elem_add(set.as_ptr().as_ptr(), elem);
     }
     Ok(())
 }

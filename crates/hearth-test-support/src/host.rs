@@ -7,6 +7,10 @@ use anyhow::Context;
 
 use crate::assets;
 
+/// The DNS upstream of sandboxes in tests unless a test names its own: the discard port on
+/// loopback, where nothing listens, so no guest query leaves the machine.
+pub const NO_DNS_UPSTREAM: &str = "127.0.0.1:9";
+
 /// A fresh state dir whose `boot/` and `images/default.ext4` link to the shared assets. Removed
 /// on drop, unless the test is failing, when it is kept and its path printed.
 #[derive(Debug)]
@@ -53,6 +57,9 @@ impl TestHost {
         let mut command = Command::new(&self.hearth_bin);
         command.env("HEARTH_STATE_DIR", self.state_dir());
         command.env_remove("HEARTH_LOG");
+        // Guests' DNS queries must not reach the host's real resolver: by default they go to
+        // the discard port on loopback, where nothing answers; DNS tests name their own server.
+        command.env("HEARTH_DNS_UPSTREAM", NO_DNS_UPSTREAM);
         command
     }
 

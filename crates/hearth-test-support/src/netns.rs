@@ -1,5 +1,6 @@
 //! A small "internet" for network tests: a namespace the test owns, joined to the host by a
-//! veth pair and routed like any outside host, with an HTTP server and a UDP echo inside.
+//! veth pair and routed like any outside host, with an HTTP server, a UDP echo and an
+//! authoritative DNS server inside.
 //! Sandbox traffic in tests goes only here (and to loopback), never to real outside addresses.
 
 use std::io::{Read, Write};
@@ -11,11 +12,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use hearth_net::{link, netns};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// Serializes subnet choice between test processes running at once.
 const LOCK: &str = "/run/hearth-test-internet.lock";
 /// Test hosts get a `/24` of this `/16`, outside hearth's default pool (10.213.0.0/16).
 const SUBNET_BASE: [u8; 2] = [10, 214];
+/// TTL of the test DNS server's records.
+pub const DNS_TTL: u32 = 300;
 /// What the HTTP server answers to every request.
 pub const HTTP_BODY: &str = "hello from the test internet\n";
 
@@ -145,6 +151,27 @@ impl TestInternet {
 
     /// Starts a UDP echo server on `port`; the counter says how many datagrams arrived.
     pub fn serve_udp_echo(&mut self, port: u16) -> anyhow::Result<Received> {
+        self.serve_udp(port, |datagram| Some(datagram.to_vec()))
+    }
+
+    /// Starts an authoritative DNS server on UDP port 53 answering A queries for `records`
+    /// (name → address, TTL [`DNS_TTL`]): NXDOMAIN for other names, no records for other types
+    /// of a known name. The counter says how many queries arrived.
+    pub fn serve_dns(&mut self, records: &[(&str, Ipv4Addr)]) -> anyhow::Result<Received> {
+        let zone: Vec<(Name, Ipv4Addr)> = records
+            .iter()
+            .map(|(name, addr)| Ok((Name::from_ascii(format!("{name}."))?.to_lowercase(), *addr)))
+            .collect::<anyhow::Result<_>>()?;
+        self.serve_udp(53, move |query| dns_answer(&zone, query))
+    }
+
+    /// Answers each datagram to `port` with what `reply` makes of it (nothing for `None`);
+    /// the counter says how many arrived.
+    fn serve_udp(
+        &mut self,
+        port: u16,
+        reply: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + 'static,
+    ) -> anyhow::Result<Received> {
         let at = SocketAddr::new(IpAddr::V4(self.addr), port);
         let socket = netns::run_in(&self.netns_path, || UdpSocket::bind(at))?
             .with_context(|| format!("binding udp {at} in {}", self.netns))?;
@@ -153,16 +180,45 @@ impl TestInternet {
         let received = Received(Arc::new(AtomicUsize::new(0)));
         let counter = received.0.clone();
         self.servers.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
+            let mut buf = [0u8; 4096];
             while !stop.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = socket.recv_from(&mut buf) {
                     counter.fetch_add(1, Ordering::Relaxed);
-                    let _ = socket.send_to(&buf[..n], from);
+                    if let Some(answer) = reply(&buf[..n]) {
+                        let _ = socket.send_to(&answer, from);
+                    }
                 }
             }
         }));
         Ok(received)
     }
+}
+
+fn dns_answer(zone: &[(Name, Ipv4Addr)], query: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(query).ok()?;
+    let question = request.queries().first()?.clone();
+    let name = question.name().to_lowercase();
+    let mut response = Message::new();
+    response
+        .set_id(request.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(request.op_code())
+        .set_authoritative(true)
+        .set_recursion_desired(request.recursion_desired())
+        .add_query(question.clone());
+    let found: Vec<Ipv4Addr> = zone
+        .iter()
+        .filter(|(n, _)| *n == name)
+        .map(|(_, addr)| *addr)
+        .collect();
+    if found.is_empty() {
+        response.set_response_code(ResponseCode::NXDomain);
+    } else if question.query_type() == RecordType::A {
+        for addr in found {
+            response.add_answer(Record::from_rdata(name.clone(), DNS_TTL, RData::A(A(addr))));
+        }
+    }
+    response.to_vec().ok()
 }
 
 /// How many datagrams a test server has received.

@@ -330,9 +330,11 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// The sandbox's network. Every sandbox gets its own network namespace with NAT out. Whatever
-/// the egress policy, these stay blocked: ICMP and UDP (unless --allow-icmp/--allow-udp),
-/// 169.254.0.0/16 and fe80::/10 (metadata), the host's own addresses, and other sandboxes.
+/// The sandbox's network. Every sandbox gets its own network namespace with NAT out, and a DNS
+/// forwarder on its gateway (the guest's /etc/resolv.conf names it). Whatever the egress policy,
+/// these stay blocked: ICMP and UDP (unless --allow-icmp/--allow-udp), DNS to any server but
+/// hearth's forwarder, 169.254.0.0/16 and fe80::/10 (metadata), the host's own addresses, and
+/// other sandboxes.
 #[derive(Debug, Args)]
 pub struct NetworkArgs {
     /// `none`: the guest gets no network interface at all (only loopback).
@@ -345,9 +347,11 @@ pub struct NetworkArgs {
           conflicts_with = "allow")]
     pub egress: Option<hearth_engine::net::policy::EgressMode>,
 
-    /// Allow connections only to this address or CIDR (v4 or v6); repeat for more.
-    #[arg(long, value_name = "CIDR", value_parser = parse_allow)]
-    pub allow: Vec<hearth_engine::net::policy::IpNetwork>,
+    /// Allow connections only to this address or CIDR (v4 or v6), or to the addresses a domain
+    /// resolves to: `example.com` (that name) or `*.example.com` (names below it). Repeat for
+    /// more. With an allowlist the guest's DNS resolves only the listed domains.
+    #[arg(long, value_name = "CIDR|DOMAIN", value_parser = parse_allow)]
+    pub allow: Vec<hearth_engine::net::AllowEntry>,
 
     /// Let UDP out (blocked by default).
     #[arg(long)]
@@ -361,6 +365,21 @@ pub struct NetworkArgs {
     /// defaults to 127.0.0.1. Repeat for more.
     #[arg(short = 'p', long, value_name = "SPEC", value_parser = parse_publish)]
     pub publish: Vec<hearth_engine::net::PortSpec>,
+
+    /// DNS server the sandbox's forwarder asks, IP[:PORT] (default: the first nameserver in
+    /// the host's /etc/resolv.conf).
+    #[arg(long, value_name = "ADDR", env = "HEARTH_DNS_UPSTREAM", value_parser = parse_dns_upstream)]
+    pub dns_upstream: Option<std::net::SocketAddr>,
+}
+
+fn parse_dns_upstream(value: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = value.parse::<std::net::SocketAddr>() {
+        return Ok(addr);
+    }
+    value
+        .parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, hearth_engine::net::policy::DNS_PORT))
+        .map_err(|_| format!("`{value}` is not IP or IP:PORT (like 10.0.0.53 or [::1]:5353)"))
 }
 
 fn parse_egress_mode(value: &str) -> Result<hearth_engine::net::policy::EgressMode, String> {
@@ -375,7 +394,7 @@ fn parse_publish(value: &str) -> Result<hearth_engine::net::PortSpec, String> {
         .map_err(|e: hearth_engine::net::PublishError| e.to_string())
 }
 
-fn parse_allow(value: &str) -> Result<hearth_engine::net::policy::IpNetwork, String> {
+fn parse_allow(value: &str) -> Result<hearth_engine::net::AllowEntry, String> {
     hearth_engine::net::policy::parse_allow(value).map_err(|e| e.to_string())
 }
 

@@ -1,4 +1,5 @@
-//! `--network`, `--egress`, `--allow`, `--allow-udp`, `--allow-icmp` to a network config.
+//! `--network`, `--egress`, `--allow`, `--allow-udp`, `--allow-icmp`, `--publish` and
+//! `--dns-upstream` to a network config.
 
 use hearth_engine::net::{EgressPolicy, NetworkConfig};
 
@@ -30,6 +31,7 @@ impl NetworkArgs {
         Ok(Some(NetworkConfig {
             policy,
             publish: self.publish.clone(),
+            dns_upstream: self.dns_upstream,
             ..NetworkConfig::default()
         }))
     }

@@ -41,11 +41,31 @@ fn ping(addr: impl std::fmt::Display) -> String {
     format!("ping -c 1 -W 2 {addr}")
 }
 
+/// Resolves `name` through the guest's /etc/resolv.conf (or through `server`).
+fn nslookup(name: &str, server: Option<std::net::Ipv4Addr>) -> String {
+    match server {
+        Some(server) => format!("nslookup {name} {server}"),
+        None => format!("nslookup {name}"),
+    }
+}
+
 /// Runs `script` in a sandbox with `flags`, returns the sandbox id and `name=status` lines.
 fn run_probes(flags: &[&str], script: &str) -> (String, Vec<String>) {
+    run_probes_with_dns(flags, script, None)
+}
+
+/// [`run_probes`] with the sandbox's DNS forwarder asking `dns` (a test DNS server).
+fn run_probes_with_dns(
+    flags: &[&str],
+    script: &str,
+    dns: Option<std::net::Ipv4Addr>,
+) -> (String, Vec<String>) {
     let host = host();
-    let output = host
-        .hearth()
+    let mut command = host.hearth();
+    if let Some(dns) = dns {
+        command.env("HEARTH_DNS_UPSTREAM", dns.to_string());
+    }
+    let output = command
         .arg("run")
         .args(flags)
         .args(["--", "sh", "-c", script])
@@ -162,17 +182,19 @@ fn test_network_none_gives_only_loopback() {
 #[test]
 fn test_invalid_allow_is_refused_before_any_vm_starts() {
     let host = host();
-    let output = host
-        .hearth()
-        .args(["run", "--allow", "10.1.2.3/24", "--", "true"])
-        .output()
-        .unwrap();
-    assert_eq!(code(&output), 2, "stderr: {}", stderr(&output));
-    assert!(
-        stderr(&output).contains("10.1.2.3/24"),
-        "{}",
-        stderr(&output)
-    );
+    for bad in ["10.1.2.3/24", "*.", "a..b", "*.*.x"] {
+        let output = host
+            .hearth()
+            .args(["run", "--allow", bad, "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&output), 2, "{bad}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(&format!("`{bad}`")),
+            "{bad}: {}",
+            stderr(&output)
+        );
+    }
     host.assert_clean();
 }
 
@@ -285,4 +307,117 @@ fn test_detached_sandbox_gets_its_network_flags_and_rm_removes_its_network() {
     run(&["rm", "-f", &plain, &none]);
     assert_sandbox_network_removed(&plain);
     host.assert_clean();
+}
+
+/// A test zone `example.test` served from `dns`'s namespace, with one HTTP test host per name.
+struct TestZone {
+    dns: TestInternet,
+    /// `allowed.example.test`; kept for its namespace, tests reach it by name.
+    _allowed: TestInternet,
+    /// `other.example.test`.
+    other: TestInternet,
+    /// `a.wild.example.test` and `wild.example.test`.
+    wild: TestInternet,
+    queries: hearth_test_support::netns::Received,
+}
+
+fn http_host() -> TestInternet {
+    let mut host = TestInternet::new().unwrap();
+    host.serve_http(HTTP_PORT).unwrap();
+    host
+}
+
+impl TestZone {
+    fn new() -> TestZone {
+        let (allowed, other, wild) = (http_host(), http_host(), http_host());
+        let records = [
+            ("allowed.example.test", allowed.addr()),
+            ("other.example.test", other.addr()),
+            ("a.wild.example.test", wild.addr()),
+            ("wild.example.test", wild.addr()),
+        ];
+        let mut dns = TestInternet::new().unwrap();
+        let queries = dns.serve_dns(&records).unwrap();
+        TestZone {
+            dns,
+            _allowed: allowed,
+            other,
+            wild,
+            queries,
+        }
+    }
+}
+
+#[test]
+fn test_domain_allowlist_resolves_and_reaches_listed_names_only() {
+    let zone = TestZone::new();
+    let script = probes(&[
+        (
+            "resolv_conf",
+            "grep -qx 'nameserver 172.30.255.1' /etc/resolv.conf".to_owned(),
+        ),
+        // Before any name resolved to it, the wildcard's host is not reachable by address.
+        (
+            "wild_ip_first",
+            http(format!("{}:{HTTP_PORT}", zone.wild.addr())),
+        ),
+        ("lookup_allowed", nslookup("allowed.example.test", None)),
+        ("allowed", http(format!("allowed.example.test:{HTTP_PORT}"))),
+        ("lookup_other", nslookup("other.example.test", None)),
+        (
+            "other_ip",
+            http(format!("{}:{HTTP_PORT}", zone.other.addr())),
+        ),
+        ("wildcard", http(format!("a.wild.example.test:{HTTP_PORT}"))),
+        ("apex", nslookup("wild.example.test", None)),
+    ]);
+    let flags = [
+        "--allow",
+        "allowed.example.test",
+        "--allow",
+        "*.wild.example.test",
+    ];
+    let (_, lines) = run_probes_with_dns(&flags, &script, Some(zone.dns.addr()));
+    assert_eq!(status(&lines, "resolv_conf"), "0", "{lines:?}");
+    assert_ne!(status(&lines, "wild_ip_first"), "0", "{lines:?}");
+    assert_eq!(status(&lines, "lookup_allowed"), "0", "{lines:?}");
+    assert_eq!(status(&lines, "allowed"), "0", "{lines:?}");
+    assert_ne!(
+        status(&lines, "lookup_other"),
+        "0",
+        "not on the allowlist: {lines:?}"
+    );
+    assert_ne!(
+        status(&lines, "other_ip"),
+        "0",
+        "reachable by address only through an allowed name: {lines:?}"
+    );
+    assert_eq!(status(&lines, "wildcard"), "0", "{lines:?}");
+    assert_ne!(
+        status(&lines, "apex"),
+        "0",
+        "`*.` does not cover the apex: {lines:?}"
+    );
+    assert!(zone.queries.count() > 0, "allowed names are asked upstream");
+}
+
+#[test]
+fn test_allow_all_resolves_every_name_but_only_through_the_forwarder() {
+    let zone = TestZone::new();
+    let script = probes(&[
+        ("other", http(format!("other.example.test:{HTTP_PORT}"))),
+        ("wild", http(format!("wild.example.test:{HTTP_PORT}"))),
+        (
+            "direct_dns",
+            nslookup("allowed.example.test", Some(zone.dns.addr())),
+        ),
+    ]);
+    let (_, lines) = run_probes_with_dns(&["--allow-udp"], &script, Some(zone.dns.addr()));
+    assert_eq!(status(&lines, "other"), "0", "{lines:?}");
+    assert_eq!(status(&lines, "wild"), "0", "{lines:?}");
+    assert_ne!(
+        status(&lines, "direct_dns"),
+        "0",
+        "DNS to any server but hearth's forwarder is blocked, even with --allow-udp: {lines:?}"
+    );
 }

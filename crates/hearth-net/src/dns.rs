@@ -1,0 +1,345 @@
+//! The sandbox's DNS forwarder. It listens on the guest's gateway inside the sandbox's
+//! namespace (the only DNS server the policy lets the guest reach), answers names the egress
+//! policy does not resolve with NXDOMAIN without asking anyone, and passes the rest to the
+//! host's resolver from the host's namespace. Under a domain allowlist every A/AAAA address in
+//! an answer goes into the table's resolved-address set, for the record's TTL, before the guest
+//! gets the answer: connecting to that address is then allowed.
+//!
+//! UDP only: busybox, musl and glibc stubs ask A/AAAA over UDP; a truncated answer reaches the
+//! guest as upstream sent it.
+
+use std::ffi::CString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::RData;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::netns;
+use crate::nft;
+use crate::policy::{EgressPolicy, DNS_PORT};
+use crate::pool::GATEWAY_ADDR;
+
+/// The host's resolver configuration, where the default upstream comes from.
+pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+/// How long upstream may take to answer one query (a stub resolver's usual timeout).
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Queries answered at once; more are dropped (the guest's resolver retries), so a guest cannot
+/// make hearth open sockets without bound.
+const MAX_IN_FLIGHT: usize = 64;
+/// Shortest time a resolved address stays allowed: with a TTL of 0 the guest could never
+/// connect to what it just resolved.
+const MIN_ALLOW_TTL: Duration = Duration::from_secs(10);
+/// Largest DNS message over UDP with EDNS (RFC 6891 allows up to 65535; that covers all).
+const MAX_MESSAGE: usize = 65535;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("failed to bind the DNS forwarder on {GATEWAY_ADDR}:{DNS_PORT} in network namespace `{}`", netns.display())]
+    Bind {
+        netns: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to enter network namespace `{}` for the DNS forwarder", netns.display())]
+    Netns {
+        netns: PathBuf,
+        #[source]
+        source: netns::NetnsError,
+    },
+    #[error("failed to hand the DNS forwarder's socket to the runtime")]
+    Register(#[source] std::io::Error),
+    #[error("failed to read the host's resolver configuration `{HOST_RESOLV_CONF}`")]
+    ReadResolvConf(#[source] std::io::Error),
+    #[error("`{HOST_RESOLV_CONF}` cannot be parsed")]
+    ParseResolvConf(#[source] resolv_conf::ParseError),
+    #[error("`{HOST_RESOLV_CONF}` lists no nameserver; give one with --dns-upstream")]
+    NoNameserver,
+}
+
+/// The first nameserver of the host's `/etc/resolv.conf`, on port 53.
+pub fn host_upstream() -> Result<SocketAddr, DnsError> {
+    first_nameserver(&std::fs::read(HOST_RESOLV_CONF).map_err(DnsError::ReadResolvConf)?)
+}
+
+fn first_nameserver(resolv_conf: &[u8]) -> Result<SocketAddr, DnsError> {
+    let config = resolv_conf::Config::parse(resolv_conf).map_err(DnsError::ParseResolvConf)?;
+    config
+        .nameservers
+        .first()
+        .map(|ip| SocketAddr::new(IpAddr::from(ip), DNS_PORT))
+        .ok_or(DnsError::NoNameserver)
+}
+
+/// The forwarder of one sandbox: its socket is bound at creation (so a failure stops the
+/// sandbox before its VM starts); it answers once started, and stops when dropped.
+#[derive(Debug)]
+pub(crate) struct DnsForwarder {
+    socket: Option<UdpSocket>,
+    task: Option<JoinHandle<()>>,
+    /// Shared with the query tasks.
+    context: Arc<Context>,
+}
+
+#[derive(Debug)]
+struct Context {
+    policy: EgressPolicy,
+    /// `None` when the host has no resolver: every allowed name then gets SERVFAIL.
+    upstream: Option<SocketAddr>,
+    netns: PathBuf,
+    table: CString,
+}
+
+impl DnsForwarder {
+    /// Binds the forwarder's socket on the gateway address inside `netns`, whose tap must
+    /// already carry that address.
+    pub(crate) fn bind(
+        netns: &Path,
+        table: CString,
+        policy: EgressPolicy,
+        upstream: Option<SocketAddr>,
+    ) -> Result<Self, DnsError> {
+        let at = SocketAddr::new(IpAddr::V4(GATEWAY_ADDR), DNS_PORT);
+        // A socket keeps the namespace it was made in, whichever thread uses it later.
+        let socket = netns::run_in(netns, || UdpSocket::bind(at))
+            .map_err(|source| DnsError::Netns {
+                netns: netns.to_owned(),
+                source,
+            })?
+            .map_err(|source| DnsError::Bind {
+                netns: netns.to_owned(),
+                source,
+            })?;
+        Ok(DnsForwarder {
+            socket: Some(socket),
+            task: None,
+            context: Arc::new(Context {
+                policy,
+                upstream,
+                netns: netns.to_owned(),
+                table,
+            }),
+        })
+    }
+
+    /// Starts answering. Must run inside a tokio runtime.
+    pub(crate) fn start(&mut self) -> Result<(), DnsError> {
+        let Some(socket) = self.socket.take() else {
+            return Ok(());
+        };
+        socket.set_nonblocking(true).map_err(DnsError::Register)?;
+        let socket = tokio::net::UdpSocket::from_std(socket).map_err(DnsError::Register)?;
+        self.task = Some(tokio::spawn(serve(Arc::new(socket), self.context.clone())));
+        Ok(())
+    }
+}
+
+impl Drop for DnsForwarder {
+    fn drop(&mut self) {
+        // Aborting the serving task drops its query tasks (a `JoinSet`) and the socket.
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+async fn serve(socket: Arc<tokio::net::UdpSocket>, context: Arc<Context>) {
+    let mut in_flight = JoinSet::new();
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let Ok((len, guest)) = received else { continue };
+                if in_flight.len() >= MAX_IN_FLIGHT {
+                    continue;
+                }
+                let query = buf[..len].to_vec();
+                let (socket, context) = (socket.clone(), context.clone());
+                in_flight.spawn(async move {
+                    if let Some(reply) = answer(&context, &query).await {
+                        let _ = socket.send_to(&reply, guest).await;
+                    }
+                });
+            }
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+    }
+}
+
+/// The reply to one query from the guest, or `None` for something that is not a query.
+async fn answer(context: &Context, query: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(query).ok()?;
+    if request.message_type() != MessageType::Query {
+        return None;
+    }
+    let [question] = request.queries() else {
+        return reply(&request, ResponseCode::FormErr);
+    };
+    if request.op_code() != OpCode::Query {
+        return reply(&request, ResponseCode::NotImp);
+    }
+    let name = question.name().to_ascii();
+    if !context.policy.resolves(&name) {
+        tracing::debug!(%name, "name not allowed; answering NXDOMAIN");
+        return reply(&request, ResponseCode::NXDomain);
+    }
+    let Some(upstream) = context.upstream else {
+        return reply(&request, ResponseCode::ServFail);
+    };
+    let Some(response) = ask_upstream(upstream, query, request.id()).await else {
+        return reply(&request, ResponseCode::ServFail);
+    };
+    if !context.policy.domains().is_empty() {
+        let resolved = resolved_addresses(&response);
+        if let Err(error) = allow_addresses(context, resolved).await {
+            tracing::warn!(%name, %error, "failed to allow resolved addresses; answering SERVFAIL");
+            return reply(&request, ResponseCode::ServFail);
+        }
+    }
+    response.to_vec().ok()
+}
+
+/// An answer with no records and `code`, echoing the question.
+fn reply(request: &Message, code: ResponseCode) -> Option<Vec<u8>> {
+    let mut message = Message::error_msg(request.id(), request.op_code(), code);
+    message
+        .add_queries(request.queries().iter().cloned())
+        .set_recursion_desired(request.recursion_desired())
+        .set_recursion_available(true);
+    message.to_vec().ok()
+}
+
+/// Sends `query` from the host's namespace to `upstream` and waits for the answer with `id`.
+async fn ask_upstream(upstream: SocketAddr, query: &[u8], id: u16) -> Option<Message> {
+    let local: SocketAddr = match upstream {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let exchange = async {
+        let socket = tokio::net::UdpSocket::bind(local).await.ok()?;
+        socket.connect(upstream).await.ok()?;
+        socket.send(query).await.ok()?;
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        loop {
+            let len = socket.recv(&mut buf).await.ok()?;
+            match Message::from_vec(&buf[..len]) {
+                Ok(message)
+                    if message.id() == id && message.message_type() == MessageType::Response =>
+                {
+                    return Some(message);
+                }
+                _ => continue,
+            }
+        }
+    };
+    let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, exchange).await;
+    if answer.is_err() {
+        tracing::debug!(%upstream, "upstream DNS server did not answer in time");
+    }
+    answer.ok().flatten()
+}
+
+/// The A/AAAA addresses among the answers, each with how long it may be used.
+fn resolved_addresses(response: &Message) -> Vec<(IpAddr, Duration)> {
+    response
+        .answers()
+        .iter()
+        .filter_map(|record| {
+            let addr = match record.data() {
+                RData::A(a) => IpAddr::V4(a.0),
+                RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+                _ => return None,
+            };
+            let ttl = Duration::from_secs(u64::from(record.ttl())).max(MIN_ALLOW_TTL);
+            Some((addr, ttl))
+        })
+        .collect()
+}
+
+/// Adds the addresses to the table's sets, from a thread inside the namespace.
+async fn allow_addresses(
+    context: &Context,
+    resolved: Vec<(IpAddr, Duration)>,
+) -> Result<(), String> {
+    if resolved.is_empty() {
+        return Ok(());
+    }
+    let (netns, table) = (context.netns.clone(), context.table.clone());
+    let added = tokio::task::spawn_blocking(move || {
+        netns::run_in(&netns, || {
+            resolved
+                .iter()
+                .try_for_each(|(addr, ttl)| nft::add_resolved(&table, *addr, *ttl))
+        })
+    })
+    .await;
+    match added {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(crate::network::error_chain(&e)),
+        Ok(Err(e)) => Err(crate::network::error_chain(&e)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, Record, RecordType};
+
+    fn query(name: &str) -> Message {
+        let mut message = Message::new();
+        message
+            .set_id(7)
+            .set_recursion_desired(true)
+            .add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        message
+    }
+
+    #[test]
+    fn test_reply_echoes_id_and_question_with_the_code() {
+        let bytes = reply(&query("blocked.example.test."), ResponseCode::NXDomain).unwrap();
+        let message = Message::from_vec(&bytes).unwrap();
+        assert_eq!(message.id(), 7);
+        assert_eq!(message.message_type(), MessageType::Response);
+        assert_eq!(message.response_code(), ResponseCode::NXDomain);
+        assert_eq!(message.queries(), query("blocked.example.test.").queries());
+    }
+
+    #[test]
+    fn test_resolved_addresses_take_a_records_with_ttl_floor() {
+        let mut response = query("a.example.test.");
+        let name = Name::from_ascii("a.example.test.").unwrap();
+        response.add_answer(Record::from_rdata(
+            name.clone(),
+            300,
+            RData::A(A::new(10, 0, 0, 1)),
+        ));
+        response.add_answer(Record::from_rdata(name, 0, RData::A(A::new(10, 0, 0, 2))));
+        let resolved = resolved_addresses(&response);
+        assert_eq!(
+            resolved,
+            vec![
+                ("10.0.0.1".parse().unwrap(), Duration::from_secs(300)),
+                ("10.0.0.2".parse().unwrap(), MIN_ALLOW_TTL),
+            ]
+        );
+    }
+
+    #[test]
+    fn test_first_nameserver_is_the_upstream_on_port_53() {
+        let text = b"search example.test\nnameserver 10.255.255.53\nnameserver ::1\n";
+        assert_eq!(
+            first_nameserver(text).unwrap(),
+            "10.255.255.53:53".parse().unwrap()
+        );
+        assert!(matches!(
+            first_nameserver(b"search example.test\n"),
+            Err(DnsError::NoNameserver)
+        ));
+    }
+}
