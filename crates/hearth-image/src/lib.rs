@@ -19,6 +19,7 @@ mod pull;
 mod reference;
 mod refusal;
 mod rootfs;
+mod space;
 mod store;
 
 pub use blob_cache::{BlobCache, BlobError};

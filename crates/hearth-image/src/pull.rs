@@ -19,6 +19,7 @@ use crate::digest::{Digest, DigestError};
 use crate::docker_config::Credentials;
 use crate::reference::{is_loopback_host, ImageRef};
 use crate::refusal::{message_of, refusal_message};
+use crate::space;
 use crate::store::{ImageRecord, ImageStore, StoreError};
 
 /// Attempts per blob: a dropped connection or a short read is retried, a bad digest too (the
@@ -125,6 +126,13 @@ pub enum PullError {
         attempts: u32,
         #[source]
         source: BlobFetchError,
+    },
+    #[error("no space left in `{}` for blob {digest}: it needs {needed} bytes, {available} are free", dir.display())]
+    NoSpaceForBlob {
+        dir: std::path::PathBuf,
+        digest: Digest,
+        needed: u64,
+        available: u64,
     },
     #[error("failed to store the image")]
     Store(#[from] StoreError),
@@ -362,11 +370,13 @@ impl Fetcher<'_> {
         if self.store.blobs().contains(digest) {
             return Ok(());
         }
+        self.check_space(descriptor, digest)?;
         let mut attempt = 1;
         loop {
             match self.once(descriptor, digest, report).await {
                 Ok(()) => return Ok(()),
-                Err(source) if attempt >= BLOB_ATTEMPTS => {
+                // The disk filled up while writing: another attempt would too.
+                Err(source) if attempt >= BLOB_ATTEMPTS || space::is_no_space(&source) => {
                     return Err(PullError::Blob {
                         digest: digest.clone(),
                         attempts: attempt,
@@ -379,6 +389,25 @@ impl Fetcher<'_> {
                     attempt += 1;
                 }
             }
+        }
+    }
+
+    /// Refuses a download that cannot fit, before a byte of it is written.
+    fn check_space(&self, descriptor: &OciDescriptor, digest: &Digest) -> Result<(), PullError> {
+        let dir = self
+            .store
+            .blobs()
+            .temp_dir_parent()
+            .map_err(StoreError::from)?;
+        let needed = u64::try_from(descriptor.size).unwrap_or(0);
+        match space::free_bytes(dir) {
+            Some(available) if available < needed => Err(PullError::NoSpaceForBlob {
+                dir: dir.to_owned(),
+                digest: digest.clone(),
+                needed,
+                available,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -405,7 +434,12 @@ impl Fetcher<'_> {
         };
         self.client
             .pull_blob(self.reference.oci(), descriptor, &mut writer)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // oci-client reports our writer's failures as its own.
+                OciDistributionError::IoError(source) => write_err(source),
+                e => BlobFetchError::Registry(e),
+            })?;
         writer.inner.flush().await.map_err(write_err)?;
         // Size and digest are checked again on the file itself: what is cached is what was
         // checked.

@@ -18,6 +18,7 @@ use crate::config::ImageConfig;
 use crate::digest::Digest;
 use crate::layer::{self, LayerError};
 use crate::rootfs::{self, RootfsError};
+use crate::space;
 
 const RECORD: &str = "image.json";
 const ROOTFS: &str = "rootfs.ext4";
@@ -57,6 +58,13 @@ pub enum StoreError {
     },
     #[error("blob cache")]
     Blob(#[from] BlobError),
+    #[error("no space left in `{}` to build the base image for {digest}", dir.display())]
+    NoSpace {
+        dir: PathBuf,
+        digest: Digest,
+        #[source]
+        source: Box<StoreError>,
+    },
 }
 
 /// What hearth keeps about one image (one manifest digest).
@@ -136,8 +144,28 @@ impl ImageStore {
         }
     }
 
-    /// Builds the base image of `digest` from cached layers, unless it is already there.
+    /// Builds the base image of `digest` from cached layers, unless it is already there. The
+    /// staging dir goes on any failure, so a full disk is left as it was found.
     pub fn build(
+        &self,
+        digest: &Digest,
+        config: &ImageConfig,
+        layers: &[Digest],
+    ) -> Result<ImageRecord, StoreError> {
+        self.build_staged(digest, config, layers).map_err(|e| {
+            if space::is_no_space(&e) {
+                StoreError::NoSpace {
+                    dir: self.dir.clone(),
+                    digest: digest.clone(),
+                    source: Box::new(e),
+                }
+            } else {
+                e
+            }
+        })
+    }
+
+    fn build_staged(
         &self,
         digest: &Digest,
         config: &ImageConfig,

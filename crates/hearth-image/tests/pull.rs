@@ -8,8 +8,12 @@ use hearth_image::{
     layer::LayerError, BlobFetchError, Digest, ImageRef, ImageStore, PullConfig, PullError,
     PullReporter, StoreError,
 };
-use hearth_test_support::oci_layout::{busybox_entries, Compression, Entry, TestConfig, TestImage};
+use hearth_test_support::cutting_proxy::CuttingProxy;
+use hearth_test_support::oci_layout::{
+    busybox_entries, incompressible, Compression, Entry, TestConfig, TestImage,
+};
 use hearth_test_support::registry::LocalRegistry;
+use hearth_test_support::tmpfs::SmallTmpfs;
 
 /// A state dir's image store in a temp dir.
 struct Store {
@@ -18,7 +22,11 @@ struct Store {
 }
 
 fn store() -> Store {
-    let dir = tempfile::tempdir().unwrap();
+    store_in(&std::env::temp_dir())
+}
+
+fn store_in(parent: &Path) -> Store {
+    let dir = tempfile::tempdir_in(parent).unwrap();
     let store = ImageStore::new(
         dir.path().join("images"),
         dir.path().join("blobs"),
@@ -44,6 +52,16 @@ impl PullReporter for Counter {
     fn on_layer_progress(&self, _: &Digest, _: u64) {}
     fn on_layer_done(&self, _: &Digest) {}
     fn on_build(&self, _: &Digest) {}
+}
+
+/// An image of one gzip layer holding one file.
+fn one_file_image(name: &str, data: Vec<u8>) -> TestImage {
+    TestImage::new(TestConfig::default())
+        .layer(
+            &[Entry::File(name.into(), data, 0o644, 0, 0)],
+            Compression::Gzip,
+        )
+        .unwrap()
 }
 
 fn push(registry: &LocalRegistry, image: &TestImage, repo: &str) -> String {
@@ -180,7 +198,7 @@ async fn test_pull_blob_with_wrong_digest_fails_and_caches_nothing() {
 }
 
 #[tokio::test]
-async fn test_pull_other_architecture_is_refused() {
+async fn test_pull_other_architecture_is_refused_naming_what_there_is() {
     let registry = LocalRegistry::start().unwrap();
     let image = TestImage::new(TestConfig {
         architecture: Some("arm64".into()),
@@ -188,13 +206,33 @@ async fn test_pull_other_architecture_is_refused() {
     })
     .layer(&[Entry::file("a", "1")], Compression::Gzip)
     .unwrap();
-    push(&registry, &image, "arm");
     let s = store();
+
+    // A bare manifest whose config says arm64.
+    push(&registry, &image, "arm");
     let err = pull(&s.store, &reference(&registry, "arm"))
         .await
         .unwrap_err();
     assert!(matches!(err, PullError::NoPlatform { .. }), "{err:?}");
     assert!(err.to_string().contains("linux/amd64"), "{err}");
+
+    // An index listing only linux/arm64: refused before any blob is fetched.
+    let layout = tempfile::tempdir().unwrap();
+    image
+        .write_index_layout(layout.path(), "1", "linux", "arm64")
+        .unwrap();
+    registry.push_layout(layout.path(), "1", "armonly").unwrap();
+    let s = store();
+    let err = pull(&s.store, &reference(&registry, "armonly"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::NoPlatform { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("has no linux/amd64 image, only linux/arm64"),
+        "{err}"
+    );
+    assert!(s.store.blobs().list().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -241,6 +279,75 @@ async fn test_pull_escaping_layers_are_refused_and_leave_nothing() {
     assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
     assert!(s.store.list().unwrap().is_empty());
     assert!(leftovers(s.dir.path(), ".building").is_empty());
+}
+
+#[tokio::test]
+async fn test_pull_download_cut_short_is_retried_then_fails_and_caches_nothing() {
+    let registry = LocalRegistry::start().unwrap();
+    let image = one_file_image("big", incompressible(256 << 10));
+    push(&registry, &image, "cut");
+    let layer = format!("sha256:{}", image_layer_digest(&registry, "cut"));
+    let via =
+        |proxy: &CuttingProxy| -> ImageRef { format!("{}/cut:1", proxy.host()).parse().unwrap() };
+
+    // Cut once: the second attempt gets the whole blob.
+    let once = CuttingProxy::start(&registry.host(), &layer, 1).unwrap();
+    let s = store();
+    let record = pull(&s.store, &via(&once)).await.unwrap();
+    assert_eq!(once.cuts_made(), 1);
+    assert!(s.store.rootfs(&record.digest).is_file());
+
+    // Cut every time: every attempt is made, then a failure naming the blob.
+    let always = CuttingProxy::start(&registry.host(), &layer, usize::MAX).unwrap();
+    let s = store();
+    let err = pull(&s.store, &via(&always)).await.unwrap_err();
+    assert!(
+        matches!(err, PullError::Blob { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(always.cuts_made(), 3);
+    assert!(err.to_string().contains(&layer), "{err}");
+    // Nothing half-written, nothing under the blob's digest, no image.
+    assert!(leftovers(s.dir.path(), ".partial").is_empty());
+    let cached = s.store.blobs().list().unwrap();
+    assert!(cached.iter().all(|d| d.to_string() != layer), "{cached:?}");
+    assert!(s.store.list().unwrap().is_empty());
+
+    // The same store pulls fine once the registry is healthy.
+    pull(&s.store, &reference(&registry, "cut")).await.unwrap();
+}
+
+#[tokio::test]
+async fn test_pull_out_of_space_fails_clearly_and_leaves_the_store_usable() {
+    let registry = LocalRegistry::start().unwrap();
+    // 8 MiB: room for a small image, not for a 12 MB blob nor for 32 MB unpacked.
+    let disk = SmallTmpfs::mount(8 << 20).unwrap();
+    let s = store_in(disk.path());
+    let big_blob = one_file_image("big", incompressible(12 << 20));
+    push(&registry, &big_blob, "bigblob");
+    // Zeros: a tiny download that does not fit once unpacked.
+    let big_tree = one_file_image("zeros", vec![0; 32 << 20]);
+    push(&registry, &big_tree, "bigtree");
+
+    for repo in ["bigblob", "bigtree"] {
+        let err = pull(&s.store, &reference(&registry, repo))
+            .await
+            .unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert!(chain.contains("no space left in"), "{repo}: {chain}");
+        assert!(leftovers(s.dir.path(), ".partial").is_empty(), "{repo}");
+        assert!(leftovers(s.dir.path(), ".building").is_empty(), "{repo}");
+        assert!(s.store.list().unwrap().is_empty(), "{repo}");
+    }
+
+    let small = TestImage::new(TestConfig::default())
+        .layer(&[Entry::file("etc/motd", "hi")], Compression::Gzip)
+        .unwrap();
+    push(&registry, &small, "small");
+    let record = pull(&s.store, &reference(&registry, "small"))
+        .await
+        .unwrap();
+    assert!(s.store.rootfs(&record.digest).is_file());
 }
 
 /// The single layer's digest hex of `repo:1`, read from the registry's own storage.

@@ -8,16 +8,20 @@
 //!   HTTP and UDP echo servers: the only place network tests send traffic.
 //! - [`registry::LocalRegistry`]: a real `docker-registry` on 127.0.0.1, and
 //!   [`oci_layout::TestImage`]: images built entry by entry to push to it.
+//! - [`cutting_proxy::CuttingProxy`]: a proxy before the registry that breaks off a blob download.
+//! - [`tmpfs::SmallTmpfs`]: a tiny filesystem to run out of space on.
 //! - [`pty::PtySession`]: runs `hearth` on a pseudo-terminal for interactive tests.
 //! - [`wait_until`]: polling instead of sleeps.
 
 pub mod assets;
+pub mod cutting_proxy;
 pub mod host;
 pub mod initramfs;
 pub mod netns;
 pub mod oci_layout;
 pub mod pty;
 pub mod registry;
+pub mod tmpfs;
 
 use std::time::{Duration, Instant};
 

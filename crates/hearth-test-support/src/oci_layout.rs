@@ -112,11 +112,7 @@ impl TestImage {
     pub fn write_layout(&self, dir: &Path, tag: &str) -> anyhow::Result<String> {
         let blobs = dir.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).context("creating the layout")?;
-        let put = |data: &[u8]| -> anyhow::Result<String> {
-            let digest = sha256(data);
-            std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), data)?;
-            Ok(digest)
-        };
+        let put = |data: &[u8]| put_blob(dir, data);
         let c = &self.config;
         let config = serde_json::to_vec(&json!({
             "architecture": c.architecture.as_deref().unwrap_or("amd64"),
@@ -142,19 +138,92 @@ impl TestImage {
         }))?;
         let manifest_digest = put(&manifest)?;
         std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        std::fs::write(
-            dir.join("index.json"),
-            serde_json::to_vec(&json!({
-                "schemaVersion": 2,
-                "manifests": [{
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "digest": manifest_digest, "size": manifest.len(),
-                    "annotations": {"org.opencontainers.image.ref.name": tag},
-                }],
-            }))?,
+        write_tag(
+            dir,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest_digest,
+            manifest.len(),
         )?;
         Ok(manifest_digest)
     }
+
+    /// Writes the layout with `tag` naming an image index whose only entry is this image,
+    /// listed as platform `os`/`architecture` (push with [`crate::registry::LocalRegistry`],
+    /// which copies every entry). Returns the index digest.
+    pub fn write_index_layout(
+        &self,
+        dir: &Path,
+        tag: &str,
+        os: &str,
+        architecture: &str,
+    ) -> anyhow::Result<String> {
+        let manifest_digest = self.write_layout(dir, tag)?;
+        let manifest_path = dir
+            .join("blobs/sha256")
+            .join(manifest_digest.trim_start_matches("sha256:"));
+        let manifest_len = std::fs::metadata(manifest_path)?.len();
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest, "size": manifest_len,
+                "platform": {"os": os, "architecture": architecture},
+            }],
+        }))?;
+        let index_digest = put_blob(dir, &index)?;
+        write_tag(
+            dir,
+            tag,
+            "application/vnd.oci.image.index.v1+json",
+            &index_digest,
+            index.len(),
+        )?;
+        Ok(index_digest)
+    }
+}
+
+/// Stores `data` in the layout at `dir`; its digest.
+fn put_blob(dir: &Path, data: &[u8]) -> anyhow::Result<String> {
+    let digest = sha256(data);
+    let path = dir
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    std::fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
+    Ok(digest)
+}
+
+/// Points the layout's `index.json` at one descriptor named `tag`.
+fn write_tag(
+    dir: &Path,
+    tag: &str,
+    media_type: &str,
+    digest: &str,
+    size: usize,
+) -> anyhow::Result<()> {
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": media_type, "digest": digest, "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)
+        .context("writing index.json")
+}
+
+/// `len` bytes gzip cannot shrink (xorshift), for layers whose size must survive compression.
+pub fn incompressible(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
 }
 
 /// A layer with static busybox as `/bin/busybox` and the applets tests use as hard links.

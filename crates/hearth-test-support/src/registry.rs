@@ -109,7 +109,8 @@ impl LocalRegistry {
     pub fn push_layout(&self, layout: &Path, tag: &str, repo: &str) -> anyhow::Result<()> {
         require(SKOPEO, "skopeo")?;
         let mut skopeo = Command::new(SKOPEO);
-        skopeo.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        // `--all`: an index goes over whole, whatever platforms it lists.
+        skopeo.args(["copy", "--all", "--quiet", "--dest-tls-verify=false"]);
         if let Some((user, password)) = &self.account {
             skopeo.arg(format!("--dest-creds={user}:{password}"));
         }

@@ -1,7 +1,9 @@
 //! OCI images end to end: images built here, pushed to a real registry on 127.0.0.1, pulled and
 //! booted by `hearth run`, checked from inside the guest.
 
-use hearth_test_support::oci_layout::{busybox_entries, Compression, Entry, TestConfig, TestImage};
+use hearth_test_support::oci_layout::{
+    busybox_entries, incompressible, Compression, Entry, TestConfig, TestImage,
+};
 use hearth_test_support::registry::LocalRegistry;
 
 use crate::{code, host, stderr, stdout};
@@ -59,6 +61,17 @@ fn test_image() -> TestImage {
     .unwrap()
 }
 
+/// `hearth image ls --json`.
+fn image_list(host: &hearth_test_support::host::TestHost) -> serde_json::Value {
+    let output = host
+        .hearth()
+        .args(["image", "ls", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 #[test]
 fn test_run_registry_image_sees_merged_tree_and_config() {
     let registry = LocalRegistry::start().unwrap();
@@ -112,12 +125,7 @@ fn test_run_registry_image_sees_merged_tree_and_config() {
     assert_eq!(stdout(&output), "0\nbye\n/home/app\n");
 
     // Listed, removed, pruned.
-    let output = host
-        .hearth()
-        .args(["image", "ls", "--json"])
-        .output()
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let list = image_list(&host);
     assert_eq!(list[0]["names"][0], image.as_str());
     assert_eq!(list[0]["config"]["user"], "app");
     let output = host
@@ -193,19 +201,16 @@ fn test_image_import_names_and_lists_the_image() {
 #[test]
 fn test_pull_progress_bars_on_a_terminal_lines_when_piped_only_the_digest_when_quiet() {
     let registry = LocalRegistry::start().unwrap();
-    // Incompressible bytes (xorshift) so the layer is big enough to be seen arriving.
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let noise: Vec<u8> = (0..2_000_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect();
+    // Incompressible, so the layer is big enough to be seen arriving.
     let image = TestImage::new(TestConfig::default())
         .layer(
-            &[Entry::File("noise".into(), noise, 0o644, 0, 0)],
+            &[Entry::File(
+                "noise".into(),
+                incompressible(2_000_000),
+                0o644,
+                0,
+                0,
+            )],
             Compression::Gzip,
         )
         .unwrap();
@@ -262,4 +267,56 @@ fn test_pull_progress_bars_on_a_terminal_lines_when_piped_only_the_digest_when_q
     assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
     assert_eq!(stderr(&output), "");
     assert_eq!(stdout(&output), format!("{digest}\n"));
+}
+
+#[test]
+fn test_concurrent_pulls_of_one_image_share_one_cache_and_the_image_runs() {
+    let registry = LocalRegistry::start().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let digest = test_image().write_layout(layout.path(), "1").unwrap();
+    registry.push_layout(layout.path(), "1", "twice").unwrap();
+    let image = format!("{}/twice:1", registry.host());
+    let host = host();
+
+    let pulls: Vec<_> = (0..2)
+        .map(|_| {
+            host.hearth()
+                .args(["pull", "-q", &image])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for pull in pulls {
+        let output = pull.wait_with_output().unwrap();
+        assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+        assert_eq!(stdout(&output), format!("{digest}\n"));
+    }
+
+    // One copy of each blob (config + two layers), nothing half-written, one image.
+    let blobs: Vec<String> = std::fs::read_dir(host.state_dir().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(blobs.len(), 3, "{blobs:?}");
+    let list = image_list(&host);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["names"], serde_json::json!([image]));
+    let images_dir: Vec<String> = std::fs::read_dir(host.state_dir().join("images/oci"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".building"))
+        .collect();
+    assert!(images_dir.is_empty(), "staging left behind: {images_dir:?}");
+
+    let output = host
+        .hearth()
+        // The entrypoint is `sh -c`: the command is one string.
+        .args(["run", &image, "--", "cat /data/keep"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), "kept\n");
+    host.assert_clean();
 }

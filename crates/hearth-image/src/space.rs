@@ -1,0 +1,29 @@
+//! Running out of disk space, told apart from other I/O failures: a retry cannot help, and the
+//! user needs to hear "no space", not "registry request failed".
+
+use std::error::Error;
+use std::io;
+use std::path::Path;
+
+/// True when an `ENOSPC` (or quota) error is anywhere in `error`'s chain.
+pub(crate) fn is_no_space(error: &(dyn Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
+        }) {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
+}
