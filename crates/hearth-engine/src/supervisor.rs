@@ -101,7 +101,12 @@ pub fn write_spec(state: &StateDir, id: &str, spec: &DetachedSpec) -> Result<(),
     })
 }
 
-fn read_spec(path: &Path) -> Result<DetachedSpec, SupervisorError> {
+/// Reads the spec of sandbox `id`.
+pub fn read_spec(state: &StateDir, id: &str) -> Result<DetachedSpec, SupervisorError> {
+    read_spec_file(&spec_path(state, id))
+}
+
+fn read_spec_file(path: &Path) -> Result<DetachedSpec, SupervisorError> {
     let bytes = std::fs::read(path).map_err(|source| SupervisorError::File {
         action: "read",
         path: path.to_owned(),
@@ -126,7 +131,7 @@ enum Ending {
 pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError> {
     let state = engine.state();
     let db = StateDb::open(&state.database())?;
-    let spec = read_spec(&spec_path(state, id))?;
+    let spec = read_spec(state, id)?;
     db.set_supervisor(id, std::process::id())?;
     let mut term = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
     let mut kill = signal(SignalKind::user_defined1()).map_err(SupervisorError::Signals)?;

@@ -9,6 +9,7 @@
 //! - [`pool`]: the fixed guest addresses and the host-side `/30` pool.
 //! - [`netns`]: named namespaces and running code inside one.
 //! - [`NetNames`]: every host object's name, `hearth` prefix plus sandbox id.
+//! - [`view`]: what `inspect` shows of a sandbox's network.
 
 pub mod dns;
 mod domain;
@@ -21,6 +22,7 @@ pub mod policy;
 pub mod pool;
 pub mod publish;
 mod sys;
+pub mod view;
 
 pub use link::LinkError;
 pub use names::{InvalidSandboxId, NetNames};

@@ -190,7 +190,21 @@ impl Links {
 
     /// Every address configured on any interface of this namespace.
     pub async fn addresses(&self) -> Result<Vec<IpAddr>, LinkError> {
-        let mut stream = self.handle.address().get().execute();
+        self.addresses_filtered(None).await
+    }
+
+    /// The addresses of link `name`.
+    pub async fn addresses_of(&self, name: &str) -> Result<Vec<IpAddr>, LinkError> {
+        let index = self.index(name).await?;
+        self.addresses_filtered(Some(index)).await
+    }
+
+    async fn addresses_filtered(&self, index: Option<u32>) -> Result<Vec<IpAddr>, LinkError> {
+        let mut request = self.handle.address().get();
+        if let Some(index) = index {
+            request = request.set_link_index_filter(index);
+        }
+        let mut stream = request.execute();
         let mut out = Vec::new();
         while let Some(message) = stream
             .try_next()

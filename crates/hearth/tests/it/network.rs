@@ -234,6 +234,24 @@ fn test_sigterm_during_a_run_removes_the_network() {
     assert_sandbox_network_removed(&id);
 }
 
+/// Runs `hearth ARGS`, which must succeed; returns its stdout.
+fn ok(host: &TestHost, args: &[&str]) -> String {
+    let output = host.hearth().args(args).output().unwrap();
+    assert_eq!(code(&output), 0, "{args:?}: {}", stderr(&output));
+    stdout(&output)
+}
+
+/// What a published port at `addr` answers, polling up to `wait` (the guest's listener may not
+/// be up yet: a connection that finds nothing closes empty).
+fn published_reply(addr: std::net::SocketAddr, wait: std::time::Duration) -> Option<String> {
+    hearth_test_support::wait_until(wait, || {
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        let mut reply = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut reply).ok()?;
+        (!reply.is_empty()).then_some(reply)
+    })
+}
+
 /// A free port on 127.0.0.1 (bound and released; the kernel does not hand it out again soon).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -250,13 +268,10 @@ fn test_published_port_reaches_the_guest_from_host_loopback() {
     let publish = format!("{port}:8000");
     let script = "hostname; nc -l -p 8000 -e echo published";
     let (child, id) = spawn_run(&host, &["-p", &publish, "--", "sh", "-c", script]);
-    // The guest's listener may not be up yet: a connection that finds nothing closes empty.
-    let reply = hearth_test_support::wait_until(std::time::Duration::from_secs(20), || {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        let mut reply = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut reply).ok()?;
-        (!reply.is_empty()).then_some(reply)
-    });
+    let reply = published_reply(
+        ([127, 0, 0, 1], port).into(),
+        std::time::Duration::from_secs(20),
+    );
     let output = child.wait_with_output().unwrap();
     assert_eq!(
         reply.as_deref(),
@@ -291,11 +306,7 @@ fn test_publishing_a_port_in_use_fails_before_any_vm_starts() {
 #[test]
 fn test_detached_sandbox_gets_its_network_flags_and_rm_removes_its_network() {
     let host = host();
-    let run = |args: &[&str]| {
-        let output = host.hearth().args(args).output().unwrap();
-        assert_eq!(code(&output), 0, "{args:?}: {}", stderr(&output));
-        stdout(&output)
-    };
+    let run = |args: &[&str]| ok(&host, args);
     let plain = run(&["run", "-d"]).trim().to_owned();
     let none = run(&["run", "-d", "--network", "none"]).trim().to_owned();
     assert_eq!(run(&["exec", &none, "--", "ls", "/sys/class/net"]), "lo\n");
@@ -420,4 +431,73 @@ fn test_allow_all_resolves_every_name_but_only_through_the_forwarder() {
         "0",
         "DNS to any server but hearth's forwarder is blocked, even with --allow-udp: {lines:?}"
     );
+}
+
+#[test]
+fn test_two_sandboxes_reach_neither_each_others_links_nor_published_ports() {
+    let host = host();
+    let run = |args: &[&str]| ok(&host, args);
+    let listener = "while true; do nc -l -p 8000 -e echo published; done";
+    let ports = [free_port(), free_port()];
+    let ids = ports.map(|port| {
+        let publish = format!("0.0.0.0:{port}:8000");
+        run(&["run", "-d", "-p", &publish, "--", "sh", "-c", listener])
+            .trim()
+            .to_owned()
+    });
+    let views = ids.clone().map(|id| {
+        let inspected: serde_json::Value = serde_json::from_str(&run(&["inspect", &id])).unwrap();
+        inspected[0]["network"].clone()
+    });
+    for ((id, view), port) in ids.iter().zip(&views).zip(ports) {
+        assert_eq!(view["guest"], "172.30.255.2/30", "{view}");
+        assert_eq!(view["nameserver"], "172.30.255.1", "{view}");
+        assert_eq!(view["policy"]["egress"], "allow_all", "{view}");
+        assert_eq!(view["host_link"]["name"], format!("hth{id}"), "{view}");
+        assert_eq!(
+            view["published"],
+            serde_json::json!([format!("0.0.0.0:{port}->8000/tcp")])
+        );
+    }
+    let addr = |view: &serde_json::Value, end: &str| -> std::net::Ipv4Addr {
+        view["host_link"][end].as_str().unwrap().parse().unwrap()
+    };
+    // The host reaches each published port by the sandbox's pool address: what the other
+    // sandbox fails to reach below is there.
+    for (view, port) in views.iter().zip(ports) {
+        let at = (addr(view, "host"), port).into();
+        let reply = published_reply(at, std::time::Duration::from_secs(30));
+        assert_eq!(reply.as_deref(), Some("published\n"));
+    }
+    for (me, other) in [(0, 1), (1, 0)] {
+        let reach = |target: std::net::Ipv4Addr, port: u16| {
+            format!("nc -w 3 {target} {port} </dev/null | grep -q published")
+        };
+        let script = probes(&[
+            (
+                "published",
+                reach(addr(&views[other], "host"), ports[other]),
+            ),
+            ("host_end", reach(addr(&views[other], "host"), 8000)),
+            (
+                "namespace_end",
+                reach(addr(&views[other], "namespace"), 8000),
+            ),
+        ]);
+        let out = run(&["exec", &ids[me], "--", "sh", "-c", &script]);
+        let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+        for probe in ["published", "host_end", "namespace_end"] {
+            assert_ne!(
+                status(&lines, probe),
+                "0",
+                "{probe} from {}: {lines:?}",
+                ids[me]
+            );
+        }
+    }
+    run(&["rm", "-f", &ids[0], &ids[1]]);
+    for id in &ids {
+        assert_sandbox_network_removed(id);
+    }
+    host.assert_clean();
 }

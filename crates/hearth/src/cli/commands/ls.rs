@@ -1,9 +1,13 @@
-//! `hearth ls` and `hearth inspect`: what the state database knows.
+//! `hearth ls` and `hearth inspect`: what the state database knows; `inspect` adds the
+//! sandbox's network from its spec and the host.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
+use hearth_engine::net::view::{self, NetworkView};
 use hearth_engine::paths::StateDir;
 use hearth_engine::state::{SandboxRecord, StateDb};
+use hearth_engine::supervisor;
 
 use crate::cli::args::{LsArgs, SandboxesArgs};
 
@@ -43,14 +47,34 @@ pub fn ls(state: &StateDir, args: &LsArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// One sandbox as `inspect` prints it: the stored record and its network.
+#[derive(Debug, serde::Serialize)]
+struct Inspected {
+    #[serde(flatten)]
+    record: SandboxRecord,
+    /// `null` for `--network none`.
+    network: Option<NetworkView>,
+}
+
 pub fn inspect(state: &StateDir, args: &SandboxesArgs) -> anyhow::Result<i32> {
     let db = StateDb::open(&state.database())?;
-    let records = args
+    let inspected = args
         .sandboxes
         .iter()
-        .map(|q| db.find(q))
-        .collect::<Result<Vec<_>, _>>()?;
-    println!("{}", serde_json::to_string_pretty(&records)?);
+        .map(|q| {
+            let record = db.find(q)?;
+            let spec = supervisor::read_spec(state, &record.id)?;
+            let network = spec
+                .config
+                .network
+                .as_ref()
+                .map(|config| view::describe(&record.id, config))
+                .transpose()
+                .with_context(|| format!("failed to describe the network of `{}`", record.id))?;
+            Ok(Inspected { record, network })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    println!("{}", serde_json::to_string_pretty(&inspected)?);
     Ok(0)
 }
 
