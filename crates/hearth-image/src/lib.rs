@@ -30,5 +30,5 @@ pub use import::{import, ImportError, Imported};
 pub use login::{verify as verify_login, LoginError};
 pub use pull::{build, pull, BlobFetchError, NoReporter, PullConfig, PullError, PullReporter};
 pub use reference::{is_loopback_host, ImageRef, ReferenceError};
-pub use rootfs::RootfsError;
+pub use rootfs::{make_ext4, Ext4Size, RootfsError};
 pub use store::{ImageRecord, ImageStore, ImageSummary, PruneReport, StoreError};

@@ -1,4 +1,5 @@
-//! Turning a merged tree into the read-only ext4 base image a VM mounts as `/dev/vda`.
+//! Turning a merged tree into the read-only ext4 base image a VM mounts as `/dev/vda`; also
+//! how the engine makes its built-in default image ([`make_ext4`]).
 
 use std::fs;
 use std::io;
@@ -66,15 +67,42 @@ fn measure(dir: &Path) -> Result<TreeSize, RootfsError> {
 pub fn build(mkfs: &Path, tree: &Path, image: &Path) -> Result<(), RootfsError> {
     let size = measure(tree)?;
     // A fifth more than the files, for directories' and extents' blocks.
-    let bytes = size.bytes + size.bytes / 5 + OVERHEAD_BYTES;
-    let inodes = size.inodes + size.inodes / 5 + 1024;
-    let output = Command::new(mkfs)
+    let ext4 = Ext4Size {
+        bytes: size.bytes + size.bytes / 5 + OVERHEAD_BYTES,
+        inodes: Some(size.inodes + size.inodes / 5 + 1024),
+    };
+    make_ext4(mkfs, tree, image, LABEL, ext4)
+}
+
+/// How big an ext4 image is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ext4Size {
+    pub bytes: u64,
+    /// mkfs's own estimate when `None`.
+    pub inodes: Option<u64>,
+}
+
+/// Runs `mkfs.ext4 -d` the way every hearth base image is made: from `tree`, owned by root,
+/// labelled `label`, with no journal and no reserved blocks (the image is only ever read).
+pub fn make_ext4(
+    mkfs: &Path,
+    tree: &Path,
+    image: &Path,
+    label: &str,
+    size: Ext4Size,
+) -> Result<(), RootfsError> {
+    let mut command = Command::new(mkfs);
+    command
         .args(["-q", "-F", "-d"])
         .arg(tree)
-        .args(["-L", LABEL, "-O", "^has_journal", "-m", "0", "-b", "4096"])
-        .args(["-N", &inodes.to_string(), "-E", "root_owner=0:0"])
+        .args(["-L", label, "-O", "^has_journal", "-m", "0", "-b", "4096"])
+        .args(["-E", "root_owner=0:0"]);
+    if let Some(inodes) = size.inodes {
+        command.args(["-N", &inodes.to_string()]);
+    }
+    let output = command
         .arg(image)
-        .arg(format!("{}k", bytes.div_ceil(1024)))
+        .arg(format!("{}k", size.bytes.div_ceil(1024)))
         .stdin(Stdio::null())
         .output()
         .map_err(|source| RootfsError::Spawn {

@@ -7,6 +7,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use hearth_image::{make_ext4, Ext4Size, RootfsError};
+
 use super::elf::{self, ElfError};
 use super::fingerprint::{AtomicFile, Fingerprint};
 use crate::doctor::find_program;
@@ -100,17 +102,11 @@ pub enum DefaultImageError {
          install it with `apt-get install e2fsprogs`"
     )]
     MkfsMissing,
-    #[error("failed to run `{}`", program.display())]
-    MkfsSpawn {
-        program: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("`mkfs.ext4` failed to make `{}` ({status}): {stderr}", path.display())]
+    #[error("failed to make the default image `{}`", path.display())]
     Mkfs {
         path: PathBuf,
-        status: String,
-        stderr: String,
+        #[source]
+        source: RootfsError,
     },
     #[error("failed to write the default image `{}`", path.display())]
     Write {
@@ -159,7 +155,16 @@ pub(crate) fn build(dest: &Path, busybox: &Path) -> Result<(), DefaultImageError
         source,
     };
     let out = AtomicFile::create(dest).map_err(write_err)?;
-    run_mkfs(&mkfs, staging.path(), out.temp_path(), dest)?;
+    let size = Ext4Size {
+        bytes: u64::from(SIZE_MIB) << 20,
+        inodes: None,
+    };
+    make_ext4(&mkfs, staging.path(), out.temp_path(), LABEL, size).map_err(|source| {
+        DefaultImageError::Mkfs {
+            path: dest.to_owned(),
+            source,
+        }
+    })?;
     out.commit(0o644).map_err(write_err)
     // `staging` is removed when dropped, on success and on every error above.
 }
@@ -275,43 +280,6 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// `mkfs.ext4` the tree at `staging` into the file `image` (named `dest` in messages).
-fn run_mkfs(
-    mkfs: &Path,
-    staging: &Path,
-    image: &Path,
-    dest: &Path,
-) -> Result<(), DefaultImageError> {
-    let output = Command::new(mkfs)
-        .args(["-q", "-F", "-d"])
-        .arg(staging)
-        .args([
-            "-L",
-            LABEL,
-            "-O",
-            "^has_journal",
-            "-m",
-            "0",
-            "-E",
-            "root_owner=0:0",
-        ])
-        .arg(image)
-        .arg(format!("{SIZE_MIB}M"))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| DefaultImageError::MkfsSpawn {
-            program: mkfs.to_owned(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(DefaultImageError::Mkfs {
-            path: dest.to_owned(),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
