@@ -99,6 +99,40 @@ pub enum NetworkError {
     Teardown { id: String, failures: String },
 }
 
+impl NetworkError {
+    /// Whether the host refused an operation for lack of privilege (EPERM or EACCES anywhere in
+    /// the chain): making a sandbox network needs CAP_NET_ADMIN and CAP_SYS_ADMIN.
+    pub fn is_permission_denied(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = cause {
+            if errno_of(error).is_some_and(|errno| errno == libc::EPERM || errno == libc::EACCES) {
+                return true;
+            }
+            cause = error.source();
+        }
+        false
+    }
+}
+
+/// The errno an error carries, for the error types the network code meets.
+fn errno_of(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let netlink_errno = |error: &rtnetlink::Error| match error {
+        rtnetlink::Error::NetlinkError(message) => Some(message.raw_code().abs()),
+        _ => None,
+    };
+    if let Some(io) = error.downcast_ref::<std::io::Error>() {
+        io.raw_os_error()
+    } else if let Some(errno) = error.downcast_ref::<nix::Error>() {
+        Some(*errno as i32)
+    } else if let Some(netlink) = error.downcast_ref::<rtnetlink::Error>() {
+        netlink_errno(netlink)
+    } else {
+        error
+            .downcast_ref::<Box<rtnetlink::Error>>()
+            .and_then(|netlink| netlink_errno(netlink))
+    }
+}
+
 /// Addresses the guest is configured with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestAddressing {

@@ -78,3 +78,24 @@ fn test_exhausted_pool_fails_before_creating_anything() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn test_v6_cidrs_and_domains_in_an_allowlist_make_a_table_the_kernel_takes() {
+    use hearth_net::policy::{Egress, EgressPolicy};
+    let id = test_id();
+    let allow = ["2001:db8::/32", "fd00::1", "10.1.2.0/24", "*.example.test"];
+    let config = NetworkConfig {
+        policy: EgressPolicy {
+            egress: Egress::Allow(allow.iter().map(|a| a.parse().unwrap()).collect()),
+            ..EgressPolicy::default()
+        },
+        // No query is made here; never the host's real resolver in tests.
+        dns_upstream: Some("127.0.0.1:9".parse().unwrap()),
+        ..NetworkConfig::default()
+    };
+    let names = NetNames::for_sandbox(&id).unwrap();
+    let network = SandboxNetwork::create(&id, &config).unwrap();
+    assert_eq!(leftovers(&names).len(), 3, "namespace, host link and table");
+    network.remove().unwrap();
+    assert_eq!(leftovers(&names), Vec::<String>::new());
+}

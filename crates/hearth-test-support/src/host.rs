@@ -104,6 +104,21 @@ impl Drop for TestHost {
                 );
             }
         }
+        // A killed supervisor leaves its sandbox's network (namespace, host link and table);
+        // `hearth gc` removes it once the supervisor is gone.
+        let gone = crate::wait_until(std::time::Duration::from_secs(5), || {
+            processes_mentioning(&needle).is_empty().then_some(())
+        });
+        if gone.is_some() && self.state_dir().join("hearth.db").exists() {
+            match self.hearth().arg("gc").output() {
+                Ok(output) if output.status.success() => {}
+                Ok(output) => eprintln!(
+                    "hearth gc after the test failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+                Err(e) => eprintln!("failed to run hearth gc after the test: {e}"),
+            }
+        }
         if std::thread::panicking() {
             if let Some(dir) = self.dir.take() {
                 eprintln!("keeping test state dir {}", dir.keep().display());

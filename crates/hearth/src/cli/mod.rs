@@ -60,4 +60,14 @@ pub fn print_error(error: &anyhow::Error) {
     for cause in error.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
+    let network_denied = error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<hearth_engine::net::NetworkError>())
+        .any(hearth_engine::net::NetworkError::is_permission_denied);
+    if network_denied {
+        eprintln!(
+            "  hint: sandbox networks need root (CAP_NET_ADMIN and CAP_SYS_ADMIN); \
+             run as root, or use --network none"
+        );
+    }
 }

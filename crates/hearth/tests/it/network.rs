@@ -501,3 +501,30 @@ fn test_two_sandboxes_reach_neither_each_others_links_nor_published_ports() {
     }
     host.assert_clean();
 }
+
+#[test]
+fn test_without_cap_net_admin_run_fails_before_any_vm_starts_and_leaves_nothing() {
+    let host = host();
+    let hearth = host.hearth();
+    // As root but without CAP_NET_ADMIN in the bounding set: the namespace can be made, the
+    // veth pair cannot, so what was made first must be removed again.
+    let output = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-net_admin"])
+        .arg(hearth.get_program())
+        .args(["run", "--", "sh", "-c", "echo booted"])
+        .envs(hearth.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .output()
+        .expect("setpriv (util-linux) runs hearth without CAP_NET_ADMIN");
+    let err = stderr(&output);
+    assert_eq!(code(&output), 125, "stderr: {err}");
+    assert!(!stdout(&output).contains("booted"), "no VM ran");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(err.contains("hint: sandbox networks need root"), "{err}");
+    let id = err
+        .split("network namespace `hearth-")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no sandbox id in: {err}"));
+    assert_sandbox_network_removed(id);
+    host.assert_clean();
+}
