@@ -9,6 +9,7 @@
 //! - [`registry::LocalRegistry`]: a real `docker-registry` on 127.0.0.1, and
 //!   [`oci_layout::TestImage`]: images built entry by entry to push to it.
 //! - [`cutting_proxy::CuttingProxy`]: a proxy before the registry that breaks off a blob download.
+//! - [`token_server::TokenServer`]: Bearer tokens for a registry in `auth: token` mode.
 //! - [`tmpfs::SmallTmpfs`]: a tiny filesystem to run out of space on.
 //! - [`pty::PtySession`]: runs `hearth` on a pseudo-terminal for interactive tests.
 //! - [`wait_until`]: polling instead of sleeps.
@@ -22,6 +23,7 @@ pub mod oci_layout;
 pub mod pty;
 pub mod registry;
 pub mod tmpfs;
+pub mod token_server;
 
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use crate::token_server::{self, TokenServer};
+
 const PROGRAM: &str = "docker-registry";
 const SKOPEO: &str = "skopeo";
 const HTPASSWD: &str = "htpasswd";
@@ -24,16 +26,42 @@ pub struct LocalRegistry {
 impl LocalRegistry {
     /// Starts an open registry and waits until it answers `GET /v2/`.
     pub fn start() -> anyhow::Result<Self> {
-        Self::launch(None)
+        Self::launch(None, |_| Ok(String::new()))
     }
 
     /// Starts a registry that asks for HTTP Basic auth with one account (bcrypt htpasswd, as
     /// distribution requires).
     pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Self> {
-        Self::launch(Some((user.to_owned(), password.to_owned())))
+        let account = (user.to_owned(), password.to_owned());
+        Self::launch(Some(account), |dir| htpasswd_auth(dir, user, password))
     }
 
-    fn launch(account: Option<(String, String)>) -> anyhow::Result<Self> {
+    /// Starts a registry that sends clients to `tokens` for Bearer tokens; `user`/`password`
+    /// is the account `tokens` knows, used to push.
+    pub fn start_with_token_auth(
+        tokens: &TokenServer,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        let account = (user.to_owned(), password.to_owned());
+        Self::launch(Some(account), |_| {
+            Ok(format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    \
+                 rootcertbundle: {}\n",
+                tokens.realm(),
+                token_server::SERVICE,
+                token_server::ISSUER,
+                tokens.cert().display()
+            ))
+        })
+    }
+
+    /// Starts the registry; `auth` writes what it needs into the registry's dir and returns
+    /// the config's `auth:` section.
+    fn launch(
+        account: Option<(String, String)>,
+        auth: impl FnOnce(&Path) -> anyhow::Result<String>,
+    ) -> anyhow::Result<Self> {
         require(PROGRAM, "docker-registry")?;
         let dir = tempfile::Builder::new()
             .prefix("hearth-registry-")
@@ -44,10 +72,7 @@ impl LocalRegistry {
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("finding a free port")?;
-        let auth = match &account {
-            Some((user, password)) => htpasswd_auth(dir.path(), user, password)?,
-            None => String::new(),
-        };
+        let auth = auth(dir.path())?;
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,

@@ -6,17 +6,25 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use hearth_test_support::host::TestHost;
 use hearth_test_support::oci_layout::{busybox_entries, Compression, TestConfig, TestImage};
 use hearth_test_support::registry::LocalRegistry;
+use hearth_test_support::token_server::TokenServer;
 
 use crate::{code, host, stderr, stdout};
 
 const USER: &str = "tester";
 const PASSWORD: &str = "s3cret:with-colon";
 
-/// An authenticated registry holding `private:1`, whose default process prints a marker.
+/// An htpasswd registry holding `private:1`, whose default process prints a marker.
 fn private_registry() -> (LocalRegistry, String) {
     let registry = LocalRegistry::start_with_auth(USER, PASSWORD).unwrap();
+    let reference = push_private(&registry);
+    (registry, reference)
+}
+
+/// Pushes `private:1` to `registry`; its reference.
+fn push_private(registry: &LocalRegistry) -> String {
     let image = TestImage::new(TestConfig {
         cmd: vec!["echo".into(), "private image ran".into()],
         ..TestConfig::default()
@@ -26,8 +34,13 @@ fn private_registry() -> (LocalRegistry, String) {
     let layout = tempfile::tempdir().unwrap();
     image.write_layout(layout.path(), "1").unwrap();
     registry.push_layout(layout.path(), "1", "private").unwrap();
-    let reference = format!("{}/private:1", registry.host());
-    (registry, reference)
+    format!("{}/private:1", registry.host())
+}
+
+/// `hearth login -u USER --password-stdin REGISTRY` with `password`.
+fn login(mut hearth: Command, registry: &LocalRegistry, password: &str) -> Output {
+    hearth.args(["login", "-u", USER, "--password-stdin", &registry.host()]);
+    with_stdin(hearth, &format!("{password}\n"))
 }
 
 /// Runs `command` with `input` on its stdin.
@@ -47,6 +60,13 @@ fn with_stdin(mut command: Command, input: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A `hearth` command of `host` that finds docker's config in `dir`.
+fn with_docker_config(host: &TestHost, dir: &Path) -> Command {
+    let mut command = host.hearth();
+    command.env("DOCKER_CONFIG", dir);
+    command
+}
+
 fn read_config(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap()
 }
@@ -62,11 +82,7 @@ fn test_login_pull_run_logout_against_an_htpasswd_registry() {
     )
     .unwrap();
     let host = host();
-    let hearth = || {
-        let mut command = host.hearth();
-        command.env("DOCKER_CONFIG", docker.path());
-        command
-    };
+    let hearth = || with_docker_config(&host, docker.path());
 
     // No credentials: refused, with the registry's own words, exit status 1 as docker.
     let output = hearth().args(["pull", &image]).output().unwrap();
@@ -76,9 +92,7 @@ fn test_login_pull_run_logout_against_an_htpasswd_registry() {
     assert!(text.contains("authentication required"), "{text}");
 
     // A wrong password: refused at login, nothing saved.
-    let mut login = hearth();
-    login.args(["login", "-u", USER, "--password-stdin", &registry.host()]);
-    let output = with_stdin(login, "wrong\n");
+    let output = login(hearth(), &registry, "wrong");
     assert_eq!(code(&output), 1, "stderr: {}", stderr(&output));
     assert!(
         stderr(&output).contains(&format!("refused the credentials of `{USER}`")),
@@ -88,9 +102,7 @@ fn test_login_pull_run_logout_against_an_htpasswd_registry() {
     assert!(read_config(docker.path())["auths"].is_null());
 
     // The right one: verified, saved 0600 in docker's format beside the other keys.
-    let mut login = hearth();
-    login.args(["login", "-u", USER, "--password-stdin", &registry.host()]);
-    let output = with_stdin(login, &format!("{PASSWORD}\n"));
+    let output = login(hearth(), &registry, PASSWORD);
     assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
     assert_eq!(stdout(&output), "Login Succeeded\n");
     let config = read_config(docker.path());
@@ -204,5 +216,44 @@ fn test_pull_uses_docker_config_entries_and_credential_helpers() {
         stderr(&output).contains("docker-credential-hearth-absent"),
         "{}",
         stderr(&output)
+    );
+}
+
+#[test]
+fn test_token_auth_registry_refuses_anonymous_and_wrong_password_then_pulls_after_login() {
+    let tokens = TokenServer::start(USER, PASSWORD).unwrap();
+    let registry = LocalRegistry::start_with_token_auth(&tokens, USER, PASSWORD).unwrap();
+    let image = push_private(&registry);
+    let docker = tempfile::tempdir().unwrap();
+    let host = host();
+    let hearth = || with_docker_config(&host, docker.path());
+
+    // Anonymous: the token server hands out a token that grants nothing.
+    let output = hearth().args(["pull", &image]).output().unwrap();
+    assert_eq!(code(&output), 1, "stderr: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("refused access"),
+        "{}",
+        stderr(&output)
+    );
+
+    // A wrong password: the token server refuses it, with its reason.
+    let output = login(hearth(), &registry, "wrong");
+    assert_eq!(code(&output), 1, "stderr: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid user name or password"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Logged in: the Bearer token carries the pull.
+    let output = login(hearth(), &registry, PASSWORD);
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    let output = hearth().args(["pull", "-q", &image]).output().unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("sha256:"),
+        "{}",
+        stdout(&output)
     );
 }
