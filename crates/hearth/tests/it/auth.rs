@@ -156,9 +156,7 @@ fn test_pull_uses_docker_config_entries_and_credential_helpers() {
     });
     std::fs::write(docker.path().join("config.json"), config.to_string()).unwrap();
     let host = host();
-    let output = host
-        .hearth()
-        .env("DOCKER_CONFIG", docker.path())
+    let output = with_docker_config(&host, docker.path())
         .args(["pull", "-q", &image])
         .output()
         .unwrap();
@@ -169,20 +167,21 @@ fn test_pull_uses_docker_config_entries_and_credential_helpers() {
         stdout(&output)
     );
 
-    // A credential helper named by `credHelpers`, run as `docker-credential-<name> get` with the
-    // registry on stdin, as docker runs it.
+    // A credential helper named by `credHelpers`, speaking docker's helper protocol: `store`
+    // gets the JSON on stdin, `get` and `erase` the registry. This one keeps one entry in a file.
     let bin = tempfile::tempdir().unwrap();
     let helper = bin.path().join("docker-credential-hearthtest");
-    std::fs::write(
-        &helper,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n\
-             [ \"$server\" = \"{}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\n\
-             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n",
-            registry.host()
-        ),
-    )
-    .unwrap();
+    let saved = bin.path().join("saved.json");
+    let script = r#"not_found() { echo 'credentials not found in native keychain'; exit 1; }
+case "$1" in
+store) cat > "$SAVED" ;;
+get) read server; grep -qF "\"ServerURL\":\"$server\"" "$SAVED" 2>/dev/null || not_found; cat "$SAVED" ;;
+erase) read server; [ -f "$SAVED" ] || not_found; rm "$SAVED" ;;
+*) exit 1 ;;
+esac
+"#;
+    let script = format!("#!/bin/sh\nSAVED='{}'\n{script}", saved.display());
+    std::fs::write(&helper, script).unwrap();
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let helped = tempfile::tempdir().unwrap();
     let config = serde_json::json!({ "credHelpers": { registry.host(): "hearthtest" } });
@@ -193,14 +192,32 @@ fn test_pull_uses_docker_config_entries_and_credential_helpers() {
         std::env::var("PATH").unwrap_or_default()
     );
     let fresh = crate::host();
-    let output = fresh
-        .hearth()
-        .env("DOCKER_CONFIG", helped.path())
-        .env("PATH", &path)
-        .args(["pull", "-q", &image])
+    let hearth = || {
+        let mut command = with_docker_config(&fresh, helped.path());
+        command.env("PATH", &path);
+        command
+    };
+    let output = login(hearth(), &registry, PASSWORD);
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(stored["Username"], USER);
+    assert_eq!(stored["Secret"], PASSWORD);
+    assert_eq!(
+        read_config(helped.path()),
+        config,
+        "the password stays out of config.json"
+    );
+    let output = hearth().args(["pull", "-q", &image]).output().unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    let output = hearth()
+        .args(["logout", &registry.host()])
         .output()
         .unwrap();
     assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert!(!saved.exists(), "logout erased the helper's entry");
+    let output = hearth().args(["pull", &image]).output().unwrap();
+    assert_eq!(code(&output), 1, "anonymous again: {}", stderr(&output));
 
     // A helper that is not installed is named in the error.
     let config = serde_json::json!({ "credsStore": "hearth-absent" });
