@@ -3,6 +3,7 @@
 # initramfs whose /init only powers off, measured in the same run (interleaved), median of RUNS.
 # Usage: bench/boot.sh [RUNS]   (env: HEARTH=path/to/hearth, HEARTH_STATE_DIR)
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 runs=${1:-7}
 hearth=${HEARTH:-hearth}
 state=${HEARTH_STATE_DIR:-/var/lib/hearth}
@@ -38,14 +39,6 @@ raw_boot() {
 }
 hearth_run() { "$hearth" run -- true; }
 
-elapsed_ms() {
-    local start end
-    start=$(date +%s%N)
-    "$@" > /dev/null 2>&1 || { echo "benchmark command failed: $*" >&2; exit 1; }
-    end=$(date +%s%N)
-    echo $(( (end - start) / 1000000 ))
-}
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 raw=(); ours=()
 hearth_run > /dev/null 2>&1 || { echo "hearth run failed; try it by hand" >&2; exit 1; }  # warm caches

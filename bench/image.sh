@@ -4,6 +4,7 @@
 # `umoci unpack`, `mkfs.ext4 -d`. Prints the ratios.
 # Usage: bench/image.sh   (env: HEARTH=path/to/hearth; needs docker-registry, skopeo, umoci)
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 hearth=${HEARTH:-hearth}
 for tool in docker-registry skopeo umoci mkfs.ext4 "$hearth"; do
     command -v "$tool" >/dev/null || { echo "missing $tool: run ./install.sh" >&2; exit 1; }
@@ -55,13 +56,6 @@ done
 image=127.0.0.1:$port/bench:1
 skopeo copy --quiet --dest-tls-verify=false "oci:$layout:1" "docker://$image"
 
-elapsed_ms() {
-    local start end
-    start=$(date +%s%N)
-    "$@" > /dev/null 2>&1 || { echo "benchmark command failed: $*" >&2; exit 1; }
-    end=$(date +%s%N)
-    echo $(( (end - start) / 1000000 ))
-}
 pipeline() {
     rm -rf "$tmp/p"; mkdir -p "$tmp/p"
     skopeo copy --quiet --src-tls-verify=false "docker://$image" "oci:$tmp/p/layout:1"

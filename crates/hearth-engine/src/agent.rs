@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use hearth_agent_proto::{
-    check_version, read_frame_async, write_frame_async, FrameError, GuestMessage, HostMessage,
-    RemoteError, AGENT_PORT, PROTOCOL_VERSION,
+    check_version, encode_frame, read_frame_async, write_frame_async, FrameError, GuestMessage,
+    HostMessage, RemoteError, AGENT_PORT, PROTOCOL_VERSION,
 };
 use hearth_vmm::vsock::{self, VsockError};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,18 +56,24 @@ pub(crate) async fn accept_ready(listener: &UnixListener) -> Result<String, Agen
     Ok(agent_version)
 }
 
-/// Opens a connection for one operation and exchanges hellos.
-pub(crate) async fn open(uds: &Path) -> Result<UnixStream, AgentError> {
+/// Opens a connection for one operation: sends the hello and the operation's request together
+/// (one write, no wait for the agent's hello first, which saves a round trip through the guest
+/// on every exec), then checks the agent's hello. An agent of another version answers the
+/// hello with an error and never reads the request.
+pub(crate) async fn open(uds: &Path, request: &HostMessage) -> Result<UnixStream, AgentError> {
     let mut stream = vsock::connect(uds, AGENT_PORT)
         .await
         .map_err(AgentError::Connect)?;
-    write_frame_async(
-        &mut stream,
-        &HostMessage::Hello {
-            version: PROTOCOL_VERSION,
-        },
-    )
-    .await?;
+    let mut frames = Vec::new();
+    let hello = HostMessage::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    encode_frame(&hello, &mut frames)?;
+    encode_frame(request, &mut frames)?;
+    stream
+        .write_all(&frames)
+        .await
+        .map_err(|e| AgentError::Frame(FrameError::Io(e)))?;
     match next_message(&mut stream).await? {
         GuestMessage::Hello { version, .. } => {
             check_version(version).map_err(AgentError::Remote)?;

@@ -69,10 +69,9 @@ pub(crate) async fn start(
         program: program.clone(),
         source,
     };
-    let mut stream = agent::open(uds).await.map_err(start_error)?;
-    write_frame_async(&mut stream, &HostMessage::Exec(request))
+    let mut stream = agent::open(uds, &HostMessage::Exec(request))
         .await
-        .map_err(|e| start_error(e.into()))?;
+        .map_err(start_error)?;
     let pid = match agent::next_message(&mut stream)
         .await
         .map_err(start_error)?

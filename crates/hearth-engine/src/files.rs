@@ -42,11 +42,7 @@ impl FilesError {
 
 /// Opens a connection and sends `request`.
 async fn send(vsock: &Path, request: FsRequest) -> Result<UnixStream, FilesError> {
-    let mut stream = agent::open(vsock).await?;
-    write_frame_async(&mut stream, &HostMessage::Fs(request))
-        .await
-        .map_err(AgentError::from)?;
-    Ok(stream)
+    Ok(agent::open(vsock, &HostMessage::Fs(request)).await?)
 }
 
 /// The next reply, with a guest error turned into [`FilesError::Guest`].

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hearth_agent_proto::{write_frame_async, ExecRequest, GuestMessage, HostMessage, READY_PORT};
+use hearth_agent_proto::{ExecRequest, GuestMessage, HostMessage, READY_PORT};
 use hearth_net::{NetworkConfig, NetworkError, SandboxNetwork};
 use hearth_vmm::{vsock, Accel, DiskConfig, NetConfig, StartVmError, Vm, VmConfig, VmExit, Vmm};
 use nix::fcntl::{Flock, FlockArg};
@@ -221,8 +221,7 @@ impl Sandbox {
 
     /// Checks that the agent answers.
     pub async fn ping(&self) -> Result<(), AgentError> {
-        let mut stream = agent::open(self.vm.vsock_uds()).await?;
-        write_frame_async(&mut stream, &HostMessage::Ping).await?;
+        let mut stream = agent::open(self.vm.vsock_uds(), &HostMessage::Ping).await?;
         match agent::next_message(&mut stream).await? {
             GuestMessage::Pong => Ok(()),
             other => Err(agent::unexpected("pong", &other)),
@@ -271,8 +270,7 @@ impl Sandbox {
     }
 
     async fn request_shutdown(&self) -> Result<(), AgentError> {
-        let mut stream = agent::open(self.vm.vsock_uds()).await?;
-        write_frame_async(&mut stream, &HostMessage::Shutdown).await?;
+        let mut stream = agent::open(self.vm.vsock_uds(), &HostMessage::Shutdown).await?;
         match agent::next_message(&mut stream).await? {
             GuestMessage::ShuttingDown => Ok(()),
             other => Err(agent::unexpected("shutting down", &other)),
