@@ -19,7 +19,8 @@ if ! command -v cargo >/dev/null; then
 fi
 
 packages=(qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs cpio file
-    pkg-config libnftnl-dev libmnl-dev docker-registry skopeo umoci apache2-utils openssl)
+    pkg-config libnftnl-dev libmnl-dev docker-registry skopeo umoci apache2-utils openssl
+    erofs-utils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -32,7 +32,7 @@ pub enum CheckStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// Stable identifier: `qemu`, `kvm`, `accelerator`, `vhost-device-vsock`, `kernel`,
-    /// `initramfs`, `default-image`, `mkfs.ext4`, `busybox`, `host-kernel`.
+    /// `initramfs`, `default-image`, `mkfs.ext4`, `mkfs.erofs`, `busybox`, `host-kernel`.
     pub name: &'static str,
     pub status: CheckStatus,
     /// Whether hearth cannot run VMs when this is missing.
@@ -135,6 +135,7 @@ pub fn diagnose(state: &StateDir) -> DoctorReport {
         size_detail,
     ));
     checks.push(setup_tool_check());
+    checks.push(image_tool_check());
     checks.push(busybox_check(&HostLayout::default().busybox));
     checks.push(host_kernel_check(&HostLayout::default()));
     DoctorReport {
@@ -328,6 +329,24 @@ fn setup_tool_check() -> Check {
             false,
             "not found; `hearth setup` needs it to build the default image".to_owned(),
             "apt-get install e2fsprogs",
+        ),
+    }
+}
+
+fn image_tool_check() -> Check {
+    match find_program("mkfs.erofs") {
+        Some(path) => Check::ok(
+            "mkfs.erofs",
+            false,
+            format!("{} (builds the base of each OCI image)", path.display()),
+        ),
+        None => Check::not_ok(
+            "mkfs.erofs",
+            CheckStatus::Warn,
+            false,
+            "not found; `hearth pull` and `hearth run IMAGE` need it for registry images"
+                .to_owned(),
+            "apt-get install erofs-utils",
         ),
     }
 }

@@ -9,8 +9,9 @@ use crate::paths::StateDir;
 
 /// The image store under `state`. Needs no VM backend, so `pull` and `image ls` work anywhere.
 pub fn store(state: &StateDir) -> ImageStore {
-    // A missing mkfs.ext4 surfaces as a clear spawn error naming the program when a base is built.
-    let mkfs = find_program("mkfs.ext4").unwrap_or_else(|| PathBuf::from("mkfs.ext4"));
+    // A missing mkfs.erofs surfaces as a clear spawn error naming the program when a base is
+    // built; `hearth doctor` says which package has it.
+    let mkfs = find_program("mkfs.erofs").unwrap_or_else(|| PathBuf::from("mkfs.erofs"));
     ImageStore::new(state.oci_images_dir(), state.blobs_dir(), mkfs)
 }
 

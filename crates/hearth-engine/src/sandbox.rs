@@ -122,6 +122,11 @@ impl Sandbox {
             None => None,
         };
         let mut cmdline = format!("quiet hearth.rootfs=/dev/vda hearth.hostname={id}");
+        // OCI bases are erofs, the built-in default image ext4 (the agent's default); the file
+        // name says which.
+        if config.rootfs.extension().is_some_and(|e| e == "erofs") {
+            cmdline.push_str(" hearth.rootfstype=erofs");
+        }
         if let Some(network) = &network {
             let guest = network.guest();
             cmdline.push_str(&format!(

@@ -21,7 +21,9 @@ use crate::rootfs::{self, RootfsError};
 use crate::space;
 
 const RECORD: &str = "image.json";
-const ROOTFS: &str = "rootfs.ext4";
+const ROOTFS: &str = "rootfs.erofs";
+/// What bases were before they were erofs; such images still run.
+const EXT4_ROOTFS: &str = "rootfs.ext4";
 const REFS: &str = "refs.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +105,7 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
-    /// `dir` holds the images, `blobs_dir` the blob cache; `mkfs` is `mkfs.ext4`.
+    /// `dir` holds the images, `blobs_dir` the blob cache; `mkfs` is `mkfs.erofs`.
     pub fn new(dir: impl Into<PathBuf>, blobs_dir: impl Into<PathBuf>, mkfs: PathBuf) -> Self {
         ImageStore {
             dir: dir.into(),
@@ -120,9 +122,15 @@ impl ImageStore {
         self.dir.join(digest.hex())
     }
 
-    /// The base image of a stored image.
+    /// The base image of a stored image (erofs; ext4 for images built before bases were erofs).
     pub fn rootfs(&self, digest: &Digest) -> PathBuf {
-        self.image_dir(digest).join(ROOTFS)
+        let dir = self.image_dir(digest);
+        let ext4 = dir.join(EXT4_ROOTFS);
+        if ext4.is_file() {
+            ext4
+        } else {
+            dir.join(ROOTFS)
+        }
     }
 
     fn io_err(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
@@ -444,4 +452,20 @@ fn dir_size(dir: &Path) -> u64 {
             .map(|m| m.len())
             .sum()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_rootfs_is_erofs_unless_an_older_ext4_base_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(dir.path(), dir.path().join("blobs"), "mkfs.erofs".into());
+        let digest = Digest::of(b"image");
+        assert_eq!(store.rootfs(&digest).file_name().unwrap(), ROOTFS);
+        fs::create_dir_all(store.image_dir(&digest)).unwrap();
+        fs::write(store.image_dir(&digest).join(EXT4_ROOTFS), b"").unwrap();
+        assert_eq!(store.rootfs(&digest).file_name().unwrap(), EXT4_ROOTFS);
+    }
 }

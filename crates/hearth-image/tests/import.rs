@@ -12,7 +12,7 @@ fn store(dir: &tempfile::TempDir) -> ImageStore {
     ImageStore::new(
         dir.path().join("images"),
         dir.path().join("blobs"),
-        PathBuf::from("/usr/sbin/mkfs.ext4"),
+        PathBuf::from("/usr/bin/mkfs.erofs"),
     )
 }
 

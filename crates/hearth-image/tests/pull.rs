@@ -30,7 +30,7 @@ fn store_in(parent: &Path) -> Store {
     let store = ImageStore::new(
         dir.path().join("images"),
         dir.path().join("blobs"),
-        PathBuf::from("/usr/sbin/mkfs.ext4"),
+        PathBuf::from("/usr/bin/mkfs.erofs"),
     );
     Store { dir, store }
 }

@@ -118,11 +118,18 @@ fn test_run_registry_image_sees_merged_tree_and_config() {
             "--entrypoint",
             "/bin/sh",
         ])
-        .args([&image, "--", "-c", "id -u; echo $GREETING; pwd"])
+        .args([
+            &image,
+            "--",
+            "-c",
+            "id -u; echo $GREETING; pwd; test -d /sys/fs/erofs/vda && echo erofs",
+        ])
         .output()
         .unwrap();
     assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
-    assert_eq!(stdout(&output), "0\nbye\n/home/app\n");
+    // The last line: the base under the overlay is the erofs image (the kernel lists each
+    // mounted erofs device in sysfs).
+    assert_eq!(stdout(&output), "0\nbye\n/home/app\nerofs\n");
 
     // Listed, removed, pruned.
     let list = image_list(&host);
