@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use hearth_test_support::host::TestHost;
 use hearth_test_support::oci_layout::{busybox_entries, Compression, TestConfig, TestImage};
+use hearth_test_support::pty::PtySession;
 use hearth_test_support::registry::LocalRegistry;
 use hearth_test_support::token_server::TokenServer;
 
@@ -15,6 +16,8 @@ use crate::{code, host, stderr, stdout};
 
 const USER: &str = "tester";
 const PASSWORD: &str = "s3cret:with-colon";
+/// Patience for one interactive step (TCG machines under load are slow, not stuck).
+const STEP: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An htpasswd registry holding `private:1`, whose default process prints a marker.
 fn private_registry() -> (LocalRegistry, String) {
@@ -101,10 +104,34 @@ fn test_login_pull_run_logout_against_an_htpasswd_registry() {
     );
     assert!(read_config(docker.path())["auths"].is_null());
 
-    // The right one: verified, saved 0600 in docker's format beside the other keys.
-    let output = login(hearth(), &registry, PASSWORD);
-    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
-    assert_eq!(stdout(&output), "Login Succeeded\n");
+    // The right one, typed at the terminal's prompt without echo: verified, saved 0600 in
+    // docker's format beside the other keys.
+    let mut command = portable_pty::CommandBuilder::new(crate::HEARTH);
+    command.env("HEARTH_STATE_DIR", host.state_dir());
+    command.env("DOCKER_CONFIG", docker.path());
+    command.args(["login", &registry.host()]);
+    let mut session = PtySession::spawn(command, 24, 100).unwrap();
+    session.expect("Username: ", STEP).unwrap();
+    session.send(&format!("{USER}\r")).unwrap();
+    session.expect("Password: ", STEP).unwrap();
+    session.send(&format!("{PASSWORD}\r")).unwrap();
+    assert_eq!(session.wait(STEP).unwrap(), 0, "{}", session.screen());
+    assert!(
+        session.screen().contains("Login Succeeded"),
+        "{}",
+        session.screen()
+    );
+    // The terminal echoes what is typed, except the password.
+    assert!(
+        session.screen().contains(&format!("Username: {USER}")),
+        "{}",
+        session.screen()
+    );
+    assert!(
+        !session.screen().contains(PASSWORD),
+        "the password was echoed: {}",
+        session.screen()
+    );
     let config = read_config(docker.path());
     assert_eq!(config["psFormat"], "table {{.ID}}");
     let auth = config["auths"][registry.host()]["auth"].as_str().unwrap();
