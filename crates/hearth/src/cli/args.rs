@@ -464,10 +464,12 @@ pub struct LogoutArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Credentials for the registry come from docker's config.json \
+#[command(
+    after_help = "Credentials for the registry come from docker's config.json \
     ($DOCKER_CONFIG, else ~/.docker), as `hearth login` or `docker login` saved them.\n\n\
     Progress: a bar per layer on a terminal, a line per step otherwise.\n\n\
-    Examples:\n  hearth pull alpine\n  hearth pull 127.0.0.1:5000/app:1")]
+    Examples:\n  hearth pull alpine\n  hearth pull 127.0.0.1:5000/app:1"
+)]
 pub struct PullArgs {
     /// Image reference, e.g. alpine, node:22-alpine, registry:5000/repo@sha256:…
     #[arg(value_name = "REF")]
