@@ -27,3 +27,29 @@ pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
     let stat = nix::sys::statvfs::statvfs(dir).ok()?;
     Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pull::BlobFetchError;
+
+    #[test]
+    fn test_is_no_space_finds_enospc_under_other_errors() {
+        let full = BlobFetchError::Write {
+            path: "/cache/.partial-x".into(),
+            source: io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        };
+        assert!(is_no_space(&full));
+        let refused = BlobFetchError::Write {
+            path: "/cache/.partial-x".into(),
+            source: io::Error::from_raw_os_error(nix::libc::EACCES),
+        };
+        assert!(!is_no_space(&refused));
+    }
+
+    #[test]
+    fn test_free_bytes_of_an_existing_dir_is_known() {
+        assert!(free_bytes(Path::new("/")).is_some());
+        assert_eq!(free_bytes(Path::new("/nonexistent/dir")), None);
+    }
+}
