@@ -159,12 +159,11 @@ impl PullError {
     /// Sorts a registry error by what the user can do about it; a refusal gets the registry's
     /// reason.
     async fn from_registry(
-        reference: &ImageRef,
+        image: &ImageRef,
         config: &PullConfig,
         source: OciDistributionError,
     ) -> Self {
-        let parsed = reference;
-        let reference = reference.to_string();
+        let reference = image.to_string();
         let status = match &source {
             OciDistributionError::ServerError { code, .. } => Some(*code),
             OciDistributionError::UnauthorizedError { .. }
@@ -190,7 +189,7 @@ impl PullError {
                     OciDistributionError::AuthenticationFailure(body) => {
                         message_of(body).unwrap_or_else(|| body.clone())
                     }
-                    _ => refusal_message(parsed, config).await,
+                    _ => refusal_message(image, config).await,
                 };
                 PullError::Denied {
                     reference,
