@@ -10,6 +10,7 @@
 
 mod agent;
 pub mod backend;
+pub mod control;
 pub mod copy;
 pub mod doctor;
 mod engine;

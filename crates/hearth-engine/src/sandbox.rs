@@ -19,7 +19,7 @@ use crate::exec::{self, ExecError, ExecInput, ExecOutput};
 const CONSOLE_TAIL_LINES: usize = 40;
 
 /// How long a clean power-off may take before the VM is killed.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// What to boot.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -235,14 +235,23 @@ impl Sandbox {
 
     /// Asks the agent to power the guest off cleanly; kills the VM if that does not happen
     /// within a few seconds. Removes the run dir.
-    pub async fn shutdown(mut self) -> VmExit {
-        let requested = timeout(SHUTDOWN_GRACE, self.request_shutdown()).await;
+    pub async fn shutdown(self) -> VmExit {
+        self.shutdown_within(SHUTDOWN_GRACE).await
+    }
+
+    /// [`Sandbox::shutdown`] with its own grace period; zero kills at once (as `docker stop
+    /// -t 0`).
+    pub async fn shutdown_within(mut self, grace: Duration) -> VmExit {
+        if grace.is_zero() {
+            return self.kill().await;
+        }
+        let requested = timeout(grace, self.request_shutdown()).await;
         let exit = match requested {
-            Ok(Ok(())) => match timeout(SHUTDOWN_GRACE, self.vm.wait()).await {
+            Ok(Ok(())) => match timeout(grace, self.vm.wait()).await {
                 Ok(exit) => exit,
                 Err(_) => self.vm.stop(Duration::ZERO).await,
             },
-            _ => self.vm.stop(SHUTDOWN_GRACE).await,
+            _ => self.vm.stop(grace).await,
         };
         tracing::info!(sandbox = %self.id, ?exit, "vm stopped");
         self.remove_network().await;

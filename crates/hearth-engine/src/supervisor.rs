@@ -2,8 +2,10 @@
 //! boots the VM, runs its main process if it has one, and records every state change, so no
 //! CLI process needs to stay alive.
 //!
-//! Signals are its interface: SIGTERM stops the sandbox cleanly (agent power-off), SIGUSR1
-//! kills the VM at once. SIGHUP and SIGINT are ignored so a closing terminal does not stop it.
+//! Clients talk to it over its control socket ([`crate::control`]): stop (agent power-off
+//! within a grace period), kill, or wait, each answered once the end is recorded. SIGTERM
+//! (stop) and SIGUSR1 (kill) do the same for tools that only signal. SIGHUP and SIGINT are
+//! ignored so a closing terminal does not stop it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,11 +14,13 @@ use hearth_agent_proto::ExecRequest;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
+use crate::control::{self, ControlRequest, ControlServer, Ended, Pending};
 use crate::engine::Engine;
 use crate::exec::{ExecEvent, ExecOutput};
 use crate::paths::StateDir;
-use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::sandbox::{Sandbox, SandboxConfig, SHUTDOWN_GRACE};
 use crate::state::{Health, SandboxState, StateDb, StateError};
 
 /// Largest size of a sandbox's output log; output past it is dropped with a note.
@@ -63,6 +67,8 @@ pub enum SupervisorError {
     State(#[from] StateError),
     #[error("failed to handle signals")]
     Signals(#[source] std::io::Error),
+    #[error("failed to open the control socket")]
+    Control(#[from] control::ControlError),
 }
 
 /// `sandboxes/<id>/spec.json`.
@@ -122,9 +128,64 @@ fn read_spec_file(path: &Path) -> Result<DetachedSpec, SupervisorError> {
 enum Ending {
     MainExited(i32),
     VmExited,
-    Stopped,
+    Stopped(Duration),
     Killed,
     TimedOut(Duration),
+}
+
+/// A request to end the sandbox, by signal or over the control socket.
+enum EndRequest {
+    Stop(Duration),
+    Kill,
+}
+
+/// Everything that can ask a supervised sandbox to end: SIGTERM (stop), SIGUSR1 (kill) and
+/// control clients, whose answers wait in `waiters` until the end is recorded.
+struct EndRequests {
+    term: tokio::signal::unix::Signal,
+    kill: tokio::signal::unix::Signal,
+    control: mpsc::Receiver<Pending>,
+    waiters: Vec<Pending>,
+}
+
+impl EndRequests {
+    /// The next request to end; `Wait` requests are kept for the end meanwhile. Cancel-safe.
+    async fn next(&mut self) -> EndRequest {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return EndRequest::Stop(SHUTDOWN_GRACE),
+                _ = self.kill.recv() => return EndRequest::Kill,
+                Some(pending) = self.control.recv() => {
+                    let request = pending.request;
+                    self.waiters.push(pending);
+                    match request {
+                        ControlRequest::Wait => {}
+                        // No grace at all is a kill, and recorded as one (as `docker stop -t 0`).
+                        ControlRequest::Stop { grace_ms: 0 } | ControlRequest::Kill => {
+                            return EndRequest::Kill;
+                        }
+                        ControlRequest::Stop { grace_ms } => {
+                            return EndRequest::Stop(Duration::from_millis(grace_ms));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells every client that asked (also those still queued) how the sandbox ended.
+    fn answer_all(&mut self, code: Option<i32>, note: Option<&str>) {
+        while let Ok(pending) = self.control.try_recv() {
+            self.waiters.push(pending);
+        }
+        let ended = Ended {
+            exit_code: code,
+            note: note.map(str::to_owned),
+        };
+        for pending in self.waiters.drain(..) {
+            pending.answer(&ended);
+        }
+    }
 }
 
 /// Runs sandbox `id` to its end, recording each state change in the database.
@@ -133,8 +194,14 @@ pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError>
     let db = StateDb::open(&state.database())?;
     let spec = read_spec(state, id)?;
     db.set_supervisor(id, std::process::id())?;
-    let mut term = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
-    let mut kill = signal(SignalKind::user_defined1()).map_err(SupervisorError::Signals)?;
+    // Bound before the boot, so a stop or wait during the boot is heard too.
+    let (_control, control) = ControlServer::bind(&control::socket_path(state, id))?;
+    let mut requests = EndRequests {
+        term: signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?,
+        kill: signal(SignalKind::user_defined1()).map_err(SupervisorError::Signals)?,
+        control,
+        waiters: Vec::new(),
+    };
     // Listening is how these are ignored: their default action would end the supervisor.
     let _hup = signal(SignalKind::hangup()).map_err(SupervisorError::Signals)?;
     let _int = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
@@ -145,8 +212,11 @@ pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError>
     };
     let booted = tokio::select! {
         booted = engine.boot_with_id(id.to_owned(), &config) => booted,
-        _ = term.recv() => return finish(&db, state, id, None, None),
-        _ = kill.recv() => return finish(&db, state, id, None, None),
+        _ = requests.next() => {
+            let ended = finish(&db, state, id, None, None);
+            requests.answer_all(None, None);
+            return ended;
+        }
     };
     let mut sandbox = match booted {
         Ok(sandbox) => sandbox,
@@ -154,6 +224,7 @@ pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError>
             let reason = error_chain(&e);
             tracing::warn!(sandbox = %id, error = %reason, "boot failed");
             db.set_ended(id, SandboxState::Failed, None, Some(&reason))?;
+            requests.answer_all(None, Some(&reason));
             return Ok(());
         }
     };
@@ -161,19 +232,15 @@ pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError>
         db.set_health(id, Health::Starting)?;
     }
     db.set_running(id)?;
-    let signals = Signals {
-        term: &mut term,
-        kill: &mut kill,
-    };
-    let ending = run_until_end(&mut sandbox, state, &db, id, &spec, signals).await;
+    let ending = run_until_end(&mut sandbox, state, &db, id, &spec, &mut requests).await;
     let (code, note) = match ending {
         Ending::MainExited(code) => {
             sandbox.shutdown().await;
             (Some(code), None)
         }
         Ending::VmExited => (None, Some("the VM exited by itself".to_owned())),
-        Ending::Stopped => {
-            sandbox.shutdown().await;
+        Ending::Stopped(grace) => {
+            sandbox.shutdown_within(grace).await;
             (Some(128 + libc::SIGTERM), None)
         }
         Ending::Killed => {
@@ -187,13 +254,9 @@ pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError>
             (Some(128 + libc::SIGTERM), Some(note))
         }
     };
-    finish(&db, state, id, code, note.as_deref())
-}
-
-/// The signals that end a supervised sandbox.
-struct Signals<'a> {
-    term: &'a mut tokio::signal::unix::Signal,
-    kill: &'a mut tokio::signal::unix::Signal,
+    let recorded = finish(&db, state, id, code, note.as_deref());
+    requests.answer_all(code, note.as_deref());
+    recorded
 }
 
 async fn run_until_end(
@@ -202,7 +265,7 @@ async fn run_until_end(
     db: &StateDb,
     id: &str,
     spec: &DetachedSpec,
-    signals: Signals<'_>,
+    requests: &mut EndRequests,
 ) -> Ending {
     let main = match &spec.main {
         Some(request) => match sandbox.exec(request.clone()).await {
@@ -242,8 +305,10 @@ async fn run_until_end(
     tokio::select! {
         code = main_done => Ending::MainExited(code),
         _ = sandbox.wait() => Ending::VmExited,
-        _ = signals.term.recv() => Ending::Stopped,
-        _ = signals.kill.recv() => Ending::Killed,
+        request = requests.next() => match request {
+            EndRequest::Stop(grace) => Ending::Stopped(grace),
+            EndRequest::Kill => Ending::Killed,
+        },
         after = timeout => Ending::TimedOut(after),
         never = health => match never {},
     }

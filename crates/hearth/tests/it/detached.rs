@@ -758,3 +758,34 @@ fn test_killed_cli_during_a_detached_start_loses_nothing() {
     ok(&host, &["rm", "-f", "orphan"]);
     host.assert_clean();
 }
+
+#[test]
+fn test_wait_hears_a_stop_and_stop_without_grace_kills() {
+    let host = host();
+    ok(&host, &["run", "-d", "--name", "waited"]);
+    // `wait` blocks on the supervisor's control socket until the end it then reports.
+    let waiter = host
+        .hearth()
+        .args(["wait", "waited"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(ok(&host, &["stop", "-t", "5", "waited"]), "waited\n");
+    let output = waiter.wait_with_output().unwrap();
+    assert_eq!(
+        (code(&output), stdout(&output)),
+        (0, "143\n".to_owned()),
+        "{}",
+        stderr(&output)
+    );
+    // Asking an ended sandbox is answered from the database.
+    assert_eq!(ok(&host, &["wait", "waited"]), "143\n");
+    assert_eq!(ok(&host, &["stop", "waited"]), "waited\n");
+
+    ok(&host, &["run", "-d", "--name", "abrupt"]);
+    ok(&host, &["stop", "-t", "0", "abrupt"]);
+    assert_eq!(inspect(&host, "abrupt")["exit_code"], 137);
+    ok(&host, &["rm", "waited", "abrupt"]);
+    host.assert_clean();
+}

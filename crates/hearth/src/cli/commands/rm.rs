@@ -1,14 +1,12 @@
 //! `hearth rm`: forget ended sandboxes and their files; `-f` kills running ones first.
 
-use std::time::Duration;
-
 use anyhow::bail;
+use hearth_engine::control::ControlRequest;
 use hearth_engine::paths::StateDir;
 use hearth_engine::state::StateDb;
-use nix::sys::signal::Signal;
 
 use crate::cli::args::RmArgs;
-use crate::cli::commands::stop::end_sandbox;
+use crate::cli::commands::stop::{end_sandbox, KILL_MARGIN};
 
 pub async fn rm(state: &StateDir, args: &RmArgs) -> anyhow::Result<i32> {
     let db = StateDb::open(&state.database())?;
@@ -22,14 +20,7 @@ pub async fn rm(state: &StateDir, args: &RmArgs) -> anyhow::Result<i32> {
                     record.state
                 );
             }
-            end_sandbox(
-                state,
-                &db,
-                &record,
-                Signal::SIGUSR1,
-                Duration::from_secs(10),
-            )
-            .await?;
+            end_sandbox(state, &record, ControlRequest::Kill, KILL_MARGIN).await?;
         }
         db.remove(&record.id)?;
         let dir = state.sandbox_dir(&record.id);

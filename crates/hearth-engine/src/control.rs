@@ -1,0 +1,267 @@
+//! The control socket of a detached sandbox's supervisor, `sandboxes/<id>/control.sock`: the
+//! CLI (and any other client) asks the supervisor to stop or kill its sandbox, or waits for its
+//! end, and hears back when it happened, instead of signalling a pid and polling the database.
+//! One JSON request line per connection; one JSON reply line once the request is done.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::paths::StateDir;
+
+/// Longest request line a supervisor reads; real ones are a few dozen bytes.
+const MAX_REQUEST_LEN: u64 = 4096;
+
+/// What a client asks of a supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Power the guest off cleanly, killing it after `grace_ms`.
+    Stop { grace_ms: u64 },
+    /// End the VM at once.
+    Kill,
+    /// Only wait for the end.
+    Wait,
+}
+
+/// How a sandbox ended, as its supervisor recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    pub exit_code: Option<i32>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Reply {
+    Ended(Ended),
+    Error(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("failed to listen on the control socket `{}`", path.display())]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No supervisor listens: it ended (with its sandbox) or died.
+    #[error("no supervisor answers on `{}`", path.display())]
+    NoSupervisor {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the supervisor did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the supervisor closed the control connection without an answer")]
+    Closed,
+    #[error("the supervisor refused the request: {0}")]
+    Refused(String),
+    #[error("control connection failed")]
+    Io(#[from] std::io::Error),
+    #[error("the supervisor sent an unreadable reply")]
+    Json(#[from] serde_json::Error),
+}
+
+/// `sandboxes/<id>/control.sock`.
+pub fn socket_path(state: &StateDir, id: &str) -> PathBuf {
+    state.sandbox_dir(id).join("control.sock")
+}
+
+/// Sends `request` to the supervisor listening on `path` and waits for the end, up to `limit`
+/// if given.
+pub async fn request(
+    path: &Path,
+    request: ControlRequest,
+    limit: Option<Duration>,
+) -> Result<Ended, ControlError> {
+    let mut stream =
+        UnixStream::connect(path)
+            .await
+            .map_err(|source| ControlError::NoSupervisor {
+                path: path.to_owned(),
+                source,
+            })?;
+    let mut line = serde_json::to_string(&request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).await?;
+    let mut reply = String::new();
+    let mut reader = BufReader::new(stream);
+    let read = reader.read_line(&mut reply);
+    let read = match limit {
+        Some(limit) => tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_| ControlError::Timeout(limit))?,
+        None => read.await,
+    };
+    match read {
+        Err(e) => Err(e.into()),
+        Ok(0) => Err(ControlError::Closed),
+        Ok(_) => match serde_json::from_str(&reply)? {
+            Reply::Ended(ended) => Ok(ended),
+            Reply::Error(message) => Err(ControlError::Refused(message)),
+        },
+    }
+}
+
+/// A request as the supervisor receives it; answer it with [`Pending::answer`].
+#[derive(Debug)]
+pub struct Pending {
+    pub request: ControlRequest,
+    reply: oneshot::Sender<Ended>,
+}
+
+impl Pending {
+    /// Tells the client how the sandbox ended (a client that went away is no error).
+    pub fn answer(self, ended: &Ended) {
+        let _ = self.reply.send(ended.clone());
+    }
+}
+
+/// The supervisor's end of the socket: accepts clients on a task and hands their requests over
+/// the returned channel. Removes the socket when dropped.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl ControlServer {
+    pub fn bind(path: &Path) -> Result<(Self, mpsc::Receiver<Pending>), ControlError> {
+        let listen_error = |source| ControlError::Listen {
+            path: path.to_owned(),
+            source,
+        };
+        // A socket file left by a supervisor that died is in the way; nobody listens on it.
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(listen_error(e)),
+            _ => {}
+        }
+        let listener = UnixListener::bind(path).map_err(listen_error)?;
+        let (sender, receiver) = mpsc::channel(16);
+        let accept = tokio::spawn(accept_loop(listener, sender));
+        let server = ControlServer {
+            path: path.to_owned(),
+            accept,
+        };
+        Ok((server, receiver))
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn accept_loop(listener: UnixListener, sender: mpsc::Sender<Pending>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_client(stream, sender.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_client(stream: UnixStream, sender: mpsc::Sender<Pending>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_LEN));
+    let reply = match reader.read_line(&mut line).await {
+        Ok(_) => match serde_json::from_str::<ControlRequest>(&line) {
+            Ok(request) => {
+                let (reply, answered) = oneshot::channel();
+                if sender.send(Pending { request, reply }).await.is_err() {
+                    return;
+                }
+                match answered.await {
+                    Ok(ended) => Reply::Ended(ended),
+                    // The supervisor is going away without an answer; the client sees a close.
+                    Err(_) => return,
+                }
+            }
+            Err(e) => Reply::Error(format!("not a control request: {e}")),
+        },
+        Err(e) => Reply::Error(format!("unreadable request: {e}")),
+    };
+    if let Ok(mut text) = serde_json::to_string(&reply) {
+        text.push('\n');
+        let _ = write.write_all(text.as_bytes()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn test_requests_reach_the_supervisor_and_clients_hear_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let (server, mut requests) = ControlServer::bind(&path).unwrap();
+        let ended = Ended {
+            exit_code: Some(143),
+            note: None,
+        };
+        let supervisor = {
+            let ended = ended.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..2 {
+                    let pending = requests.recv().await.unwrap();
+                    seen.push(pending.request);
+                    pending.answer(&ended);
+                }
+                seen
+            })
+        };
+        let limit = Some(Duration::from_secs(5));
+        let waited = request(&path, ControlRequest::Wait, limit).await.unwrap();
+        let stopped = request(&path, ControlRequest::Stop { grace_ms: 10 }, limit)
+            .await
+            .unwrap();
+        assert_eq!((waited, stopped), (ended.clone(), ended));
+        assert_eq!(
+            supervisor.await.unwrap(),
+            vec![ControlRequest::Wait, ControlRequest::Stop { grace_ms: 10 }]
+        );
+        drop(server);
+        assert!(!path.exists(), "the socket outlived its server");
+        let err = request(&path, ControlRequest::Kill, limit)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ControlError::NoSupervisor { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn test_garbage_request_gets_an_error_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let (_server, _requests) = ControlServer::bind(&path).unwrap();
+        let mut stream = UnixStream::connect(&path).await.unwrap();
+        stream.write_all(b"{\"op\":\"explode\"}\n").await.unwrap();
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).await.unwrap();
+        assert!(reply.contains("not a control request"), "{reply}");
+    }
+
+    #[test]
+    fn test_request_wire_format() {
+        assert_eq!(
+            serde_json::to_string(&ControlRequest::Stop { grace_ms: 1500 }).unwrap(),
+            r#"{"op":"stop","grace_ms":1500}"#
+        );
+    }
+}
