@@ -32,6 +32,9 @@ fn test_detached_sandbox_exec_ls_stop_rm() {
     let listed: serde_json::Value = serde_json::from_str(&ok(&host, &["ls", "--json"])).unwrap();
     assert_eq!(listed[0]["name"], "web");
     assert_eq!(listed[0]["state"], "running");
+    let backend = listed[0]["backend"].as_str().unwrap();
+    assert!(["qemu-tcg", "qemu-kvm"].contains(&backend), "{backend}");
+    assert!(ok(&host, &["ls"]).contains(backend), "ls shows the backend");
 
     // exec by name and by id prefix, with exit status and separate streams.
     let output = hearth(

@@ -219,3 +219,28 @@ fn test_sigkill_of_hearth_takes_the_vmm_with_it_and_gc_removes_the_rest() {
     host.assert_clean();
     hearth_test_support::netns::assert_sandbox_network_removed(id);
 }
+
+#[test]
+fn test_corrupt_state_database_is_a_clear_error_not_a_panic() {
+    let host = host();
+    let db = host.state_dir().join("hearth.db");
+    let garbage = b"this is not a database, just bytes of garbage\n".repeat(200);
+    std::fs::write(&db, &garbage).unwrap();
+    for args in [
+        &["ls"][..],
+        &["exec", "x", "--", "true"],
+        &["run", "-d", "--", "true"],
+    ] {
+        let output = host.hearth().args(args).output().unwrap();
+        let err = stderr(&output);
+        assert_ne!(code(&output), 0, "{args:?} succeeded");
+        assert!(
+            err.contains("hearth.db") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        std::fs::read(&db).unwrap() == garbage,
+        "the corrupt file must be left as it was for the user to inspect"
+    );
+}

@@ -87,7 +87,11 @@ pub async fn start(
         created_at,
         vcpus: config.vcpus,
         mem_size_mib: config.mem_size_mib,
-        backend: "qemu".to_owned(),
+        backend: match engine.accel() {
+            hearth_engine::Accel::Kvm => "qemu-kvm",
+            hearth_engine::Accel::Tcg => "qemu-tcg",
+        }
+        .to_owned(),
         supervisor_pid: None,
         exit_code: None,
         error: None,

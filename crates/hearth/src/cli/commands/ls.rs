@@ -23,8 +23,8 @@ pub fn ls(state: &StateDir, args: &LsArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<12}  {:<24}  {:<10}  {:<16}  {:<10}  {:>4}  {:>7}",
-        "ID", "NAME", "IMAGE", "STATE", "CREATED", "CPUS", "MEMORY"
+        "{:<12}  {:<24}  {:<10}  {:<16}  {:<10}  {:<9}  {:>4}  {:>7}",
+        "ID", "NAME", "IMAGE", "STATE", "CREATED", "BACKEND", "CPUS", "MEMORY"
     );
     for r in &records {
         let state = match (r.exit_code, r.health) {
@@ -34,12 +34,13 @@ pub fn ls(state: &StateDir, args: &LsArgs) -> anyhow::Result<i32> {
         }
         .to_lowercase();
         println!(
-            "{:<12}  {:<24}  {:<10}  {:<16}  {:<10}  {:>4}  {:>6}M",
+            "{:<12}  {:<24}  {:<10}  {:<16}  {:<10}  {:<9}  {:>4}  {:>6}M",
             r.id,
             r.name,
             r.image,
             state,
             age(r.created_at),
+            r.backend,
             r.vcpus,
             r.mem_size_mib
         );
