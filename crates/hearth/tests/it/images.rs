@@ -203,6 +203,21 @@ fn test_image_import_names_and_lists_the_image() {
         "{}",
         stdout(&output)
     );
+
+    // `image` commands fail with 1, as docker's do.
+    let output = host
+        .hearth()
+        .args(["image", "rm", "absent:1"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 1, "stderr: {}", stderr(&output));
+    assert!(stderr(&output).contains("no image"), "{}", stderr(&output));
+    let output = host
+        .hearth()
+        .args(["image", "import", "/nonexistent/layout"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 1, "stderr: {}", stderr(&output));
 }
 
 #[test]
