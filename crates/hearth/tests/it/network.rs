@@ -165,12 +165,20 @@ fn test_allowlist_passes_listed_cidr_only_and_flags_open_udp_icmp() {
 }
 
 #[test]
-fn test_deny_all_blocks_a_host_that_allow_all_reaches() {
-    let mut internet = TestInternet::new().unwrap();
-    internet.serve_http(HTTP_PORT).unwrap();
-    let script = probes(&[("http", http(format!("{}:{HTTP_PORT}", internet.addr())))]);
-    let (_, lines) = run_probes(&["--egress", "deny-all"], &script);
+fn test_deny_all_blocks_a_host_that_allow_all_reaches_and_resolves_nothing() {
+    let zone = TestZone::new();
+    let script = probes(&[
+        ("http", http(format!("{}:{HTTP_PORT}", zone.other.addr()))),
+        ("lookup", nslookup("other.example.test", None)),
+    ]);
+    let (_, lines) = run_probes_with_dns(&["--egress", "deny-all"], &script, Some(zone.dns.addr()));
     assert_ne!(status(&lines, "http"), "0", "{lines:?}");
+    assert_ne!(status(&lines, "lookup"), "0", "{lines:?}");
+    assert_eq!(
+        zone.queries.count(),
+        0,
+        "under deny-all no query leaves the host: it would carry data out"
+    );
 }
 
 #[test]
@@ -305,11 +313,18 @@ fn test_publishing_a_port_in_use_fails_before_any_vm_starts() {
 
 #[test]
 fn test_detached_sandbox_gets_its_network_flags_and_rm_removes_its_network() {
+    let zone = TestZone::new();
     let host = host();
     let run = |args: &[&str]| ok(&host, args);
-    let plain = run(&["run", "-d"]).trim().to_owned();
+    let upstream = zone.dns.addr().to_string();
+    // The supervisor owns the network, so it runs the DNS forwarder.
+    let plain = run(&["run", "-d", "--dns-upstream", &upstream])
+        .trim()
+        .to_owned();
     let none = run(&["run", "-d", "--network", "none"]).trim().to_owned();
     assert_eq!(run(&["exec", &none, "--", "ls", "/sys/class/net"]), "lo\n");
+    let fetch = http(format!("other.example.test:{HTTP_PORT}"));
+    run(&["exec", &plain, "--", "sh", "-c", &fetch]);
     assert_eq!(
         sandbox_network_leftovers(&plain).len(),
         3,
