@@ -189,7 +189,7 @@ async fn answer(context: &Context, query: &[u8]) -> Option<Vec<u8>> {
     let Some(upstream) = context.upstream else {
         return reply(&request, ResponseCode::ServFail);
     };
-    let Some(response) = ask_upstream(upstream, query, request.id()).await else {
+    let Some((raw, response)) = ask_upstream(upstream, query, request.id()).await else {
         return reply(&request, ResponseCode::ServFail);
     };
     if !context.policy.domains().is_empty() {
@@ -199,7 +199,8 @@ async fn answer(context: &Context, query: &[u8]) -> Option<Vec<u8>> {
             return reply(&request, ResponseCode::ServFail);
         }
     }
-    response.to_vec().ok()
+    // Upstream's bytes as they came: re-encoding could drop what the parser does not keep.
+    Some(raw)
 }
 
 /// An answer with no records and `code`, echoing the question.
@@ -212,8 +213,9 @@ fn reply(request: &Message, code: ResponseCode) -> Option<Vec<u8>> {
     message.to_vec().ok()
 }
 
-/// Sends `query` from the host's namespace to `upstream` and waits for the answer with `id`.
-async fn ask_upstream(upstream: SocketAddr, query: &[u8], id: u16) -> Option<Message> {
+/// Sends `query` from the host's namespace to `upstream` and waits for the answer with `id`,
+/// returned as received and parsed.
+async fn ask_upstream(upstream: SocketAddr, query: &[u8], id: u16) -> Option<(Vec<u8>, Message)> {
     let local: SocketAddr = match upstream {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -229,7 +231,7 @@ async fn ask_upstream(upstream: SocketAddr, query: &[u8], id: u16) -> Option<Mes
                 Ok(message)
                     if message.id() == id && message.message_type() == MessageType::Response =>
                 {
-                    return Some(message);
+                    return Some((buf[..len].to_vec(), message));
                 }
                 _ => continue,
             }
