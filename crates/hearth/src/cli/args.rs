@@ -342,7 +342,11 @@ pub struct NetworkArgs {
           default_value = "default")]
     pub mode: String,
 
-    /// Egress policy: allow-all (the default) or deny-all. Use --allow for an allowlist.
+    /// Egress policy: allow-all (the default) or deny-all; --allow makes an allowlist. Under
+    /// every policy these stay blocked: ICMP and UDP (unless --allow-icmp/--allow-udp), DNS to
+    /// anything but hearth's forwarder on the gateway, 169.254.0.0/16 and fe80::/10 (metadata),
+    /// the host's own addresses, other sandboxes. deny-all and CIDR-only allowlists resolve no
+    /// names.
     #[arg(long, value_name = "POLICY", value_parser = parse_egress_mode,
           conflicts_with = "allow")]
     pub egress: Option<hearth_engine::net::policy::EgressMode>,
