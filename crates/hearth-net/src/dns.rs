@@ -5,17 +5,20 @@
 //! an answer goes into the table's resolved-address set, for the record's TTL, before the guest
 //! gets the answer: connecting to that address is then allowed.
 //!
-//! UDP only: busybox, musl and glibc stubs ask A/AAAA over UDP; a truncated answer reaches the
-//! guest as upstream sent it.
+//! Over UDP and TCP (RFC 7766 framing: a two-byte length before each message); a query is
+//! asked upstream over the transport it came on, so an answer too large for UDP, which
+//! resolvers then ask again over TCP, comes whole.
 
 use std::ffi::CString;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::RData;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::netns;
@@ -35,6 +38,15 @@ const MAX_IN_FLIGHT: usize = 64;
 const MIN_ALLOW_TTL: Duration = Duration::from_secs(10);
 /// Largest DNS message over UDP with EDNS (RFC 6891 allows up to 65535; that covers all).
 const MAX_MESSAGE: usize = 65535;
+/// How long a guest's TCP connection may sit idle between queries (RFC 7766 suggests seconds).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a query reached the forwarder, and so how it is asked upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -78,7 +90,8 @@ fn first_nameserver(resolv_conf: &[u8]) -> Result<SocketAddr, DnsError> {
 /// sandbox before its VM starts); it answers once started, and stops when dropped.
 #[derive(Debug)]
 pub(crate) struct DnsForwarder {
-    socket: Option<UdpSocket>,
+    /// Taken by `start`.
+    sockets: Option<(UdpSocket, TcpListener)>,
     task: Option<JoinHandle<()>>,
     /// Shared with the query tasks.
     context: Arc<Context>,
@@ -104,7 +117,7 @@ impl DnsForwarder {
     ) -> Result<Self, DnsError> {
         let at = SocketAddr::new(IpAddr::V4(GATEWAY_ADDR), DNS_PORT);
         // A socket keeps the namespace it was made in, whichever thread uses it later.
-        let socket = netns::run_in(netns, || UdpSocket::bind(at))
+        let sockets = netns::run_in(netns, || Ok((UdpSocket::bind(at)?, TcpListener::bind(at)?)))
             .map_err(|source| DnsError::Netns {
                 netns: netns.to_owned(),
                 source,
@@ -114,7 +127,7 @@ impl DnsForwarder {
                 source,
             })?;
         Ok(DnsForwarder {
-            socket: Some(socket),
+            sockets: Some(sockets),
             task: None,
             context: Arc::new(Context {
                 policy,
@@ -127,12 +140,18 @@ impl DnsForwarder {
 
     /// Starts answering. Must run inside a tokio runtime.
     pub(crate) fn start(&mut self) -> Result<(), DnsError> {
-        let Some(socket) = self.socket.take() else {
+        let Some((udp, tcp)) = self.sockets.take() else {
             return Ok(());
         };
-        socket.set_nonblocking(true).map_err(DnsError::Register)?;
-        let socket = tokio::net::UdpSocket::from_std(socket).map_err(DnsError::Register)?;
-        self.task = Some(tokio::spawn(serve(Arc::new(socket), self.context.clone())));
+        udp.set_nonblocking(true).map_err(DnsError::Register)?;
+        tcp.set_nonblocking(true).map_err(DnsError::Register)?;
+        let udp = tokio::net::UdpSocket::from_std(udp).map_err(DnsError::Register)?;
+        let tcp = tokio::net::TcpListener::from_std(tcp).map_err(DnsError::Register)?;
+        self.task = Some(tokio::spawn(serve(
+            Arc::new(udp),
+            tcp,
+            self.context.clone(),
+        )));
         Ok(())
     }
 }
@@ -146,7 +165,11 @@ impl Drop for DnsForwarder {
     }
 }
 
-async fn serve(socket: Arc<tokio::net::UdpSocket>, context: Arc<Context>) {
+async fn serve(
+    socket: Arc<tokio::net::UdpSocket>,
+    listener: tokio::net::TcpListener,
+    context: Arc<Context>,
+) {
     let mut in_flight = JoinSet::new();
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
@@ -159,18 +182,55 @@ async fn serve(socket: Arc<tokio::net::UdpSocket>, context: Arc<Context>) {
                 let query = buf[..len].to_vec();
                 let (socket, context) = (socket.clone(), context.clone());
                 in_flight.spawn(async move {
-                    if let Some(reply) = answer(&context, &query).await {
+                    if let Some(reply) = answer(&context, &query, Transport::Udp).await {
                         let _ = socket.send_to(&reply, guest).await;
                     }
                 });
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                if in_flight.len() >= MAX_IN_FLIGHT {
+                    continue;
+                }
+                in_flight.spawn(serve_tcp(stream, context.clone()));
             }
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
     }
 }
 
+/// Answers the queries of one TCP connection from the guest, in order, until it closes, sends
+/// something that is not a query, or idles.
+async fn serve_tcp(mut stream: TcpStream, context: Arc<Context>) {
+    loop {
+        let read = tokio::time::timeout(TCP_IDLE_TIMEOUT, read_framed(&mut stream)).await;
+        let Ok(Some(query)) = read else { return };
+        let Some(reply) = answer(&context, &query, Transport::Tcp).await else {
+            return;
+        };
+        if write_framed(&mut stream, &reply).await.is_none() {
+            return;
+        }
+    }
+}
+
+/// One length-prefixed DNS message from a TCP stream.
+async fn read_framed(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let len = stream.read_u16().await.ok()?;
+    let mut message = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut message).await.ok()?;
+    Some(message)
+}
+
+async fn write_framed(stream: &mut TcpStream, message: &[u8]) -> Option<()> {
+    let len = u16::try_from(message.len()).ok()?;
+    let mut framed = len.to_be_bytes().to_vec();
+    framed.extend_from_slice(message);
+    stream.write_all(&framed).await.ok()
+}
+
 /// The reply to one query from the guest, or `None` for something that is not a query.
-async fn answer(context: &Context, query: &[u8]) -> Option<Vec<u8>> {
+async fn answer(context: &Context, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let request = Message::from_vec(query).ok()?;
     if request.message_type() != MessageType::Query {
         return None;
@@ -189,7 +249,7 @@ async fn answer(context: &Context, query: &[u8]) -> Option<Vec<u8>> {
     let Some(upstream) = context.upstream else {
         return reply(&request, ResponseCode::ServFail);
     };
-    let Some((raw, response)) = ask_upstream(upstream, query, request.id()).await else {
+    let Some((raw, response)) = ask_upstream(upstream, query, request.id(), transport).await else {
         return reply(&request, ResponseCode::ServFail);
     };
     if !context.policy.domains().is_empty() {
@@ -213,27 +273,39 @@ fn reply(request: &Message, code: ResponseCode) -> Option<Vec<u8>> {
     message.to_vec().ok()
 }
 
-/// Sends `query` from the host's namespace to `upstream` and waits for the answer with `id`,
-/// returned as received and parsed.
-async fn ask_upstream(upstream: SocketAddr, query: &[u8], id: u16) -> Option<(Vec<u8>, Message)> {
-    let local: SocketAddr = match upstream {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+/// Sends `query` from the host's namespace to `upstream` over `transport` and waits for the
+/// answer with `id`, returned as received and parsed.
+async fn ask_upstream(
+    upstream: SocketAddr,
+    query: &[u8],
+    id: u16,
+    transport: Transport,
+) -> Option<(Vec<u8>, Message)> {
+    let is_answer = |raw: &[u8]| {
+        Message::from_vec(raw)
+            .ok()
+            .filter(|m| m.id() == id && m.message_type() == MessageType::Response)
     };
     let exchange = async {
+        if transport == Transport::Tcp {
+            let mut stream = TcpStream::connect(upstream).await.ok()?;
+            write_framed(&mut stream, query).await?;
+            let raw = read_framed(&mut stream).await?;
+            let message = is_answer(&raw)?;
+            return Some((raw, message));
+        }
+        let local: SocketAddr = match upstream {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
         let socket = tokio::net::UdpSocket::bind(local).await.ok()?;
         socket.connect(upstream).await.ok()?;
         socket.send(query).await.ok()?;
         let mut buf = vec![0u8; MAX_MESSAGE];
         loop {
             let len = socket.recv(&mut buf).await.ok()?;
-            match Message::from_vec(&buf[..len]) {
-                Ok(message)
-                    if message.id() == id && message.message_type() == MessageType::Response =>
-                {
-                    return Some((buf[..len].to_vec(), message));
-                }
-                _ => continue,
+            if let Some(message) = is_answer(&buf[..len]) {
+                return Some((buf[..len].to_vec(), message));
             }
         }
     };

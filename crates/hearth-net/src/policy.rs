@@ -334,16 +334,18 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
             }
         }
     }
-    rules.push(rule(
-        Input,
-        vec![
-            from_guest(),
-            Match::Daddr(IpNetwork::from(IpAddr::V4(GATEWAY_ADDR))),
-            Match::L4Proto(libc_proto::UDP),
-            Match::DPort(DNS_PORT),
-        ],
-        Verdict::Accept,
-    ));
+    for proto in [libc_proto::UDP, libc_proto::TCP] {
+        rules.push(rule(
+            Input,
+            vec![
+                from_guest(),
+                Match::Daddr(IpNetwork::from(IpAddr::V4(GATEWAY_ADDR))),
+                Match::L4Proto(proto),
+                Match::DPort(DNS_PORT),
+            ],
+            Verdict::Accept,
+        ));
+    }
     rules.push(rule(
         Input,
         vec![Match::EstablishedOrRelated],
@@ -602,9 +604,12 @@ mod tests {
                 .position(|r| r.matches == dns && r.verdict == Verdict::Drop);
             assert!(drop.unwrap() < accept_all);
         }
-        assert!(rules.iter().any(|r| r.chain == ChainKind::Input
-            && r.verdict == Verdict::Accept
-            && r.matches.contains(&Match::DPort(DNS_PORT))));
+        for proto in [libc_proto::UDP, libc_proto::TCP] {
+            assert!(rules.iter().any(|r| r.chain == ChainKind::Input
+                && r.verdict == Verdict::Accept
+                && r.matches.contains(&Match::L4Proto(proto))
+                && r.matches.contains(&Match::DPort(DNS_PORT))));
+        }
     }
 
     #[test]

@@ -162,7 +162,56 @@ impl TestInternet {
             .iter()
             .map(|(name, addr)| Ok((Name::from_ascii(format!("{name}."))?.to_lowercase(), *addr)))
             .collect::<anyhow::Result<_>>()?;
-        self.serve_udp(53, move |query| dns_answer(&zone, query))
+        let zone = Arc::new(zone);
+        let received = {
+            let zone = zone.clone();
+            self.serve_udp(53, move |query| dns_answer(&zone, query))?
+        };
+        self.serve_dns_tcp(zone, received.clone())?;
+        Ok(received)
+    }
+
+    /// The same zone over TCP on port 53: one length-prefixed message each way, per query.
+    fn serve_dns_tcp(
+        &mut self,
+        zone: Arc<Vec<(Name, Ipv4Addr)>>,
+        received: Received,
+    ) -> anyhow::Result<()> {
+        let at = SocketAddr::new(IpAddr::V4(self.addr), 53);
+        let listener = netns::run_in(&self.netns_path, || TcpListener::bind(at))?
+            .with_context(|| format!("binding tcp {at} in {}", self.netns))?;
+        listener.set_nonblocking(true)?;
+        let stop = self.stop.clone();
+        self.servers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut len = [0u8; 2];
+                while stream.read_exact(&mut len).is_ok() {
+                    let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    if stream.read_exact(&mut query).is_err() {
+                        break;
+                    }
+                    received.0.fetch_add(1, Ordering::Relaxed);
+                    let Some(reply) = dns_answer(&zone, &query) else {
+                        break;
+                    };
+                    let Ok(reply_len) = u16::try_from(reply.len()) else {
+                        break;
+                    };
+                    let mut framed = reply_len.to_be_bytes().to_vec();
+                    framed.extend_from_slice(&reply);
+                    if stream.write_all(&framed).is_err() {
+                        break;
+                    }
+                }
+            }
+        }));
+        Ok(())
     }
 
     /// Answers each datagram to `port` with what `reply` makes of it (nothing for `None`);
@@ -219,6 +268,23 @@ fn dns_answer(zone: &[(Name, Ipv4Addr)], query: &[u8]) -> Option<Vec<u8>> {
         }
     }
     response.to_vec().ok()
+}
+
+/// A DNS query for the A records of `name`, framed for TCP (length first) and written as
+/// printf octal escapes, for sending from a guest shell with `printf '…' | nc`.
+pub fn dns_tcp_query_printf(name: &str) -> anyhow::Result<String> {
+    let mut message = Message::new();
+    message
+        .set_id(0x4845)
+        .set_recursion_desired(true)
+        .add_query(hickory_proto::op::Query::query(
+            Name::from_ascii(format!("{name}."))?,
+            RecordType::A,
+        ));
+    let query = message.to_vec()?;
+    let mut framed = u16::try_from(query.len())?.to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    Ok(framed.iter().map(|b| format!("\\{b:03o}")).collect())
 }
 
 /// How many datagrams a test server has received.

@@ -49,6 +49,17 @@ fn nslookup(name: &str, server: Option<std::net::Ipv4Addr>) -> String {
     }
 }
 
+/// Asks the forwarder for `name` over TCP (busybox nslookup only speaks UDP) and succeeds when
+/// the answer carries `addr`.
+fn tcp_lookup(name: &str, addr: std::net::Ipv4Addr) -> String {
+    let query = hearth_test_support::netns::dns_tcp_query_printf(name).unwrap();
+    let [a, b, c, d] = addr.octets();
+    format!(
+        "printf '{query}' | nc -w 3 172.30.255.1 53 | od -An -tu1 -v | tr -s ' \\n' '  ' \
+         | grep -q ' {a} {b} {c} {d}'"
+    )
+}
+
 /// Runs `script` in a sandbox with `flags`, returns the sandbox id and `name=status` lines.
 fn run_probes(flags: &[&str], script: &str) -> (String, Vec<String>) {
     run_probes_with_dns(flags, script, None)
@@ -338,8 +349,8 @@ fn test_detached_sandbox_gets_its_network_flags_and_rm_removes_its_network() {
 /// A test zone `example.test` served from `dns`'s namespace, with one HTTP test host per name.
 struct TestZone {
     dns: TestInternet,
-    /// `allowed.example.test`; kept for its namespace, tests reach it by name.
-    _allowed: TestInternet,
+    /// `allowed.example.test`.
+    allowed: TestInternet,
     /// `other.example.test`.
     other: TestInternet,
     /// `a.wild.example.test` and `wild.example.test`.
@@ -366,7 +377,7 @@ impl TestZone {
         let queries = dns.serve_dns(&records).unwrap();
         TestZone {
             dns,
-            _allowed: allowed,
+            allowed,
             other,
             wild,
             queries,
@@ -395,6 +406,10 @@ fn test_domain_allowlist_resolves_and_reaches_listed_names_only() {
             http(format!("{}:{HTTP_PORT}", zone.other.addr())),
         ),
         ("wildcard", http(format!("a.wild.example.test:{HTTP_PORT}"))),
+        (
+            "tcp_dns",
+            tcp_lookup("allowed.example.test", zone.allowed.addr()),
+        ),
         ("apex", nslookup("wild.example.test", None)),
     ]);
     let flags = [
@@ -419,6 +434,7 @@ fn test_domain_allowlist_resolves_and_reaches_listed_names_only() {
         "reachable by address only through an allowed name: {lines:?}"
     );
     assert_eq!(status(&lines, "wildcard"), "0", "{lines:?}");
+    assert_eq!(status(&lines, "tcp_dns"), "0", "DNS over TCP: {lines:?}");
     assert_ne!(
         status(&lines, "apex"),
         "0",
