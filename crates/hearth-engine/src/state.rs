@@ -191,6 +191,14 @@ impl StateDb {
     }
 
     fn migrate(&mut self) -> Result<(), StateError> {
+        // The common case reads only: a write transaction would cost every command (`exec`
+        // included) a journal and an fsync.
+        let current: usize = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if current == MIGRATIONS.len() {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
