@@ -26,8 +26,8 @@ impl Command {
     /// process (whose own status passes through), 1 for the others, as docker's image commands.
     pub fn failure_code(&self) -> i32 {
         match self {
-            Command::Pull(_) | Command::Image(_) | Command::Login(_) | Command::Logout(_) => 1,
-            _ => 125,
+            Command::Run(_) | Command::Create(_) | Command::Exec(_) | Command::Shell(_) => 125,
+            _ => 1,
         }
     }
 }

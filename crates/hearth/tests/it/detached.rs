@@ -589,20 +589,29 @@ fn test_fs_operations_and_a_full_guest_disk() {
         "{long}"
     );
 
-    // Failures name the path and say why.
-    for (args, expected) in [
-        (vec!["fs", "stat", "fsbox", "/nope"], "No such file"),
-        (vec!["fs", "rm", "fsbox", "/tmp/a"], "Directory not empty"),
-        (vec!["fs", "cat", "fsbox", "/tmp"], "Is a directory"),
+    // Failures name the path and say why: exit 1, or 2 for a usage error.
+    for (args, expected, exit) in [
+        (vec!["fs", "stat", "fsbox", "/nope"], "No such file", 1),
+        (
+            vec!["fs", "rm", "fsbox", "/tmp/a"],
+            "Directory not empty",
+            1,
+        ),
+        (vec!["fs", "cat", "fsbox", "/tmp"], "Is a directory", 1),
         (
             vec!["fs", "stat", "fsbox", "relative"],
             "not an absolute path",
+            1,
         ),
-        (vec!["fs", "stat", "nosuchbox", "/"], "nosuchbox"),
-        (vec!["fs", "mkdir", "-m", "9z", "fsbox", "/x"], "octal mode"),
+        (vec!["fs", "stat", "nosuchbox", "/"], "nosuchbox", 1),
+        (
+            vec!["fs", "mkdir", "-m", "9z", "fsbox", "/x"],
+            "octal mode",
+            2,
+        ),
     ] {
         let output = hearth(&host, &args);
-        assert_ne!(code(&output), 0, "{args:?} succeeded");
+        assert_eq!(code(&output), exit, "{args:?}: {}", stderr(&output));
         assert!(
             stderr(&output).contains(expected),
             "{args:?}: {}",
