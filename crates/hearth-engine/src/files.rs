@@ -16,6 +16,9 @@ use crate::agent::{self, AgentError};
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
 /// Mode of directories created without one.
 pub const DEFAULT_DIR_MODE: u32 = 0o755;
+/// Most entries one listing may return: the host keeps a listing in memory, and a guest (whose
+/// agent may be compromised) must not make it grow without end.
+pub const MAX_LIST_ENTRIES: usize = 1_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -28,6 +31,8 @@ pub enum FilesError {
     LocalRead(#[source] std::io::Error),
     #[error("failed to write the file's data locally")]
     LocalWrite(#[source] std::io::Error),
+    #[error("the directory listing passed {MAX_LIST_ENTRIES} entries")]
+    TooManyEntries,
 }
 
 impl FilesError {
@@ -75,7 +80,12 @@ pub async fn list(vsock: &Path, path: &str) -> Result<Vec<FileStat>, FilesError>
     let mut entries = Vec::new();
     loop {
         match next(&mut stream).await? {
-            GuestMessage::Entries(batch) => entries.extend(batch),
+            GuestMessage::Entries(batch) => {
+                if entries.len() + batch.len() > MAX_LIST_ENTRIES {
+                    return Err(FilesError::TooManyEntries);
+                }
+                entries.extend(batch);
+            }
             GuestMessage::Done => return Ok(entries),
             other => return Err(agent::unexpected("directory entries", &other).into()),
         }

@@ -153,6 +153,8 @@ pub enum BlobFetchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the manifest gives the blob a negative size ({0})")]
+    NegativeSize(i64),
 }
 
 impl PullError {
@@ -416,6 +418,10 @@ impl Fetcher<'_> {
         digest: &Digest,
         report: bool,
     ) -> Result<(), BlobFetchError> {
+        // The declared size bounds the download: a registry that keeps sending is cut off
+        // instead of filling the disk (the digest would be checked only at the end).
+        let limit = u64::try_from(descriptor.size)
+            .map_err(|_| BlobFetchError::NegativeSize(descriptor.size))?;
         let temp = self.store.blobs().temp_file()?;
         let write_err = |source| BlobFetchError::Write {
             path: temp.path().to_owned(),
@@ -425,6 +431,7 @@ impl Fetcher<'_> {
         let mut writer = Counting {
             inner: tokio::io::BufWriter::new(file),
             written: 0,
+            limit,
             on_write: |written| {
                 if report {
                     self.reporter.on_layer_progress(digest, written);
@@ -442,16 +449,17 @@ impl Fetcher<'_> {
         writer.inner.flush().await.map_err(write_err)?;
         // Size and digest are checked again on the file itself: what is cached is what was
         // checked.
-        let size = u64::try_from(descriptor.size).ok();
-        self.store.blobs().commit(temp, digest, size)?;
+        self.store.blobs().commit(temp, digest, Some(limit))?;
         Ok(())
     }
 }
 
-/// A writer that reports how many bytes went through it, for progress bars.
+/// A writer that reports how many bytes went through it, for progress bars, and refuses
+/// more than `limit`.
 struct Counting<W, F> {
     inner: W,
     written: u64,
+    limit: u64,
     on_write: F,
 }
 
@@ -462,6 +470,12 @@ impl<W: AsyncWrite + Unpin, F: Fn(u64) + Unpin> AsyncWrite for Counting<W, F> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if this.written + buf.len() as u64 > this.limit {
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the {} bytes the manifest declares",
+                this.limit
+            ))));
+        }
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = result {
             this.written += n as u64;
@@ -476,5 +490,28 @@ impl<W: AsyncWrite + Unpin, F: Fn(u64) + Unpin> AsyncWrite for Counting<W, F> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn test_download_past_its_declared_size_is_cut_off() {
+        let reported = std::sync::Mutex::new(Vec::new());
+        let mut writer = Counting {
+            inner: Vec::new(),
+            written: 0,
+            limit: 10,
+            on_write: |n| reported.lock().unwrap().push(n),
+        };
+        writer.write_all(b"0123456789").await.unwrap();
+        let err = writer.write_all(b"x").await.unwrap_err();
+        assert!(err.to_string().contains("more than the 10 bytes"), "{err}");
+        assert_eq!(writer.inner, b"0123456789");
+        assert_eq!(*reported.lock().unwrap(), vec![10]);
     }
 }

@@ -26,10 +26,21 @@ pub(crate) async fn refusal_message(reference: &ImageRef, config: &PullConfig) -
     }
 }
 
+/// Most of an error body read for its message; the rest of a longer one is not read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
 /// The messages of a registry error body, else its text, else its status.
-pub(crate) async fn registry_message(response: Response) -> String {
+pub(crate) async fn registry_message(mut response: Response) -> String {
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.truncate(MAX_ERROR_BODY);
+    let text = String::from_utf8_lossy(&body);
     match message_of(&text) {
         Some(message) => message,
         None if text.trim().is_empty() => status.to_string(),

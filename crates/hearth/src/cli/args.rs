@@ -223,8 +223,8 @@ pub struct SandboxesArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Seconds to wait for a clean power-off before killing.
-    #[arg(short, long, default_value_t = 10)]
+    /// Seconds to wait for a clean power-off before killing (0: kill at once; at most a day).
+    #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(..=86_400))]
     pub time: u64,
 
     #[command(flatten)]

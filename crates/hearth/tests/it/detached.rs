@@ -776,13 +776,25 @@ fn test_wait_hears_a_stop_and_stop_without_grace_kills() {
     let host = host();
     ok(&host, &["run", "-d", "--name", "waited"]);
     // `wait` blocks on the supervisor's control socket until the end it then reports.
-    let waiter = host
+    let mut waiter = host
         .hearth()
         .args(["wait", "waited"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let id = inspect(&host, "waited")["id"].as_str().unwrap().to_owned();
+    let socket = host
+        .state_dir()
+        .join("sandboxes")
+        .join(id)
+        .join("control.sock");
+    assert!(socket.exists(), "no control socket at {}", socket.display());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "wait returned while the sandbox ran"
+    );
     assert_eq!(ok(&host, &["stop", "-t", "5", "waited"]), "waited\n");
     let output = waiter.wait_with_output().unwrap();
     assert_eq!(

@@ -59,15 +59,30 @@ fn vsock(state: &StateDir, target: &FsTarget) -> anyhow::Result<std::path::PathB
     Ok(hearth_engine::vsock_of(state, &record.id))
 }
 
+/// A guest-chosen name as it is safe to print: control characters (which could drive the
+/// user's terminal or forge lines) as escapes, like `ls -b`.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 fn print_stat(path: &str, stat: &FileStat) {
-    println!("path:  {path}");
+    println!("path:  {}", printable(path));
     println!("kind:  {}", kind_name(stat));
     println!("size:  {}", stat.size);
     println!("mode:  {:04o} ({})", stat.mode, mode_string(stat));
     println!("owner: {}:{}", stat.uid, stat.gid);
     println!("mtime: {}", mtime(stat.mtime));
     if let Some(target) = &stat.link_target {
-        println!("link:  {target}");
+        println!("link:  {}", printable(target));
     }
 }
 
@@ -89,10 +104,10 @@ fn long_line(entry: &FileStat) -> String {
         entry.gid,
         entry.size,
         mtime(entry.mtime),
-        entry.name
+        printable(&entry.name)
     );
     if let Some(target) = &entry.link_target {
-        line.push_str(&format!(" -> {target}"));
+        line.push_str(&format!(" -> {}", printable(target)));
     }
     line
 }
@@ -154,6 +169,15 @@ mod tests {
         assert_eq!(mode_string(&entry(FileKind::File, 0o4755)), "-rwsr-xr-x");
         assert_eq!(mode_string(&entry(FileKind::Dir, 0o1777)), "drwxrwxrwt");
         assert_eq!(mode_string(&entry(FileKind::File, 0o2640)), "-rw-r-S---");
+    }
+
+    #[test]
+    fn test_guest_names_cannot_drive_the_terminal() {
+        let mut evil = entry(FileKind::File, 0o644);
+        evil.name = "a\u{1b}]0;pwned\u{7}\nforged".into();
+        let line = long_line(&evil);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.ends_with(r"a\u{1b}]0;pwned\u{7}\nforged"), "{line}");
     }
 
     #[test]
