@@ -245,13 +245,18 @@ impl Sandbox {
         if grace.is_zero() {
             return self.kill().await;
         }
-        let requested = timeout(grace, self.request_shutdown()).await;
+        // One deadline for both steps, so a guest that answers late cannot stretch the stop.
+        let deadline = tokio::time::Instant::now() + grace;
+        let requested = tokio::time::timeout_at(deadline, self.request_shutdown()).await;
         let exit = match requested {
-            Ok(Ok(())) => match timeout(grace, self.vm.wait()).await {
+            Ok(Ok(())) => match tokio::time::timeout_at(deadline, self.vm.wait()).await {
                 Ok(exit) => exit,
                 Err(_) => self.vm.stop(Duration::ZERO).await,
             },
-            _ => self.vm.stop(grace).await,
+            _ => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.vm.stop(left).await
+            }
         };
         tracing::info!(sandbox = %self.id, ?exit, "vm stopped");
         self.remove_network().await;

@@ -240,8 +240,23 @@ pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError>
         }
         Ending::VmExited => (None, Some("the VM exited by itself".to_owned())),
         Ending::Stopped(grace) => {
-            sandbox.shutdown_within(grace).await;
-            (Some(128 + libc::SIGTERM), None)
+            // A kill still works while the clean stop's grace period runs.
+            let shutdown = sandbox.shutdown_within(grace);
+            tokio::pin!(shutdown);
+            let killed = loop {
+                tokio::select! {
+                    _ = &mut shutdown => break false,
+                    request = requests.next() => {
+                        if matches!(request, EndRequest::Kill) {
+                            break true;
+                        }
+                    }
+                }
+            };
+            // An unfinished shutdown is dropped here, and with it the sandbox: its VM is
+            // killed and its network removed.
+            let signal = if killed { libc::SIGKILL } else { libc::SIGTERM };
+            (Some(128 + signal), None)
         }
         Ending::Killed => {
             sandbox.kill().await;

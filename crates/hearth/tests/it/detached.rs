@@ -813,3 +813,40 @@ fn test_wait_hears_a_stop_and_stop_without_grace_kills() {
     ok(&host, &["rm", "waited", "abrupt"]);
     host.assert_clean();
 }
+
+#[test]
+fn test_kill_ends_a_stop_that_hangs() {
+    let host = host();
+    ok(&host, &["run", "-d", "--name", "hung"]);
+    let id = inspect(&host, "hung")["id"].as_str().unwrap().to_owned();
+    // A frozen VMM: the guest can no longer answer the clean power-off.
+    let run_dir = host.state_dir().join("vms").join(&id);
+    let qemu = hearth_test_support::host::processes_mentioning(&run_dir.to_string_lossy())
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("qemu-system"))
+        })
+        .expect("qemu of the sandbox");
+    let qemu = nix::unistd::Pid::from_raw(i32::try_from(qemu).unwrap());
+    nix::sys::signal::kill(qemu, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut stopper = host
+        .hearth()
+        .args(["stop", "-t", "600", "hung"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(stopper.try_wait().unwrap().is_none(), "stop returned early");
+    ok(&host, &["kill", "hung"]);
+    let stopped = stopper.wait_with_output().unwrap();
+    assert_eq!(code(&stopped), 0, "{}", stderr(&stopped));
+    let record = inspect(&host, "hung");
+    assert_eq!(
+        (&record["state"], &record["exit_code"]),
+        (&"exited".into(), &137.into())
+    );
+    ok(&host, &["rm", "hung"]);
+    host.assert_clean();
+}
