@@ -34,6 +34,8 @@ pub enum LoginError {
     },
     #[error("registry `{registry}` asks for authentication hearth does not speak: `{challenge}`")]
     Challenge { registry: String, challenge: String },
+    #[error("registry `{registry}` sends the credentials to `{realm}`, which is not HTTPS; refusing to send them in the clear")]
+    InsecureRealm { registry: String, realm: String },
 }
 
 /// Succeeds when `registry` accepts `credentials` (or needs none).
@@ -63,6 +65,7 @@ pub async fn verify(
         .to_owned();
     let reply = match bearer_realm(&challenge) {
         Some((realm, service)) => {
+            check_realm(registry, &url, &realm)?;
             let mut query = Vec::new();
             if let Some(service) = &service {
                 query.push(("service", service.as_str()));
@@ -98,6 +101,18 @@ pub async fn verify(
     }
 }
 
+/// The realm is the registry's to name, but a TLS registry must not be able to have the user's
+/// password sent somewhere in the clear.
+fn check_realm(registry: &str, registry_url: &str, realm: &str) -> Result<(), LoginError> {
+    if registry_url.starts_with("https://") && !realm.starts_with("https://") {
+        return Err(LoginError::InsecureRealm {
+            registry: registry.to_owned(),
+            realm: realm.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// The realm and service of a Bearer challenge.
 fn bearer_realm(challenge: &str) -> Option<(String, Option<String>)> {
     ChallengeParser::new(challenge)
@@ -127,6 +142,18 @@ async fn unexpected(registry: &str, response: Response) -> LoginError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_tls_registry_cannot_send_the_password_to_a_plain_http_realm() {
+        let tls = "https://registry.example/v2/";
+        assert!(check_realm("r", tls, "https://auth.example/token").is_ok());
+        assert!(matches!(
+            check_realm("r", tls, "http://auth.example/token"),
+            Err(LoginError::InsecureRealm { .. })
+        ));
+        // A registry spoken to over plain HTTP (loopback, --insecure-registry) may name one.
+        assert!(check_realm("r", "http://127.0.0.1:5000/v2/", "http://127.0.0.1:6000/t").is_ok());
+    }
 
     #[test]
     fn test_bearer_realm_reads_realm_and_service() {

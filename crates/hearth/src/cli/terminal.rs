@@ -35,20 +35,52 @@ impl Drop for RawMode {
 }
 
 /// Prompts on stderr and reads one line from stdin's terminal with echo off (a password).
+/// The terminal stays in charge of nothing while it is read: Ctrl-C arrives as a byte and
+/// ends the prompt with `Interrupted` after the terminal is restored, instead of killing hearth
+/// with echo still off.
 pub fn read_secret(prompt: &str) -> std::io::Result<String> {
+    use std::io::Read;
+
     let stdin = std::io::stdin();
     let saved = termios::tcgetattr(stdin.as_fd())?;
     let mut quiet = saved.clone();
-    quiet.local_flags.remove(termios::LocalFlags::ECHO);
+    quiet.local_flags.remove(
+        termios::LocalFlags::ECHO | termios::LocalFlags::ICANON | termios::LocalFlags::ISIG,
+    );
+    quiet.control_chars[termios::SpecialCharacterIndices::VMIN as usize] = 1;
+    quiet.control_chars[termios::SpecialCharacterIndices::VTIME as usize] = 0;
     eprint!("{prompt}");
     termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &quiet)?;
-    let mut line = String::new();
-    let read = stdin.read_line(&mut line);
-    let restored = termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &saved);
+    let _restore = Restore(saved);
+    let mut line = Vec::new();
+    for byte in stdin.lock().bytes() {
+        match byte? {
+            b'\r' | b'\n' => break,
+            // Ctrl-C, or Ctrl-D on an empty line.
+            0x03 => return Err(interrupted("interrupted at the prompt")),
+            0x04 if line.is_empty() => return Err(interrupted("no input at the prompt")),
+            // Backspace (DEL or ^H) edits the invisible line.
+            0x7f | 0x08 => {
+                line.pop();
+            }
+            byte => line.push(byte),
+        }
+    }
     eprintln!();
-    read?;
-    restored?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    String::from_utf8(line).map_err(|_| std::io::Error::other("the input is not UTF-8"))
+}
+
+fn interrupted(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, why)
+}
+
+/// Puts the terminal's saved settings back when dropped.
+struct Restore(termios::Termios);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.0);
+    }
 }
 
 /// Size of the terminal on stdin (or stdout), else the classic 24x80.

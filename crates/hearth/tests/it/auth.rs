@@ -152,6 +152,35 @@ fn test_login_pull_run_logout_against_an_htpasswd_registry() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 
+    // Ctrl-C at the password prompt ends the login (exit 1, nothing saved) and leaves the
+    // terminal as it was: echo, line editing and signals back on.
+    let mut command = portable_pty::CommandBuilder::new("sh");
+    command.env("HEARTH_STATE_DIR", host.state_dir());
+    command.env("DOCKER_CONFIG", docker.path());
+    let script = format!(
+        "{} login -u other {}; echo status=$?; stty -a",
+        crate::HEARTH,
+        registry.host()
+    );
+    command.args(["-c", &script]);
+    let mut session = PtySession::spawn(command, 24, 200).unwrap();
+    session.expect("Password: ", STEP).unwrap();
+    session.send("half-typed\u{3}").unwrap();
+    session.expect("status=1", STEP).unwrap();
+    assert_eq!(session.wait(STEP).unwrap(), 0, "{}", session.screen());
+    let screen = session.screen();
+    let flags: Vec<&str> = screen.split_whitespace().collect();
+    for flag in ["echo", "icanon", "isig"] {
+        assert!(flags.contains(&flag), "`{flag}` not restored: {screen}");
+    }
+    assert!(
+        read_config(docker.path())["auths"]
+            .get(registry.host())
+            .is_some()
+            && !screen.contains("half-typed"),
+        "{screen}"
+    );
+
     // Pull and boot with the saved credentials.
     let output = hearth().args(["run", &image]).output().unwrap();
     assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
