@@ -24,7 +24,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::netns;
 use crate::nft;
 use crate::policy::{EgressPolicy, DNS_PORT};
-use crate::pool::GATEWAY_ADDR;
+use crate::pool::{GATEWAY_ADDR, GUEST_ADDR};
 
 /// The host's resolver configuration, where the default upstream comes from.
 pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -176,7 +176,7 @@ async fn serve(
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, guest)) = received else { continue };
-                if in_flight.len() >= MAX_IN_FLIGHT {
+                if !from_guest(guest) || in_flight.len() >= MAX_IN_FLIGHT {
                     continue;
                 }
                 let query = buf[..len].to_vec();
@@ -188,8 +188,8 @@ async fn serve(
                 });
             }
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                if in_flight.len() >= MAX_IN_FLIGHT {
+                let Ok((stream, peer)) = accepted else { continue };
+                if !from_guest(peer) || in_flight.len() >= MAX_IN_FLIGHT {
                     continue;
                 }
                 in_flight.spawn(serve_tcp(stream, context.clone()));
@@ -197,6 +197,19 @@ async fn serve(
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
     }
+}
+
+/// Whether a query came from the guest. Only the guest is answered: the answer goes to the
+/// query's source, so a query with a forged source (say, an address on the internet) would
+/// have its answer, and the question the sender chose, sent out through the uplink: a way out
+/// under any policy, and an amplifier. The namespace's rules drop such packets on the tap too.
+fn from_guest(source: SocketAddr) -> bool {
+    let from = source.ip().to_canonical();
+    if from != IpAddr::V4(GUEST_ADDR) {
+        tracing::debug!(%source, "DNS query not from the guest; dropped");
+        return false;
+    }
+    true
 }
 
 /// Answers the queries of one TCP connection from the guest, in order, until it closes, sends
@@ -402,6 +415,15 @@ mod tests {
                 ("10.0.0.2".parse().unwrap(), MIN_ALLOW_TTL),
             ]
         );
+    }
+
+    #[test]
+    fn test_only_the_guest_address_is_answered() {
+        assert!(from_guest("172.30.255.2:5353".parse().unwrap()));
+        assert!(from_guest("[::ffff:172.30.255.2]:5353".parse().unwrap()));
+        for other in ["172.30.255.1:5353", "192.0.2.7:53", "[2001:db8::2]:53"] {
+            assert!(!from_guest(other.parse().unwrap()), "{other}");
+        }
     }
 
     #[test]

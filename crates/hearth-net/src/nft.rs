@@ -299,20 +299,8 @@ fn add_match(rule: &mut Rule<'_>, m: &Match, ifaces: IfaceIndexes, lookups: &Loo
             rule.add_expr(&nft_expr!(meta oif));
             rule.add_expr(&Cmp::new(CmpOp::Eq, ifaces.of(*iface)));
         }
-        Match::Daddr(IpNetwork::V4(net)) => {
-            rule.add_expr(&nft_expr!(meta nfproto));
-            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV4 as u8));
-            rule.add_expr(&nft_expr!(payload ipv4 daddr));
-            rule.add_expr(&Bitwise::new(net.mask(), Ipv4Addr::UNSPECIFIED));
-            rule.add_expr(&Cmp::new(CmpOp::Eq, net.network()));
-        }
-        Match::Daddr(IpNetwork::V6(net)) => {
-            rule.add_expr(&nft_expr!(meta nfproto));
-            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV6 as u8));
-            rule.add_expr(&nft_expr!(payload ipv6 daddr));
-            rule.add_expr(&Bitwise::new(net.mask(), Ipv6Addr::UNSPECIFIED));
-            rule.add_expr(&Cmp::new(CmpOp::Eq, net.network()));
-        }
+        Match::Saddr(net) => add_addr_match(rule, *net, Field::Source),
+        Match::Daddr(net) => add_addr_match(rule, *net, Field::Destination),
         Match::L4Proto(proto) => {
             rule.add_expr(&Meta::L4Proto);
             rule.add_expr(&Cmp::new(CmpOp::Eq, *proto));
@@ -340,6 +328,39 @@ fn add_match(rule: &mut Rule<'_>, m: &Match, ifaces: IfaceIndexes, lookups: &Loo
             rule.add_expr(&Conntrack::State);
             rule.add_expr(&Bitwise::new(states, 0u32));
             rule.add_expr(&Cmp::new(CmpOp::Neq, 0u32));
+        }
+    }
+}
+
+/// Which address of the IP header a match reads.
+#[derive(Clone, Copy)]
+enum Field {
+    Source,
+    Destination,
+}
+
+/// Matches packets of `net`'s family whose `field` address is in `net`.
+fn add_addr_match(rule: &mut Rule<'_>, net: IpNetwork, field: Field) {
+    match net {
+        IpNetwork::V4(net) => {
+            rule.add_expr(&nft_expr!(meta nfproto));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV4 as u8));
+            match field {
+                Field::Source => rule.add_expr(&nft_expr!(payload ipv4 saddr)),
+                Field::Destination => rule.add_expr(&nft_expr!(payload ipv4 daddr)),
+            }
+            rule.add_expr(&Bitwise::new(net.mask(), Ipv4Addr::UNSPECIFIED));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, net.network()));
+        }
+        IpNetwork::V6(net) => {
+            rule.add_expr(&nft_expr!(meta nfproto));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV6 as u8));
+            match field {
+                Field::Source => rule.add_expr(&nft_expr!(payload ipv6 saddr)),
+                Field::Destination => rule.add_expr(&nft_expr!(payload ipv6 daddr)),
+            }
+            rule.add_expr(&Bitwise::new(net.mask(), Ipv6Addr::UNSPECIFIED));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, net.network()));
         }
     }
 }

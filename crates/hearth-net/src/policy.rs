@@ -8,7 +8,7 @@ use std::str::FromStr;
 pub use ipnetwork::IpNetwork;
 
 pub use crate::domain::{DomainError, DomainPattern};
-use crate::pool::GATEWAY_ADDR;
+use crate::pool::{GATEWAY_ADDR, GUEST_ADDR};
 
 /// DNS's port; the guest may send to it only on the gateway, where hearth's forwarder listens.
 pub const DNS_PORT: u16 = 53;
@@ -209,6 +209,8 @@ pub enum Iface {
 pub enum Match {
     Iif(Iface),
     Oif(Iface),
+    /// Source inside this network (IPv4 or IPv6 rules match only their family).
+    Saddr(IpNetwork),
     /// Destination inside this network (IPv4 or IPv6 rules match only their family).
     Daddr(IpNetwork),
     /// Transport protocol number (`IPPROTO_*`).
@@ -334,11 +336,14 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
             }
         }
     }
+    // Only from the guest's own address: the forwarder answers a query's source, so a forged
+    // source would send the answer out to wherever the guest chose.
     for proto in [libc_proto::UDP, libc_proto::TCP] {
         rules.push(rule(
             Input,
             vec![
                 from_guest(),
+                Match::Saddr(IpNetwork::from(IpAddr::V4(GUEST_ADDR))),
                 Match::Daddr(IpNetwork::from(IpAddr::V4(GATEWAY_ADDR))),
                 Match::L4Proto(proto),
                 Match::DPort(DNS_PORT),
@@ -610,6 +615,27 @@ mod tests {
                 && r.matches.contains(&Match::L4Proto(proto))
                 && r.matches.contains(&Match::DPort(DNS_PORT))));
         }
+    }
+
+    #[test]
+    fn test_dns_to_the_forwarder_is_accepted_only_from_the_guest_address() {
+        let rules = namespace_rules(&EgressPolicy::default(), &blocked());
+        let guest = IpNetwork::from(IpAddr::V4(GUEST_ADDR));
+        let dns_inputs: Vec<_> = rules
+            .iter()
+            .filter(|r| r.chain == ChainKind::Input && r.matches.contains(&Match::DPort(DNS_PORT)))
+            .collect();
+        assert_eq!(dns_inputs.len(), 2);
+        for r in dns_inputs {
+            assert_eq!(r.verdict, Verdict::Accept);
+            assert!(r.matches.contains(&Match::Saddr(guest)), "{r:?}");
+            assert!(r.matches.contains(&Match::Iif(Iface::Tap)), "{r:?}");
+        }
+        // Nothing else from the tap reaches the namespace itself.
+        assert!(!rules.iter().any(|r| r.chain == ChainKind::Input
+            && r.verdict == Verdict::Accept
+            && r.matches.contains(&Match::Iif(Iface::Tap))
+            && !r.matches.contains(&Match::Saddr(guest))));
     }
 
     #[test]

@@ -1,12 +1,19 @@
 //! Real namespaces, links and nftables tables; traffic only to a test host the test creates.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use hearth_net::pool::{GATEWAY_ADDR, GUEST_ADDR};
 use hearth_net::{leftovers, link, netns, NetNames, NetworkConfig, NetworkError, SandboxNetwork};
 use hearth_test_support::netns::{TestInternet, HTTP_BODY};
+use hearth_test_support::wait_until;
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -98,4 +105,80 @@ fn test_v6_cidrs_and_domains_in_an_allowlist_make_a_table_the_kernel_takes() {
     assert_eq!(leftovers(&names).len(), 3, "namespace, host link and table");
     network.remove().unwrap();
     assert_eq!(leftovers(&names), Vec::<String>::new());
+}
+
+/// A UDP socket inside `netns` sending from `from`, which need not be the namespace's own
+/// address (IP_TRANSPARENT): what a forged source looks like to the forwarder.
+fn udp_from(netns_path: &Path, from: SocketAddrV4) -> UdpSocket {
+    netns::run_in(netns_path, || -> nix::Result<UdpSocket> {
+        let fd = socket::socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::empty(),
+            None,
+        )?;
+        socket::setsockopt(&fd, sockopt::IpTransparent, &true)?;
+        socket::bind(fd.as_raw_fd(), &SockaddrIn::from(from))?;
+        Ok(UdpSocket::from(fd))
+    })
+    .unwrap()
+    .unwrap()
+}
+
+fn a_query(name: &str) -> Vec<u8> {
+    let mut message = Message::new();
+    message
+        .set_id(0x4845)
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    message.to_vec().unwrap()
+}
+
+#[test]
+fn test_dns_forwarder_answers_only_the_guest_address_never_a_forged_source() {
+    let mut internet = TestInternet::new().unwrap();
+    let upstream = internet
+        .serve_dns(&[("www.example.test", Ipv4Addr::new(10, 214, 255, 9))])
+        .unwrap();
+    let victim_port = 5353;
+    let victim = internet.serve_udp_echo(victim_port).unwrap();
+    let id = test_id();
+    let config = NetworkConfig {
+        dns_upstream: Some(SocketAddr::new(internet.addr().into(), 53)),
+        ..NetworkConfig::default()
+    };
+    let mut network = SandboxNetwork::create(&id, &config).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+    network.start_services().unwrap();
+    let forwarder = SocketAddr::from((GATEWAY_ADDR, 53));
+    let query = a_query("www.example.test.");
+
+    // A query whose source is the test host: answered, it would go out to that host.
+    let forged = udp_from(
+        network.netns_path(),
+        SocketAddrV4::new(internet.addr(), victim_port),
+    );
+    forged.send_to(&query, forwarder).unwrap();
+    // Then one from the guest's address, which the forwarder asks upstream about.
+    let guest = udp_from(network.netns_path(), SocketAddrV4::new(GUEST_ADDR, 5354));
+    guest.send_to(&query, forwarder).unwrap();
+
+    let asked = wait_until(Duration::from_secs(10), || {
+        (upstream.count() >= 1).then_some(())
+    });
+    assert!(asked.is_some(), "the guest's query never reached upstream");
+    // The forged query came first; give its answer, if any, time to arrive.
+    let leaked = wait_until(Duration::from_secs(2), || {
+        (victim.count() > 0 || upstream.count() > 1).then_some(())
+    });
+    assert!(
+        leaked.is_none(),
+        "forged query answered: {} datagrams reached the forged source, upstream asked {} times",
+        victim.count(),
+        upstream.count()
+    );
+    drop(_entered);
+    drop(runtime);
+    network.remove().unwrap();
 }
