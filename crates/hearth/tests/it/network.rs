@@ -185,6 +185,10 @@ fn test_deny_all_blocks_a_host_that_allow_all_reaches_and_resolves_nothing() {
     let (_, lines) = run_probes_with_dns(&["--egress", "deny-all"], &script, Some(zone.dns.addr()));
     assert_ne!(status(&lines, "http"), "0", "{lines:?}");
     assert_ne!(status(&lines, "lookup"), "0", "{lines:?}");
+    // The host is up and serving (the host reaches it): only the policy kept the guest out.
+    let server = std::net::SocketAddr::from((zone.other.addr(), HTTP_PORT));
+    std::net::TcpStream::connect_timeout(&server, std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("the test host {server} is not serving: {e}"));
     assert_eq!(
         zone.queries.count(),
         0,
