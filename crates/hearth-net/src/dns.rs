@@ -41,6 +41,9 @@ const MAX_MESSAGE: usize = 65535;
 /// How long a guest's TCP connection may sit idle between queries (RFC 7766 suggests seconds).
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Pause after a failed accept before the next.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
+
 /// How a query reached the forwarder, and so how it is asked upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transport {
@@ -188,7 +191,16 @@ async fn serve(
                 });
             }
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of descriptors (EMFILE), accept fails at once for as long as the
+                        // connection waits: pause instead of spinning on it.
+                        tracing::debug!(%error, "DNS forwarder failed to accept a connection");
+                        tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                        continue;
+                    }
+                };
                 if !from_guest(peer) || in_flight.len() >= MAX_IN_FLIGHT {
                     continue;
                 }
