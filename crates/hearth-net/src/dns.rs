@@ -266,8 +266,8 @@ async fn answer(context: &Context, query: &[u8], transport: Transport) -> Option
     if request.op_code() != OpCode::Query {
         return reply(&request, ResponseCode::NotImp);
     }
-    let name = question.name().to_ascii();
-    if !context.policy.resolves(&name) {
+    let name = question.name();
+    if !context.policy.resolves(name) {
         tracing::debug!(%name, "name not allowed; answering NXDOMAIN");
         return reply(&request, ResponseCode::NXDomain);
     }

@@ -1,9 +1,12 @@
 //! Domain names on an allowlist: `example.com` (that name only) or `*.example.com` (every name
 //! below it, not `example.com` itself, as a DNS wildcard). Checked when parsed, so a typo is an
-//! error before any VM starts; names are kept lowercase, without the root dot.
+//! error before any VM starts; names are kept lowercase, without the root dot, and matched
+//! label by label.
 
 use std::fmt;
 use std::str::FromStr;
+
+use hickory_proto::rr::Name;
 
 /// DNS limits (RFC 1035 §2.3.4): 63 bytes a label, 253 for the dotted name.
 const MAX_LABEL_LEN: usize = 63;
@@ -14,6 +17,9 @@ const MAX_NAME_LEN: usize = 253;
 pub struct DomainPattern {
     /// The name, or for a wildcard the name below which everything matches.
     name: String,
+    /// `name` as DNS labels, which queries are matched against: a label of a query may hold a
+    /// dot (`x\.example` + `com`), so comparing text would confuse it with two labels.
+    zone: Name,
     wildcard: bool,
 }
 
@@ -66,8 +72,11 @@ impl FromStr for DomainPattern {
                 "its last label is all digits (an address needs 4 parts)",
             ));
         }
+        let mut zone = Name::from_ascii(name).map_err(|_| invalid("it is not a DNS name"))?;
+        zone.set_fqdn(true);
         Ok(DomainPattern {
             name: name.to_owned(),
+            zone: zone.to_lowercase(),
             wildcard,
         })
     }
@@ -93,14 +102,17 @@ fn check_label(label: &str) -> Result<(), &'static str> {
 }
 
 impl DomainPattern {
-    /// Whether `name` (any case, with or without the root dot) is allowed by this pattern.
-    pub fn matches(&self, name: &str) -> bool {
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    /// Whether `name` (any case) is allowed by this pattern: label by label, the pattern's name
+    /// itself when exact, a name with at least one more label below it when a wildcard.
+    pub fn matches(&self, name: &Name) -> bool {
+        if !self.zone.zone_of(name) {
+            return false;
+        }
+        let (labels, zone_labels) = (name.iter().len(), self.zone.iter().len());
         if self.wildcard {
-            name.strip_suffix(self.name.as_str())
-                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+            labels > zone_labels
         } else {
-            name == self.name
+            labels == zone_labels
         }
     }
 }
@@ -122,24 +134,41 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// A query's name, as hickory reads it off the wire (`\.` is a dot inside a label).
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
     #[test]
     fn test_exact_domain_matches_itself_in_any_case_only() {
         let p = pattern("Example.TEST.");
         assert_eq!(p.to_string(), "example.test");
-        assert!(p.matches("example.test"));
-        assert!(p.matches("EXAMPLE.test."));
-        assert!(!p.matches("www.example.test"));
-        assert!(!p.matches("badexample.test"));
+        assert!(p.matches(&name("example.test")));
+        assert!(p.matches(&name("EXAMPLE.test.")));
+        assert!(!p.matches(&name("www.example.test")));
+        assert!(!p.matches(&name("badexample.test")));
     }
 
     #[test]
     fn test_wildcard_matches_names_below_but_not_the_apex() {
         let p = pattern("*.example.test");
-        assert!(p.matches("a.example.test"));
-        assert!(p.matches("a.b.example.test"));
-        assert!(!p.matches("example.test"));
-        assert!(!p.matches("aexample.test"));
-        assert!(!p.matches("example.test.evil"));
+        assert!(p.matches(&name("a.example.test")));
+        assert!(p.matches(&name("a.b.example.test")));
+        assert!(!p.matches(&name("example.test")));
+        assert!(!p.matches(&name("aexample.test")));
+        assert!(!p.matches(&name("example.test.evil")));
+    }
+
+    #[test]
+    fn test_matching_is_by_label_not_by_escaped_text() {
+        // One label `x.example` then `test`: not below example.test.
+        let dotted = name(r"x\.example.test.");
+        assert_eq!(dotted.iter().len(), 2);
+        assert!(!pattern("*.example.test").matches(&dotted));
+        assert!(!pattern("x.example.test").matches(&dotted));
+        assert!(!pattern("*.test").matches(&name(r"a.x\.test.")));
+        assert!(pattern("*.test").matches(&dotted));
+        assert!(pattern("*.example.test").matches(&name(r"a\.b.example.test.")));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use hickory_proto::rr::Name;
 pub use ipnetwork::IpNetwork;
 
 pub use crate::domain::{DomainError, DomainPattern};
@@ -152,7 +153,7 @@ impl EgressPolicy {
     /// Which names hearth's DNS forwarder resolves for the guest. Under deny-all or an
     /// allowlist, a name off the list is not even asked upstream: the query itself would carry
     /// data out.
-    pub fn resolves(&self, name: &str) -> bool {
+    pub fn resolves(&self, name: &Name) -> bool {
         match &self.egress {
             Egress::AllowAll => true,
             Egress::DenyAll => false,
@@ -565,8 +566,8 @@ mod tests {
                 Verdict::Accept
             )));
         }
-        assert!(policy.resolves("www.example.test."));
-        assert!(!policy.resolves("example.org."));
+        assert!(policy.resolves(&Name::from_ascii("www.example.test.").unwrap()));
+        assert!(!policy.resolves(&Name::from_ascii("example.org.").unwrap()));
     }
 
     #[test]
@@ -579,9 +580,9 @@ mod tests {
             egress: Egress::DenyAll,
             ..EgressPolicy::default()
         };
-        assert!(EgressPolicy::default().resolves("anything.example."));
-        assert!(!deny_all.resolves("anything.example."));
-        assert!(!cidr_only.resolves("anything.example."));
+        assert!(EgressPolicy::default().resolves(&Name::from_ascii("anything.example.").unwrap()));
+        assert!(!deny_all.resolves(&Name::from_ascii("anything.example.").unwrap()));
+        assert!(!cidr_only.resolves(&Name::from_ascii("anything.example.").unwrap()));
         assert!(!namespace_rules(&cidr_only, &blocked())
             .iter()
             .any(|r| r.matches.iter().any(|m| matches!(m, Match::DaddrIn(_)))));
