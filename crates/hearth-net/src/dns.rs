@@ -36,6 +36,12 @@ const MAX_IN_FLIGHT: usize = 64;
 /// Shortest time a resolved address stays allowed: with a TTL of 0 the guest could never
 /// connect to what it just resolved.
 const MIN_ALLOW_TTL: Duration = Duration::from_secs(10);
+/// Longest time a resolved address stays allowed, whatever TTL upstream gives: the guest
+/// asks again by then, and its sets do not keep addresses of long-gone answers.
+const MAX_ALLOW_TTL: Duration = Duration::from_secs(3600);
+/// Addresses of one answer put in the sets; the guest still gets the whole answer. Enough for
+/// any real name's round robin, and one answer cannot fill the sets.
+const MAX_RESOLVED_PER_ANSWER: usize = 32;
 /// Largest DNS message over UDP with EDNS (RFC 6891 allows up to 65535; that covers all).
 const MAX_MESSAGE: usize = 65535;
 /// How long a guest's TCP connection may sit idle between queries (RFC 7766 suggests seconds).
@@ -341,7 +347,8 @@ async fn ask_upstream(
     answer.ok().flatten()
 }
 
-/// The A/AAAA addresses among the answers, each with how long it may be used.
+/// The first [`MAX_RESOLVED_PER_ANSWER`] A/AAAA addresses among the answers, each with how long
+/// it may be used: its TTL within [`MIN_ALLOW_TTL`]..=[`MAX_ALLOW_TTL`].
 fn resolved_addresses(response: &Message) -> Vec<(IpAddr, Duration)> {
     response
         .answers()
@@ -352,9 +359,10 @@ fn resolved_addresses(response: &Message) -> Vec<(IpAddr, Duration)> {
                 RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
                 _ => return None,
             };
-            let ttl = Duration::from_secs(u64::from(record.ttl())).max(MIN_ALLOW_TTL);
-            Some((addr, ttl))
+            let ttl = Duration::from_secs(u64::from(record.ttl()));
+            Some((addr, ttl.clamp(MIN_ALLOW_TTL, MAX_ALLOW_TTL)))
         })
+        .take(MAX_RESOLVED_PER_ANSWER)
         .collect()
 }
 
@@ -436,6 +444,24 @@ mod tests {
         for other in ["172.30.255.1:5353", "192.0.2.7:53", "[2001:db8::2]:53"] {
             assert!(!from_guest(other.parse().unwrap()), "{other}");
         }
+    }
+
+    #[test]
+    fn test_resolved_addresses_are_capped_in_number_and_ttl() {
+        let mut response = query("many.example.test.");
+        let name = Name::from_ascii("many.example.test.").unwrap();
+        for i in 0..40 {
+            response.add_answer(Record::from_rdata(
+                name.clone(),
+                7 * 24 * 3600,
+                RData::A(A::new(10, 0, 0, i)),
+            ));
+        }
+        let resolved = resolved_addresses(&response);
+        assert_eq!(resolved.len(), MAX_RESOLVED_PER_ANSWER);
+        assert_eq!(resolved[0], ("10.0.0.0".parse().unwrap(), MAX_ALLOW_TTL));
+        assert!(resolved.iter().all(|(_, ttl)| *ttl == MAX_ALLOW_TTL));
+        assert_eq!(MAX_ALLOW_TTL, Duration::from_secs(3600));
     }
 
     #[test]

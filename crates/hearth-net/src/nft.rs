@@ -69,6 +69,9 @@ const RESOLVED6: &CStr = c"resolved6";
 /// Ids that let rules in the same batch refer to the sets before the kernel names them.
 const RESOLVED4_ID: u32 = 1;
 const RESOLVED6_ID: u32 = 2;
+/// Most addresses a resolved-address set holds. The kernel refuses more (ENFILE), and the
+/// forwarder then answers SERVFAIL until some expire: a guest cannot grow the sets without bound.
+const RESOLVED_SET_SIZE: u32 = 65536;
 /// `srcnat` priority, as `nft` names it.
 const NAT_PRIORITY: i32 = 100;
 
@@ -185,7 +188,10 @@ pub(crate) fn table_names() -> Result<HashSet<CString>, NftError> {
 }
 
 /// Puts `addr` in the table's resolved-address set of its family for `timeout`; an element
-/// already there is replaced, so its timeout starts again. Call inside the namespace.
+/// already there is replaced, so its timeout starts again at `timeout`, even when what was left
+/// of the old one was longer (keeping the longer would need reading the element back first):
+/// the address stays allowed for as long as the newest answer said, which is what the guest
+/// caches too. Call inside the namespace.
 pub(crate) fn add_resolved(table: &CStr, addr: IpAddr, timeout: Duration) -> Result<(), NftError> {
     // The element is added with NLM_F_EXCL (all the nftnl crate offers): one already there
     // fails with EEXIST and is deleted and added again in one batch. That delete fails with
@@ -258,10 +264,10 @@ fn add_element<K: SetKey>(
     Ok(())
 }
 
-/// A named set of addresses whose elements carry timeouts.
+/// A named set of at most [`RESOLVED_SET_SIZE`] addresses whose elements carry timeouts.
 fn resolved_set<'a, K: SetKey>(table: &'a Table, name: &CStr, id: u32) -> Set<'a, K> {
     let set = Set::new_named(name, id, table, ProtoFamily::Inet);
-    sys::set_timeout_flag(&set);
+    sys::set_timeout_flag_and_size(&set, RESOLVED_SET_SIZE);
     set
 }
 

@@ -1,7 +1,7 @@
 //! The calls without a safe wrapper here: creating a persistent tap (TUNSETIFF and
-//! TUNSETPERSIST ioctls on `/dev/net/tun`; rtnetlink cannot create tun devices), and the two
-//! libnftnl set attributes the `nftnl` crate does not expose (a set's `timeout` flag, an
-//! element's timeout).
+//! TUNSETPERSIST ioctls on `/dev/net/tun`; rtnetlink cannot create tun devices), and the
+//! libnftnl set attributes the `nftnl` crate does not expose (a set's `timeout` flag and size,
+//! an element's timeout).
 #![expect(
     unsafe_code,
     reason = "TUNSETIFF/TUNSETPERSIST ioctls on a file descriptor we own; libnftnl setters on \
@@ -57,16 +57,19 @@ pub(crate) fn create_persistent_tap(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Marks `set` as holding elements with timeouts (`flags timeout`).
-pub(crate) fn set_timeout_flag<K>(set: &Set<'_, K>) {
+/// Marks `set` as holding elements with timeouts (`flags timeout`) and at most `size` of them
+/// (`size`).
+pub(crate) fn set_timeout_flag_and_size<K>(set: &Set<'_, K>, size: u32) {
     // SAFETY: `as_ptr` is the live `nftnl_set` that `set` owns; setting a u32 attribute copies
     // the value and keeps no pointer.
     unsafe {
+        let set = set.as_ptr().as_ptr();
         nft_sys::nftnl_set_set_u32(
-            set.as_ptr().as_ptr(),
+            set,
             nft_sys::NFTNL_SET_FLAGS as u16,
             libc::NFT_SET_TIMEOUT as u32,
         );
+        nft_sys::nftnl_set_set_u32(set, nft_sys::NFTNL_SET_DESC_SIZE as u16, size);
     }
 }
 

@@ -4,12 +4,14 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hearth_net::pool::{GATEWAY_ADDR, GUEST_ADDR};
 use hearth_net::{leftovers, link, netns, NetNames, NetworkConfig, NetworkError, SandboxNetwork};
 use hearth_test_support::netns::{TestInternet, HTTP_BODY};
+use hearth_test_support::registry::require;
 use hearth_test_support::wait_until;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
@@ -87,7 +89,7 @@ fn test_exhausted_pool_fails_before_creating_anything() {
 }
 
 #[test]
-fn test_v6_cidrs_and_domains_in_an_allowlist_make_a_table_the_kernel_takes() {
+fn test_v6_cidrs_and_domains_in_an_allowlist_make_a_table_the_kernel_takes_with_bounded_sets() {
     use hearth_net::policy::{Egress, EgressPolicy};
     let id = test_id();
     let allow = ["2001:db8::/32", "fd00::1", "10.1.2.0/24", "*.example.test"];
@@ -103,6 +105,21 @@ fn test_v6_cidrs_and_domains_in_an_allowlist_make_a_table_the_kernel_takes() {
     let names = NetNames::for_sandbox(&id).unwrap();
     let network = SandboxNetwork::create(&id, &config).unwrap();
     assert_eq!(leftovers(&names).len(), 3, "namespace, host link and table");
+    // The resolved-address sets are bounded and their elements expire.
+    require("nft", "nftables").unwrap();
+    for set in ["resolved4", "resolved6"] {
+        let listed = netns::run_in(network.netns_path(), || {
+            Command::new("nft")
+                .args(["list", "set", "inet", &names.table, set])
+                .output()
+        })
+        .unwrap()
+        .unwrap();
+        let text = String::from_utf8_lossy(&listed.stdout);
+        assert!(listed.status.success(), "{listed:?}");
+        assert!(text.contains("flags timeout"), "{text}");
+        assert!(text.contains("size 65536"), "{text}");
+    }
     network.remove().unwrap();
     assert_eq!(leftovers(&names), Vec::<String>::new());
 }
