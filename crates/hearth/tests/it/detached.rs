@@ -18,6 +18,16 @@ fn ok(host: &TestHost, args: &[&str]) -> String {
     stdout(&output)
 }
 
+/// Starts hearth with its stdout and stderr piped, for a test that acts while it runs.
+fn spawn(host: &TestHost, args: &[&str]) -> std::process::Child {
+    host.hearth()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn inspect(host: &TestHost, sandbox: &str) -> serde_json::Value {
     let json = ok(host, &["inspect", sandbox]);
     let records: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -199,14 +209,7 @@ fn test_killed_supervisor_is_cleaned_up_by_gc() {
 fn test_two_runs_with_one_name_race_and_one_wins() {
     let host = host();
     let children: Vec<_> = (0..2)
-        .map(|_| {
-            host.hearth()
-                .args(["run", "-d", "--name", "same"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| spawn(&host, &["run", "-d", "--name", "same"]))
         .collect();
     let outputs: Vec<Output> = children
         .into_iter()
@@ -282,13 +285,10 @@ fn test_killed_vmm_is_recorded_and_logs_follow_to_the_end() {
 fn test_rm_force_during_an_exec_ends_both() {
     let host = host();
     ok(&host, &["run", "-d", "--name", "busy"]);
-    let mut exec = host
-        .hearth()
-        .args(["exec", "busy", "--", "sh", "-c", "echo running; sleep 600"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut exec = spawn(
+        &host,
+        &["exec", "busy", "--", "sh", "-c", "echo running; sleep 600"],
+    );
     assert_eq!(first_line(&mut exec), "running\n");
     ok(&host, &["rm", "-f", "busy"]);
     let output = exec.wait_with_output().unwrap();
@@ -732,13 +732,7 @@ fn test_console_is_kept_capped_and_outlives_the_vm() {
 #[test]
 fn test_killed_cli_during_a_detached_start_loses_nothing() {
     let host = host();
-    let mut cli = host
-        .hearth()
-        .args(["run", "-d", "--name", "orphan"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cli = spawn(&host, &["run", "-d", "--name", "orphan"]);
     // Killed once its supervisor exists, while the VM is still booting.
     let supervisor = hearth_test_support::wait_until(std::time::Duration::from_secs(30), || {
         let state_dir = host.state_dir().to_string_lossy().into_owned();
@@ -776,13 +770,7 @@ fn test_wait_hears_a_stop_and_stop_without_grace_kills() {
     let host = host();
     ok(&host, &["run", "-d", "--name", "waited"]);
     // `wait` blocks on the supervisor's control socket until the end it then reports.
-    let mut waiter = host
-        .hearth()
-        .args(["wait", "waited"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut waiter = spawn(&host, &["wait", "waited"]);
     let id = inspect(&host, "waited")["id"].as_str().unwrap().to_owned();
     let socket = host
         .state_dir()
@@ -830,13 +818,7 @@ fn test_kill_ends_a_stop_that_hangs() {
         .expect("qemu of the sandbox");
     let qemu = nix::unistd::Pid::from_raw(i32::try_from(qemu).unwrap());
     nix::sys::signal::kill(qemu, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let mut stopper = host
-        .hearth()
-        .args(["stop", "-t", "600", "hung"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut stopper = spawn(&host, &["stop", "-t", "600", "hung"]);
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert!(stopper.try_wait().unwrap().is_none(), "stop returned early");
     ok(&host, &["kill", "hung"]);
