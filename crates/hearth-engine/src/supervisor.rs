@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hearth_agent_proto::ExecRequest;
+use hearth_vmm::console::CappedLog;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -23,8 +24,9 @@ use crate::paths::StateDir;
 use crate::sandbox::{Sandbox, SandboxConfig, SHUTDOWN_GRACE};
 use crate::state::{Health, SandboxState, StateDb, StateError};
 
-/// Largest size of a sandbox's output log; output past it is dropped with a note.
-const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
+/// Size at which a sandbox's output log is rotated (to `output.log.1`): the newest output is
+/// kept, at most twice this.
+const OUTPUT_LOG_CAP: u64 = 32 * 1024 * 1024;
 
 /// Everything the supervisor needs, written by the CLI next to the sandbox's row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -377,28 +379,19 @@ async fn exit_status(mut output: ExecOutput) -> i32 {
 
 /// Copies the main process's output to its log (capped) and returns its exit status.
 async fn copy_output(mut output: ExecOutput, log: &Path) -> i32 {
-    let mut file = match tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .await
-    {
+    let mut file = match CappedLog::open(log, OUTPUT_LOG_CAP) {
         Ok(file) => Some(file),
         Err(e) => {
             tracing::warn!(log = %log.display(), error = %e, "cannot write the output log");
             None
         }
     };
-    let mut written = 0u64;
     loop {
         match output.next().await {
             Ok(Some(ExecEvent::Stdout(data) | ExecEvent::Stderr(data))) => {
-                if let Some(f) = file.as_mut().filter(|_| written < MAX_LOG_BYTES) {
-                    written += data.len() as u64;
-                    let _ = f.write_all(&data).await;
-                    if written >= MAX_LOG_BYTES {
-                        let _ = f.write_all(b"\n[hearth: log size limit reached]\n").await;
-                    }
+                // Small appends to a local file: not worth a blocking-pool round trip each.
+                if let Some(Err(e)) = file.as_mut().map(|f| f.write(&data)) {
+                    tracing::warn!(log = %log.display(), error = %e, "cannot write the output log");
                 }
             }
             Ok(Some(ExecEvent::Exited(status))) => return status.shell_code(),

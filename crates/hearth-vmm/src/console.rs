@@ -33,7 +33,8 @@ pub fn read_console(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Appends to a console log, rotating it when it would pass `cap`.
+/// Appends to a log, rotating it when it would pass `cap` (the console here; the supervisor
+/// keeps a main process's output the same way).
 #[derive(Debug)]
 pub struct CappedLog {
     path: PathBuf,

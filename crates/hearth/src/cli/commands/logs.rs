@@ -17,13 +17,12 @@ pub async fn logs(state: &StateDir, args: &LogsArgs) -> anyhow::Result<i32> {
     let db = StateDb::open(&state.database())?;
     let id = db.find(&args.sandbox)?.id;
     let path = if args.console {
-        let path = hearth_engine::supervisor::console_path(state, &id);
-        // The older half of a rotated console first; following continues in the current file.
-        print_from(&rotated_path(&path), 0)?;
-        path
+        hearth_engine::supervisor::console_path(state, &id)
     } else {
         hearth_engine::supervisor::log_path(state, &id)
     };
+    // Both logs rotate: the older half first; following continues in the current file.
+    print_from(&rotated_path(&path), 0)?;
     let mut offset = 0;
     loop {
         offset = print_from(&path, offset)?;
