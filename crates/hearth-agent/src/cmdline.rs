@@ -19,6 +19,10 @@ pub struct KernelCmdline {
     pub ip: Option<String>,
     /// Default gateway (`hearth.gw=`).
     pub gateway: Option<String>,
+    /// Guest IPv6 address as `ADDR/PREFIX` on `eth0` (`hearth.ip6=`); without it, no IPv6.
+    pub ip6: Option<String>,
+    /// IPv6 default gateway (`hearth.gw6=`).
+    pub gateway6: Option<String>,
     /// DNS server for `/etc/resolv.conf` (`hearth.dns=`).
     pub nameserver: Option<String>,
 }
@@ -38,6 +42,8 @@ impl KernelCmdline {
             hostname: None,
             ip: None,
             gateway: None,
+            ip6: None,
+            gateway6: None,
             nameserver: None,
         };
         for (key, value) in params(text) {
@@ -50,6 +56,8 @@ impl KernelCmdline {
                 "hearth.hostname" => cmdline.hostname = value,
                 "hearth.ip" => cmdline.ip = value,
                 "hearth.gw" => cmdline.gateway = value,
+                "hearth.ip6" => cmdline.ip6 = value,
+                "hearth.gw6" => cmdline.gateway6 = value,
                 "hearth.dns" => cmdline.nameserver = value,
                 _ => {}
             }
@@ -120,6 +128,8 @@ mod tests {
                 hostname: Some("brave-otter".into()),
                 ip: None,
                 gateway: None,
+                ip6: None,
+                gateway6: None,
                 nameserver: None,
             }
         );
@@ -149,9 +159,14 @@ mod tests {
 
     #[test]
     fn test_parse_network_params() {
-        let cmdline = KernelCmdline::parse("hearth.ip=172.30.255.2/30 hearth.gw=172.30.255.1");
+        let cmdline = KernelCmdline::parse(
+            "hearth.ip=172.30.255.2/30 hearth.gw=172.30.255.1 \
+             hearth.ip6=fd7a:6865:6172:7468::2/126 hearth.gw6=fd7a:6865:6172:7468::1",
+        );
         assert_eq!(cmdline.ip.as_deref(), Some("172.30.255.2/30"));
         assert_eq!(cmdline.gateway.as_deref(), Some("172.30.255.1"));
+        assert_eq!(cmdline.ip6.as_deref(), Some("fd7a:6865:6172:7468::2/126"));
+        assert_eq!(cmdline.gateway6.as_deref(), Some("fd7a:6865:6172:7468::1"));
     }
 
     #[test]

@@ -47,6 +47,10 @@ fn boot_and_serve() -> anyhow::Result<Infallible> {
         _ => None,
     };
     net::configure(guest_net.as_ref()).context("failed to configure the network")?;
+    if let (Some(_), Some(ip6), Some(gateway6)) = (&guest_net, &cmdline.ip6, &cmdline.gateway6) {
+        net::configure6(&net::GuestNet6::parse(ip6, gateway6)?)
+            .context("failed to configure IPv6")?;
+    }
     if let Some(nameserver) = &cmdline.nameserver {
         net::write_resolv_conf(nameserver).context("failed to configure DNS")?;
     }

@@ -1,13 +1,14 @@
 //! The guest's network: loopback up, and the static address and default route the host passes
 //! on the kernel command line (`hearth.ip=ADDR/PREFIX hearth.gw=ADDR`) applied to `eth0`; the
-//! DNS server (`hearth.dns=ADDR`) written to `/etc/resolv.conf`.
+//! DNS server (`hearth.dns=ADDR`) written to `/etc/resolv.conf`; likewise the IPv6 address
+//! and default route (`hearth.ip6=ADDR/PREFIX hearth.gw6=ADDR`) when the host gives one.
 //! Plain interface ioctls: the agent is synchronous and has no netlink stack.
 #![expect(
     unsafe_code,
-    reason = "SIOCSIFADDR/SIOCSIFNETMASK/SIOCSIFFLAGS/SIOCADDRT ioctls on a socket we own"
+    reason = "SIOCSIFADDR/SIOCSIFNETMASK/SIOCSIFFLAGS/SIOCADDRT ioctls on sockets we own"
 )]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -22,6 +23,16 @@ pub enum NetConfigError {
     InvalidAddress(String),
     #[error("`hearth.gw={0}` is not an IPv4 address")]
     InvalidGateway(String),
+    #[error("`hearth.ip6={0}` is not ADDRESS/PREFIX (like fd7a:6865:6172:7468::2/126)")]
+    InvalidAddress6(String),
+    #[error("`hearth.gw6={0}` is not an IPv6 address")]
+    InvalidGateway6(String),
+    #[error("failed to turn off duplicate address detection (`{path}`)")]
+    AcceptDad {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("`hearth.dns={0}` is not an IP address")]
     InvalidNameserver(String),
     #[error("failed to write `{RESOLV_CONF}`")]
@@ -92,6 +103,109 @@ impl GuestNet {
                 .checked_shl(32 - u32::from(self.prefix_len))
                 .unwrap_or(0),
         )
+    }
+}
+
+/// A parsed `hearth.ip6`/`hearth.gw6` pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestNet6 {
+    pub addr: Ipv6Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv6Addr,
+}
+
+impl GuestNet6 {
+    pub fn parse(ip: &str, gateway: &str) -> Result<Self, NetConfigError> {
+        let invalid = || NetConfigError::InvalidAddress6(ip.to_owned());
+        let (addr, prefix) = ip.split_once('/').ok_or_else(invalid)?;
+        let addr: Ipv6Addr = addr.parse().map_err(|_| invalid())?;
+        let prefix_len: u8 = prefix.parse().map_err(|_| invalid())?;
+        if prefix_len > 128 {
+            return Err(invalid());
+        }
+        let gateway = gateway
+            .parse()
+            .map_err(|_| NetConfigError::InvalidGateway6(gateway.to_owned()))?;
+        Ok(GuestNet6 {
+            addr,
+            prefix_len,
+            gateway,
+        })
+    }
+}
+
+/// `struct in6_rtmsg` from `<net/route.h>`, which SIOCADDRT reads on an IPv6 socket (libc
+/// declares it with private fields, so it cannot be filled in from here).
+#[repr(C)]
+struct In6Rtmsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    kind: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+/// Addresses `eth0` with `net` (already up, from [`configure`]) and routes IPv6 through its
+/// gateway. Duplicate address detection is off first: the link holds only the guest and the
+/// tap, and a tentative address would not be usable for a second or more.
+pub fn configure6(net: &GuestNet6) -> Result<(), NetConfigError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{GUEST_IFACE}/accept_dad");
+    std::fs::write(&path, "0").map_err(|source| NetConfigError::AcceptDad { path, source })?;
+    let sock = socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(NetConfigError::Socket)?;
+    let mut index_req = ifreq(
+        GUEST_IFACE,
+        libc::__c_anonymous_ifr_ifru { ifru_ifindex: 0 },
+    );
+    // SAFETY: SIOCGIFINDEX fills the index member of the `struct ifreq` we pass and own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFINDEX, &mut index_req) } < 0 {
+        return Err(ioctl_err("look up the index of", GUEST_IFACE));
+    }
+    // SAFETY: the kernel has just written `ifru_ifindex`, so that union member is initialized.
+    let ifindex = unsafe { index_req.ifr_ifru.ifru_ifindex };
+    let mut req = libc::in6_ifreq {
+        ifr6_addr: in6(net.addr),
+        ifr6_prefixlen: u32::from(net.prefix_len),
+        ifr6_ifindex: ifindex,
+    };
+    // SAFETY: `sock` is an open IPv6 socket; SIOCSIFADDR on it reads a `struct in6_ifreq`,
+    // which `req` is, and `req` outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &mut req) } < 0 {
+        return Err(ioctl_err("set the IPv6 address", GUEST_IFACE));
+    }
+    let mut route = In6Rtmsg {
+        dst: in6(Ipv6Addr::UNSPECIFIED),
+        src: in6(Ipv6Addr::UNSPECIFIED),
+        gateway: in6(net.gateway),
+        kind: 0,
+        dst_len: 0,
+        src_len: 0,
+        metric: 1,
+        info: 0,
+        flags: u32::from(libc::RTF_UP | libc::RTF_GATEWAY),
+        ifindex,
+    };
+    // SAFETY: SIOCADDRT on an IPv6 socket reads a `struct in6_rtmsg`, which `In6Rtmsg` matches
+    // in layout, and `route` outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &mut route) } < 0 {
+        return Err(ioctl_err("add the IPv6 default route", GUEST_IFACE));
+    }
+    Ok(())
+}
+
+fn in6(addr: Ipv6Addr) -> libc::in6_addr {
+    libc::in6_addr {
+        s6_addr: addr.octets(),
     }
 }
 
@@ -219,6 +333,22 @@ mod tests {
         assert_eq!(net.addr, Ipv4Addr::new(172, 30, 255, 2));
         assert_eq!(net.netmask(), Ipv4Addr::new(255, 255, 255, 252));
         assert_eq!(net.gateway, Ipv4Addr::new(172, 30, 255, 1));
+    }
+
+    #[test]
+    fn test_guest_net6_parses_and_refuses() {
+        let net = GuestNet6::parse("fd7a:6865:6172:7468::2/126", "fd7a:6865:6172:7468::1").unwrap();
+        assert_eq!(net.prefix_len, 126);
+        assert_eq!(
+            net.gateway,
+            "fd7a:6865:6172:7468::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert!(GuestNet6::parse("fd7a::2/129", "fd7a::1").is_err());
+        assert!(GuestNet6::parse("172.30.255.2/30", "fd7a::1").is_err());
+        assert!(matches!(
+            GuestNet6::parse("fd7a::2/126", "172.30.255.1"),
+            Err(NetConfigError::InvalidGateway6(_))
+        ));
     }
 
     #[test]

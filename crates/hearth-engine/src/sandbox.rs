@@ -133,6 +133,12 @@ impl Sandbox {
                 " hearth.ip={}/{} hearth.gw={} hearth.dns={}",
                 guest.addr, guest.prefix_len, guest.gateway, guest.nameserver
             ));
+            if let Some(v6) = guest.v6 {
+                cmdline.push_str(&format!(
+                    " hearth.ip6={}/{} hearth.gw6={}",
+                    v6.addr, v6.prefix_len, v6.gateway
+                ));
+            }
         }
         let vm_config = VmConfig {
             kernel: config.kernel.clone(),

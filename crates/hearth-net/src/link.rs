@@ -3,12 +3,12 @@
 //! from `Drop`) and never change namespace themselves.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::netns::{self, NetnsError};
@@ -154,18 +154,23 @@ impl Links {
         prefix_len: u8,
     ) -> Result<(), LinkError> {
         let index = self.index(name).await?;
-        self.handle
-            .address()
-            .add(index, addr, prefix_len)
+        let mut request = self.handle.address().add(index, addr, prefix_len);
+        if addr.is_ipv6() {
+            // No duplicate address detection: the link is ours alone, and a tentative address
+            // could not be used (nor routed through) until DAD finished.
+            request.message_mut().header.flags = AddressHeaderFlags::Nodad;
+        }
+        request
             .execute()
             .await
             .map_err(nl("add an address to", name))
     }
 
-    pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<(), LinkError> {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .build();
+    pub async fn add_default_route(&self, gateway: IpAddr) -> Result<(), LinkError> {
+        let route = match gateway {
+            IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(v4).build(),
+            IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(v6).build(),
+        };
         self.handle
             .route()
             .add(route)

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::dns::{self, DnsError, DnsForwarder};
@@ -15,7 +15,10 @@ use crate::names::{InvalidSandboxId, NetNames};
 use crate::netns::{self, NetnsError};
 use crate::nft::{self, IfaceIndexes, NftError};
 use crate::policy::{namespace_rules, BlockedDestinations, EgressPolicy};
-use crate::pool::{self, LinkSlot, PoolError, GATEWAY_ADDR, GUEST_ADDR, GUEST_PREFIX_LEN};
+use crate::pool::{
+    self, LinkSlot, LinkSlot6, PoolError, GATEWAY_ADDR, GATEWAY_ADDR6, GUEST_ADDR, GUEST_ADDR6,
+    GUEST_PREFIX_LEN, GUEST_PREFIX_LEN6,
+};
 use crate::publish::{PortSpec, PublishError, PublishedPorts};
 
 /// Serializes address allocation between concurrent hearth processes.
@@ -28,6 +31,9 @@ pub struct NetworkConfig {
     pub policy: EgressPolicy,
     /// Pool the host↔namespace `/30` links are taken from.
     pub pool: Ipv4Network,
+    /// Pool the host↔namespace IPv6 `/126` links are taken from.
+    #[serde(default = "pool::default_pool6")]
+    pub pool6: Ipv6Network,
     /// Host ports forwarded to the guest.
     pub publish: Vec<PortSpec>,
     /// The DNS server the sandbox's forwarder asks; `None`: the host's first nameserver.
@@ -40,6 +46,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             policy: EgressPolicy::default(),
             pool: pool::default_pool(),
+            pool6: pool::default_pool6(),
             publish: Vec::new(),
             dns_upstream: None,
         }
@@ -141,6 +148,15 @@ pub struct GuestAddressing {
     pub gateway: std::net::Ipv4Addr,
     /// hearth's DNS forwarder, for the guest's `/etc/resolv.conf`.
     pub nameserver: std::net::Ipv4Addr,
+    /// The guest's IPv6 address and gateway; `None` when the host has no IPv6.
+    pub v6: Option<GuestAddressing6>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestAddressing6 {
+    pub addr: std::net::Ipv6Addr,
+    pub prefix_len: u8,
+    pub gateway: std::net::Ipv6Addr,
 }
 
 /// A sandbox's network. Dropping it removes everything (best effort, logged).
@@ -150,6 +166,8 @@ pub struct SandboxNetwork {
     names: NetNames,
     netns_path: PathBuf,
     slot: LinkSlot,
+    /// `None` when the host has no IPv6 stack: the guest then gets IPv4 only.
+    slot6: Option<LinkSlot6>,
     ports: PublishedPorts,
     /// Set once the namespace is configured; stops answering on drop.
     dns: Option<DnsForwarder>,
@@ -179,6 +197,18 @@ impl SandboxNetwork {
             })
             .collect();
         let slot = pool::allocate(config.pool, &used)?;
+        let slot6 = if ipv6_available() {
+            let used6: Vec<_> = host_addrs
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V6(v6) => Some(*v6),
+                    IpAddr::V4(_) => None,
+                })
+                .collect();
+            Some(pool::allocate6(config.pool6, &used6)?)
+        } else {
+            None
+        };
         let netns_path = netns::create(&names.netns).map_err(|source| NetworkError::Netns {
             name: names.netns.clone(),
             source,
@@ -188,6 +218,7 @@ impl SandboxNetwork {
             names,
             netns_path,
             slot,
+            slot6,
             ports,
             dns: None,
             removed: false,
@@ -198,6 +229,7 @@ impl SandboxNetwork {
         let blocked = BlockedDestinations {
             host_addrs,
             pool: IpNetwork::V4(config.pool),
+            pool6: IpNetwork::V6(config.pool6),
         };
         network.configure_namespace(&config.policy, &blocked)?;
         network.dns = Some(
@@ -249,7 +281,17 @@ impl SandboxNetwork {
             prefix_len: GUEST_PREFIX_LEN,
             gateway: GATEWAY_ADDR,
             nameserver: GATEWAY_ADDR,
+            v6: self.slot6.map(|_| GuestAddressing6 {
+                addr: GUEST_ADDR6,
+                prefix_len: GUEST_PREFIX_LEN6,
+                gateway: GATEWAY_ADDR6,
+            }),
         }
+    }
+
+    /// The host↔namespace IPv6 link addresses, when the host has IPv6.
+    pub fn link6(&self) -> Option<LinkSlot6> {
+        self.slot6
     }
 
     fn links_err(&self) -> impl FnOnce(LinkError) -> NetworkError + '_ {
@@ -261,12 +303,16 @@ impl SandboxNetwork {
 
     fn create_veth(&self) -> Result<(), NetworkError> {
         let names = &self.names;
-        let (netns_path, slot) = (&self.netns_path, self.slot);
+        let (netns_path, slot, slot6) = (&self.netns_path, self.slot, self.slot6);
         link::run(None, |l| async move {
             l.add_veth(&names.veth_host, &names.veth_ns).await?;
             l.move_to(&names.veth_ns, netns_path).await?;
             l.add_address(&names.veth_host, IpAddr::V4(slot.host), GUEST_PREFIX_LEN)
                 .await?;
+            if let Some(slot6) = slot6 {
+                l.add_address(&names.veth_host, IpAddr::V6(slot6.host), GUEST_PREFIX_LEN6)
+                    .await?;
+            }
             l.set_up(&names.veth_host).await?;
             Ok(())
         })
@@ -279,7 +325,7 @@ impl SandboxNetwork {
         blocked: &BlockedDestinations,
     ) -> Result<(), NetworkError> {
         let names = &self.names;
-        let slot = self.slot;
+        let (slot, slot6) = (self.slot, self.slot6);
         netns::run_in(&self.netns_path, || sys_tap(names)).map_err(|source| {
             NetworkError::Netns {
                 name: names.netns.clone(),
@@ -293,8 +339,17 @@ impl SandboxNetwork {
             let uplink = l.set_up(&names.veth_ns).await?;
             l.add_address(&names.tap, IpAddr::V4(GATEWAY_ADDR), GUEST_PREFIX_LEN)
                 .await?;
+            if let Some(slot6) = slot6 {
+                l.add_address(&names.veth_ns, IpAddr::V6(slot6.ns), GUEST_PREFIX_LEN6)
+                    .await?;
+                l.add_address(&names.tap, IpAddr::V6(GATEWAY_ADDR6), GUEST_PREFIX_LEN6)
+                    .await?;
+            }
             let tap = l.set_up(&names.tap).await?;
-            l.add_default_route(slot.host).await?;
+            l.add_default_route(IpAddr::V4(slot.host)).await?;
+            if let Some(slot6) = slot6 {
+                l.add_default_route(IpAddr::V6(slot6.host)).await?;
+            }
             Ok(IfaceIndexes {
                 tap,
                 uplink,
@@ -305,7 +360,7 @@ impl SandboxNetwork {
         let rules = namespace_rules(policy, blocked);
         let table = names.table_cstring();
         netns::run_in(&self.netns_path, || {
-            enable_forwarding()?;
+            enable_forwarding(slot6.is_some())?;
             nft::write_namespace_table(&table, &rules, ifaces).map_err(|source| NetworkError::Nft {
                 table: names.table.clone(),
                 source,
@@ -321,12 +376,16 @@ impl SandboxNetwork {
         let names = &self.names;
         let index = link::run(None, |l| async move { l.index(&names.veth_host).await })
             .map_err(self.links_err())?;
-        enable_forwarding()?;
-        nft::write_host_nat_table(&names.table_cstring(), self.slot.net, index).map_err(|source| {
-            NetworkError::Nft {
-                table: names.table.clone(),
-                source,
-            }
+        enable_forwarding(self.slot6.is_some())?;
+        nft::write_host_nat_table(
+            &names.table_cstring(),
+            self.slot.net,
+            self.slot6.map(|slot6| slot6.net),
+            index,
+        )
+        .map_err(|source| NetworkError::Nft {
+            table: names.table.clone(),
+            source,
         })
     }
 
@@ -428,10 +487,26 @@ fn lock_pool() -> Result<Flock<std::fs::File>, NetworkError> {
     Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| NetworkError::Lock(e.into()))
 }
 
-/// Turns on IPv4 forwarding in the calling thread's namespace (the host needs it to route
-/// sandbox traffic out; each namespace needs it to route between tap and veth).
-fn enable_forwarding() -> Result<(), NetworkError> {
-    let path = Path::new("/proc/sys/net/ipv4/ip_forward");
+/// Whether the host has an IPv6 stack to give guests addresses on (a kernel without it, or
+/// booted with `ipv6.disable=1`, has no `/proc/sys/net/ipv6`).
+fn ipv6_available() -> bool {
+    Path::new("/proc/sys/net/ipv6/conf/all/forwarding").exists()
+}
+
+/// Turns on IPv4 forwarding, and IPv6 forwarding with `v6`, in the calling thread's namespace
+/// (the host needs it to route sandbox traffic out; each namespace needs it to route between
+/// tap and veth). On the host, IPv6 forwarding makes interfaces with `accept_ra=1` ignore router
+/// advertisements, so a host whose v6 default route comes from RA needs `accept_ra=2`.
+fn enable_forwarding(v6: bool) -> Result<(), NetworkError> {
+    write_sysctl(Path::new("/proc/sys/net/ipv4/ip_forward"))?;
+    if v6 {
+        write_sysctl(Path::new("/proc/sys/net/ipv6/conf/all/forwarding"))?;
+    }
+    Ok(())
+}
+
+/// Sets the sysctl at `path` to 1 unless it already is.
+fn write_sysctl(path: &Path) -> Result<(), NetworkError> {
     if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
         return Ok(());
     }

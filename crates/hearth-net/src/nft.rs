@@ -6,8 +6,11 @@ use std::ffi::{CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
-use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Lookup, Masquerade, Meta, States};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use nftnl::expr::{
+    Bitwise, Cmp, CmpOp, Conntrack, Icmpv6HeaderField, Lookup, Masquerade, Meta, Payload, States,
+    TransportHeaderField,
+};
 use nftnl::set::{Set, SetKey};
 use nftnl::{
     nft_expr, Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule,
@@ -118,26 +121,29 @@ pub(crate) fn write_namespace_table(
     send(&batch.finalize(), name)
 }
 
-/// Writes the host's NAT table (family `ip`): traffic from the sandbox's link that leaves by
-/// another interface is masqueraded to that interface's address.
+/// Writes the host's NAT table (family `inet`): traffic from the sandbox's links (IPv4, and
+/// IPv6 when it has one) that leaves by another interface is masqueraded to that interface's
+/// address (NAT66 for IPv6, so the guest's ULA never shows outside).
 pub(crate) fn write_host_nat_table(
     name: &CStr,
     link_net: Ipv4Network,
+    link_net6: Option<Ipv6Network>,
     veth_host_index: u32,
 ) -> Result<(), NftError> {
-    let table = Table::new(name, ProtoFamily::Ipv4);
+    let table = Table::new(name, HOST_FAMILY);
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);
     let post = nat_postrouting_chain(&table);
     batch.add(&post, MsgType::Add);
-    let mut rule = Rule::new(&post);
-    rule.add_expr(&nft_expr!(payload ipv4 saddr));
-    rule.add_expr(&Bitwise::new(link_net.mask(), Ipv4Addr::UNSPECIFIED));
-    rule.add_expr(&Cmp::new(CmpOp::Eq, link_net.network()));
-    rule.add_expr(&nft_expr!(meta oif));
-    rule.add_expr(&Cmp::new(CmpOp::Neq, veth_host_index));
-    rule.add_expr(&Masquerade);
-    batch.add(&rule, MsgType::Add);
+    let links = std::iter::once(IpNetwork::V4(link_net)).chain(link_net6.map(IpNetwork::V6));
+    for net in links {
+        let mut rule = Rule::new(&post);
+        add_addr_match(&mut rule, net, Field::Source);
+        rule.add_expr(&nft_expr!(meta oif));
+        rule.add_expr(&Cmp::new(CmpOp::Neq, veth_host_index));
+        rule.add_expr(&Masquerade);
+        batch.add(&rule, MsgType::Add);
+    }
     send(&batch.finalize(), name)
 }
 
@@ -155,7 +161,7 @@ pub(crate) fn delete_table(name: &CStr, family: ProtoFamily) -> Result<(), NftEr
 }
 
 /// The family of the host's NAT tables.
-pub(crate) const HOST_FAMILY: ProtoFamily = ProtoFamily::Ipv4;
+pub(crate) const HOST_FAMILY: ProtoFamily = ProtoFamily::Inet;
 
 /// Names of the nftables tables (any family) in the calling thread's namespace.
 pub(crate) fn table_names() -> Result<HashSet<CString>, NftError> {
@@ -328,6 +334,16 @@ fn add_match(rule: &mut Rule<'_>, m: &Match, ifaces: IfaceIndexes, lookups: &Loo
             rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV6 as u8));
             rule.add_expr(&nft_expr!(payload ipv6 daddr));
             rule.add_expr(&lookups.v6);
+        }
+        Match::Icmpv6Type(kind) => {
+            rule.add_expr(&nft_expr!(meta nfproto));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV6 as u8));
+            rule.add_expr(&Meta::L4Proto);
+            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::IPPROTO_ICMPV6 as u8));
+            rule.add_expr(&Payload::Transport(TransportHeaderField::Icmpv6(
+                Icmpv6HeaderField::Type,
+            )));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, *kind));
         }
         Match::EstablishedOrRelated => {
             let states = (States::ESTABLISHED | States::RELATED).bits();

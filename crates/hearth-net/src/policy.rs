@@ -17,6 +17,13 @@ pub const DNS_PORT: u16 = 53;
 /// Link-local addresses, where clouds serve instance metadata.
 const LINK_LOCAL_V4: &str = "169.254.0.0/16";
 const LINK_LOCAL_V6: &str = "fe80::/10";
+/// IPv6 unique local addresses, the v6 private range: the host's own ULA networks and hearth's
+/// link pools live here. The guest's own link is the tap, which the forward chain never sees.
+const UNIQUE_LOCAL_V6: &str = "fc00::/7";
+/// ICMPv6 neighbour discovery (router solicitation/advertisement, neighbour
+/// solicitation/advertisement): the namespace must answer it on the tap and the uplink, or no
+/// IPv6 packet finds its next hop.
+const NEIGHBOUR_DISCOVERY: [u8; 4] = [133, 134, 135, 136];
 
 /// Where a sandbox may connect to.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -194,6 +201,8 @@ pub struct BlockedDestinations {
     pub host_addrs: Vec<IpAddr>,
     /// The pool of host↔namespace links: every other sandbox lives in it.
     pub pool: IpNetwork,
+    /// The IPv6 pool of host↔namespace links.
+    pub pool6: IpNetwork,
 }
 
 /// Interfaces a rule refers to, resolved to indexes when the table is written.
@@ -220,6 +229,8 @@ pub enum Match {
     DPort(u16),
     /// Destination is in one of the table's sets of addresses that allowed names resolved to.
     DaddrIn(ResolvedSet),
+    /// An ICMPv6 message of this type.
+    Icmpv6Type(u8),
     /// Conntrack state is established or related.
     EstablishedOrRelated,
 }
@@ -275,11 +286,12 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
         vec![Match::EstablishedOrRelated],
         Verdict::Accept,
     )];
-    let mut always_blocked: Vec<IpNetwork> = [LINK_LOCAL_V4, LINK_LOCAL_V6]
+    let mut always_blocked: Vec<IpNetwork> = [LINK_LOCAL_V4, LINK_LOCAL_V6, UNIQUE_LOCAL_V6]
         .iter()
         .filter_map(|net| net.parse().ok())
         .collect();
     always_blocked.push(blocked.pool);
+    always_blocked.push(blocked.pool6);
     always_blocked.extend(blocked.host_addrs.iter().map(|addr| IpNetwork::from(*addr)));
     for net in always_blocked {
         rules.push(rule(
@@ -352,6 +364,15 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
             Verdict::Accept,
         ));
     }
+    for iface in [Iface::Tap, Iface::Uplink] {
+        for kind in NEIGHBOUR_DISCOVERY {
+            rules.push(rule(
+                Input,
+                vec![Match::Iif(iface), Match::Icmpv6Type(kind)],
+                Verdict::Accept,
+            ));
+        }
+    }
     rules.push(rule(
         Input,
         vec![Match::EstablishedOrRelated],
@@ -386,6 +407,7 @@ mod tests {
         BlockedDestinations {
             host_addrs: vec!["192.0.2.10".parse().unwrap()],
             pool: "10.213.0.0/16".parse().unwrap(),
+            pool6: "fd7a:6865:6172:7400::/112".parse().unwrap(),
         }
     }
 
@@ -632,11 +654,41 @@ mod tests {
             assert!(r.matches.contains(&Match::Saddr(guest)), "{r:?}");
             assert!(r.matches.contains(&Match::Iif(Iface::Tap)), "{r:?}");
         }
-        // Nothing else from the tap reaches the namespace itself.
+        // Nothing else from the tap reaches the namespace itself, but neighbour discovery.
         assert!(!rules.iter().any(|r| r.chain == ChainKind::Input
             && r.verdict == Verdict::Accept
             && r.matches.contains(&Match::Iif(Iface::Tap))
-            && !r.matches.contains(&Match::Saddr(guest))));
+            && !r.matches.contains(&Match::Saddr(guest))
+            && !r
+                .matches
+                .iter()
+                .any(|m| matches!(m, Match::Icmpv6Type(133..=136)))));
+    }
+
+    #[test]
+    fn test_v6_defaults_block_ula_and_pool6_and_admit_only_neighbour_discovery() {
+        let rules = namespace_rules(&EgressPolicy::default(), &blocked());
+        for net in ["fc00::/7", "fe80::/10", "fd7a:6865:6172:7400::/112"] {
+            assert_eq!(
+                forward_verdict_for(&rules, net),
+                Some(Verdict::Drop),
+                "{net}"
+            );
+        }
+        let icmpv6_inputs: Vec<_> = rules
+            .iter()
+            .filter(|r| r.chain == ChainKind::Input)
+            .filter_map(|r| {
+                r.matches.iter().find_map(|m| match m {
+                    Match::Icmpv6Type(kind) => Some((*kind, r.verdict)),
+                    _ => None,
+                })
+            })
+            .collect();
+        assert_eq!(icmpv6_inputs.len(), 8, "tap and uplink, four types each");
+        assert!(icmpv6_inputs
+            .iter()
+            .all(|(kind, verdict)| (133..=136).contains(kind) && *verdict == Verdict::Accept));
     }
 
     #[test]

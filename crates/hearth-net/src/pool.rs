@@ -1,9 +1,9 @@
-//! Addresses: the fixed guest-side addresses every sandbox shares, and the host-side pool of
-//! `/30` links between the host and each namespace.
+//! Addresses: the fixed guest-side addresses every sandbox shares, and the host-side pools of
+//! `/30` (IPv4) and `/126` (IPv6) links between the host and each namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 /// The guest's address inside every namespace. Always the same, so a snapshot restores into
 /// any namespace without re-addressing.
@@ -11,6 +11,22 @@ pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(172, 30, 255, 2);
 /// The tap's address in the namespace: the guest's gateway (and later its DNS server).
 pub const GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(172, 30, 255, 1);
 pub const GUEST_PREFIX_LEN: u8 = 30;
+
+/// The guest's IPv6 address inside every namespace (ULA, `fd7a:6865:6172:7468` spells
+/// "hearth"), with the tap's as its gateway: fixed like the IPv4 pair.
+pub const GUEST_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd7a, 0x6865, 0x6172, 0x7468, 0, 0, 0, 2);
+pub const GATEWAY_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd7a, 0x6865, 0x6172, 0x7468, 0, 0, 0, 1);
+pub const GUEST_PREFIX_LEN6: u8 = 126;
+
+/// Default IPv6 pool for the host↔namespace links: a ULA `/112`, 16384 links of one `/126`.
+pub const DEFAULT_POOL6_ADDR: Ipv6Addr = Ipv6Addr::new(0xfd7a, 0x6865, 0x6172, 0x7400, 0, 0, 0, 0);
+pub const DEFAULT_POOL6_PREFIX_LEN: u8 = 112;
+
+/// [`DEFAULT_POOL6_ADDR`]/[`DEFAULT_POOL6_PREFIX_LEN`] as a network.
+pub fn default_pool6() -> Ipv6Network {
+    Ipv6Network::new(DEFAULT_POOL6_ADDR, DEFAULT_POOL6_PREFIX_LEN)
+        .unwrap_or_else(|_| Ipv6Network::from(DEFAULT_POOL6_ADDR))
+}
 
 /// Default pool for the host↔namespace links: 16384 sandboxes of one `/30` each.
 pub const DEFAULT_POOL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 0);
@@ -30,6 +46,14 @@ pub struct LinkSlot {
     pub ns: Ipv4Addr,
 }
 
+/// One `/126` of the IPv6 pool: the host end and the namespace end of the veth pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSlot6 {
+    pub net: Ipv6Network,
+    pub host: Ipv6Addr,
+    pub ns: Ipv6Addr,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("address pool {pool} is exhausted: all {slots} /30 links are in use")]
@@ -38,6 +62,14 @@ pub enum PoolError {
     TooSmall { pool: Ipv4Network },
     #[error("address pool {pool} overlaps the guest network {GATEWAY_ADDR}/{GUEST_PREFIX_LEN}")]
     OverlapsGuest { pool: Ipv4Network },
+    #[error("IPv6 address pool {pool} is exhausted: all {slots} /126 links are in use")]
+    Exhausted6 { pool: Ipv6Network, slots: u128 },
+    #[error("IPv6 address pool {pool} is smaller than one /126 link")]
+    TooSmall6 { pool: Ipv6Network },
+    #[error(
+        "IPv6 address pool {pool} overlaps the guest network {GATEWAY_ADDR6}/{GUEST_PREFIX_LEN6}"
+    )]
+    OverlapsGuest6 { pool: Ipv6Network },
 }
 
 /// Picks the first `/30` of `pool` that holds none of the addresses in `used`.
@@ -66,6 +98,32 @@ pub fn allocate(pool: Ipv4Network, used: &[Ipv4Addr]) -> Result<LinkSlot, PoolEr
     Err(PoolError::Exhausted { pool, slots })
 }
 
+/// Picks the first `/126` of `pool` that holds none of the addresses in `used`.
+pub fn allocate6(pool: Ipv6Network, used: &[Ipv6Addr]) -> Result<LinkSlot6, PoolError> {
+    if pool.prefix() > GUEST_PREFIX_LEN6 {
+        return Err(PoolError::TooSmall6 { pool });
+    }
+    if pool.contains(GATEWAY_ADDR6) || pool.contains(GUEST_ADDR6) {
+        return Err(PoolError::OverlapsGuest6 { pool });
+    }
+    let slots = 1u128 << (GUEST_PREFIX_LEN6 - pool.prefix());
+    let base = u128::from(pool.network());
+    for i in 0..slots {
+        let start = base + i * 4;
+        let net = Ipv6Network::new(Ipv6Addr::from(start), GUEST_PREFIX_LEN6)
+            .map_err(|_| PoolError::TooSmall6 { pool })?;
+        if used.iter().any(|addr| net.contains(*addr)) {
+            continue;
+        }
+        return Ok(LinkSlot6 {
+            net,
+            host: Ipv6Addr::from(start + 1),
+            ns: Ipv6Addr::from(start + 2),
+        });
+    }
+    Err(PoolError::Exhausted6 { pool, slots })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +150,20 @@ mod tests {
             matches!(err, PoolError::Exhausted { slots: 2, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn test_allocate6_skips_used_slots_and_refuses_the_guest_network() {
+        let pool6: Ipv6Network = "fd00:1::/120".parse().unwrap();
+        let used: [Ipv6Addr; 1] = ["fd00:1::1".parse().unwrap()];
+        let slot = allocate6(pool6, &used).unwrap();
+        assert_eq!(slot.net, "fd00:1::4/126".parse::<Ipv6Network>().unwrap());
+        assert_eq!(slot.host, "fd00:1::5".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(slot.ns, "fd00:1::6".parse::<Ipv6Addr>().unwrap());
+        let over_guest = allocate6("fd7a:6865:6172:7468::/64".parse().unwrap(), &[]);
+        assert!(matches!(over_guest, Err(PoolError::OverlapsGuest6 { .. })));
+        let full = allocate6("fd00:1::/126".parse().unwrap(), &used);
+        assert!(matches!(full, Err(PoolError::Exhausted6 { slots: 1, .. })));
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! link as it exists right now (looked up by name, so an ended sandbox shows none), the egress
 //! policy and the published ports. Field names are part of the `inspect` JSON contract.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::link::{self, LinkError};
 use crate::names::{InvalidSandboxId, NetNames};
 use crate::network::NetworkConfig;
 use crate::policy::EgressPolicy;
-use crate::pool::{GATEWAY_ADDR, GUEST_ADDR, GUEST_PREFIX_LEN};
+use crate::pool::{
+    GATEWAY_ADDR, GATEWAY_ADDR6, GUEST_ADDR, GUEST_ADDR6, GUEST_PREFIX_LEN, GUEST_PREFIX_LEN6,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NetworkView {
@@ -17,6 +19,10 @@ pub struct NetworkView {
     /// The guest's address and prefix on `eth0`.
     pub guest: String,
     pub gateway: Ipv4Addr,
+    /// The guest's IPv6 address and prefix on `eth0`, while its host link has IPv6 (`null`:
+    /// no IPv6 on this host, or the sandbox's network is gone).
+    pub guest6: Option<String>,
+    pub gateway6: Option<Ipv6Addr>,
     /// hearth's DNS forwarder, as in the guest's `/etc/resolv.conf`.
     pub nameserver: Ipv4Addr,
     /// The veth pair to the host, while it exists.
@@ -36,6 +42,9 @@ pub struct HostLinkView {
     pub host: Ipv4Addr,
     /// The namespace end's address (the guest's traffic leaves the namespace from it).
     pub namespace: Ipv4Addr,
+    /// The host end's and namespace end's IPv6 addresses, when the host has IPv6.
+    pub host6: Option<Ipv6Addr>,
+    pub namespace6: Option<Ipv6Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +73,18 @@ pub fn describe(id: &str, config: &NetworkConfig) -> Result<NetworkView, ViewErr
             })
         }
     };
-    // The pool hands out /30 links: host end `.1`, namespace end `.2` of each.
-    let host_link = addresses.into_iter().find_map(|addr| match addr {
+    // The pools hand out /30 and /126 links: host end `1`, namespace end `2` of each.
+    let host6 = addresses.iter().find_map(|addr| match addr {
+        IpAddr::V6(host) if !host.is_unicast_link_local() => Some(*host),
+        _ => None,
+    });
+    let host_link = addresses.iter().find_map(|addr| match addr {
         IpAddr::V4(host) => Some(HostLinkView {
             name: veth.clone(),
-            host,
-            namespace: Ipv4Addr::from(u32::from(host).wrapping_add(1)),
+            host: *host,
+            namespace: Ipv4Addr::from(u32::from(*host).wrapping_add(1)),
+            host6,
+            namespace6: host6.map(|h| Ipv6Addr::from(u128::from(h).wrapping_add(1))),
         }),
         IpAddr::V6(_) => None,
     });
@@ -77,6 +92,8 @@ pub fn describe(id: &str, config: &NetworkConfig) -> Result<NetworkView, ViewErr
         netns: names.netns.clone(),
         guest: format!("{GUEST_ADDR}/{GUEST_PREFIX_LEN}"),
         gateway: GATEWAY_ADDR,
+        guest6: host6.map(|_| format!("{GUEST_ADDR6}/{GUEST_PREFIX_LEN6}")),
+        gateway6: host6.map(|_| GATEWAY_ADDR6),
         nameserver: GATEWAY_ADDR,
         host_link,
         policy: config.policy.clone(),

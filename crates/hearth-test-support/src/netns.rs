@@ -1,10 +1,12 @@
 //! A small "internet" for network tests: a namespace the test owns, joined to the host by a
 //! veth pair and routed like any outside host, with an HTTP server, a UDP echo and an
-//! authoritative DNS server inside.
+//! authoritative DNS server inside. Each test host has an IPv6 address too ([`v6_of`] its
+//! IPv4 one), from the documentation prefix 2001:db8::/32: sandbox policies block unique local
+//! addresses (fc00::/7) by default, so a ULA test host would be unreachable under every policy.
 //! Sandbox traffic in tests goes only here (and to loopback), never to real outside addresses.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use hearth_net::{link, netns};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// Serializes subnet choice between test processes running at once.
@@ -26,6 +28,26 @@ pub const DNS_TTL: u32 = 300;
 pub const HTTP_BODY: &str = "hello from the test internet\n";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The IPv6 address paired with test address `v4` (`10.214.N.H` ↔ `2001:db8:6865:N::H`): test
+/// hosts and the host ends of their links have one of each, and the test DNS server answers
+/// AAAA queries with the pair of what it answers A queries with.
+pub fn v6_of(v4: Ipv4Addr) -> Ipv6Addr {
+    let [_, _, net, host] = v4.octets();
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x6865,
+        u16::from(net),
+        0,
+        0,
+        0,
+        u16::from(host),
+    )
+}
+
+/// Prefix length of the links to test hosts' IPv6 addresses.
+const V6_PREFIX_LEN: u8 = 64;
 
 /// A test host: its own namespace with address `addr`, reachable from the host (and so from
 /// sandboxes whose policy allows it) over a veth pair. Removed on drop.
@@ -87,14 +109,19 @@ impl TestInternet {
             l.add_veth(vh, vn).await?;
             l.move_to(vn, path).await?;
             l.add_address(vh, IpAddr::V4(host_addr), 24).await?;
+            l.add_address(vh, IpAddr::V6(v6_of(host_addr)), V6_PREFIX_LEN)
+                .await?;
             l.set_up(vh).await?;
             Ok(())
         })?;
         link::run(Some(path), |l| async move {
             l.set_up("lo").await?;
             l.add_address(vn, IpAddr::V4(addr), 24).await?;
+            l.add_address(vn, IpAddr::V6(v6_of(addr)), V6_PREFIX_LEN)
+                .await?;
             l.set_up(vn).await?;
-            l.add_default_route(host_addr).await?;
+            l.add_default_route(IpAddr::V4(host_addr)).await?;
+            l.add_default_route(IpAddr::V6(v6_of(host_addr))).await?;
             Ok(())
         })?;
         Ok(internet)
@@ -111,13 +138,28 @@ impl TestInternet {
         self.host_addr
     }
 
+    /// The test host's IPv6 address.
+    pub fn addr6(&self) -> Ipv6Addr {
+        v6_of(self.addr)
+    }
+
+    /// The host's IPv6 address on the link to this test host.
+    pub fn host_addr6(&self) -> Ipv6Addr {
+        v6_of(self.host_addr)
+    }
+
     pub fn netns(&self) -> &str {
         &self.netns
     }
 
-    /// Starts an HTTP server on `port` that answers [`HTTP_BODY`] to every request.
+    /// Starts an HTTP server on `port` of both addresses that answers [`HTTP_BODY`] to every
+    /// request; returns the IPv4 one.
     pub fn serve_http(&mut self, port: u16) -> anyhow::Result<SocketAddr> {
-        let at = SocketAddr::new(IpAddr::V4(self.addr), port);
+        self.serve_http_at(SocketAddr::new(IpAddr::V6(self.addr6()), port))?;
+        self.serve_http_at(SocketAddr::new(IpAddr::V4(self.addr), port))
+    }
+
+    fn serve_http_at(&mut self, at: SocketAddr) -> anyhow::Result<SocketAddr> {
         let listener = netns::run_in(&self.netns_path, || TcpListener::bind(at))?
             .with_context(|| format!("binding {at} in {}", self.netns))?;
         listener.set_nonblocking(true)?;
@@ -155,7 +197,8 @@ impl TestInternet {
     }
 
     /// Starts an authoritative DNS server on UDP port 53 answering A queries for `records`
-    /// (name → address, TTL [`DNS_TTL`]): NXDOMAIN for other names, no records for other types
+    /// (name → address, TTL [`DNS_TTL`]) and AAAA queries for the same names with the [`v6_of`]
+    /// those addresses: NXDOMAIN for other names, no records for other types
     /// of a known name. The counter says how many queries arrived.
     pub fn serve_dns(&mut self, records: &[(&str, Ipv4Addr)]) -> anyhow::Result<Received> {
         let zone: Vec<(Name, Ipv4Addr)> = records
@@ -262,9 +305,14 @@ fn dns_answer(zone: &[(Name, Ipv4Addr)], query: &[u8]) -> Option<Vec<u8>> {
         .collect();
     if found.is_empty() {
         response.set_response_code(ResponseCode::NXDomain);
-    } else if question.query_type() == RecordType::A {
+    } else {
         for addr in found {
-            response.add_answer(Record::from_rdata(name.clone(), DNS_TTL, RData::A(A(addr))));
+            let rdata = match question.query_type() {
+                RecordType::A => RData::A(A(addr)),
+                RecordType::AAAA => RData::AAAA(AAAA(v6_of(addr))),
+                _ => continue,
+            };
+            response.add_answer(Record::from_rdata(name.clone(), DNS_TTL, rdata));
         }
     }
     response.to_vec().ok()

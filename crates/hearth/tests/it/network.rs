@@ -28,8 +28,21 @@ fn probes(probes: &[(&str, String)]) -> String {
 fn http(addr: impl std::fmt::Display) -> String {
     let addr = addr.to_string();
     let (host, port) = addr.split_once(':').unwrap_or((&addr, "80"));
+    http_to(host, port)
+}
+
+/// [`http`] to an IPv6 address (whose colons `http` would take for a port).
+fn http6(addr: std::net::Ipv6Addr, port: u16) -> String {
+    http_to(&addr.to_string(), &port.to_string())
+}
+
+fn http_to(host: &str, port: &str) -> String {
     format!(r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 {host} {port} | grep -q 'test internet'")
 }
+
+/// Succeeds when the guest's `eth0` holds hearth's fixed IPv6 guest address.
+const GUEST6_PROBE: &str =
+    "grep -q '^fd7a6865617274680000000000000002 .* eth0$' /proc/net/if_inet6";
 
 /// Sends one UDP datagram (a TFTP read request; busybox nc has no UDP mode). Whether it got
 /// through is read from the test host's counter, not from this status.
@@ -122,16 +135,28 @@ fn test_allow_all_reaches_test_hosts_but_not_defaults_blocked() {
     // Something listening on a host address, so "blocked" cannot be mistaken for "refused".
     let on_host = TcpListener::bind((internet.host_addr(), 0)).unwrap();
     let on_host = on_host.local_addr().unwrap();
+    let on_host6 = TcpListener::bind((internet.host_addr6(), 0)).unwrap();
+    let on_host6 = on_host6.local_addr().unwrap();
     let inet = internet.addr();
     let script = probes(&[
+        ("guest6", GUEST6_PROBE.to_owned()),
         ("http", http(format!("{inet}:{HTTP_PORT}"))),
+        ("http6", http6(internet.addr6(), HTTP_PORT)),
+        ("host6", http6(internet.host_addr6(), on_host6.port())),
         ("udp", udp(inet)),
         ("icmp", ping(inet)),
         ("metadata", http("169.254.169.254")),
         ("host", http(on_host)),
     ]);
     let (_, lines) = run_probes(&[], &script);
+    assert_eq!(status(&lines, "guest6"), "0", "{lines:?}");
     assert_eq!(status(&lines, "http"), "0", "{lines:?}");
+    assert_eq!(status(&lines, "http6"), "0", "IPv6 egress: {lines:?}");
+    assert_ne!(
+        status(&lines, "host6"),
+        "0",
+        "the host over IPv6: {lines:?}"
+    );
     assert_eq!(
         udp_received.count(),
         0,
@@ -154,15 +179,31 @@ fn test_allowlist_passes_listed_cidr_only_and_flags_open_udp_icmp() {
     let mut other = TestInternet::new().unwrap();
     other.serve_http(HTTP_PORT).unwrap();
     let allow = format!("{}/32", allowed.addr());
+    let allow6 = format!("{}/128", allowed.addr6());
     let script = probes(&[
         ("allowed", http(format!("{}:{HTTP_PORT}", allowed.addr()))),
+        ("allowed6", http6(allowed.addr6(), HTTP_PORT)),
+        ("other6", http6(other.addr6(), HTTP_PORT)),
         ("other", http(format!("{}:{HTTP_PORT}", other.addr()))),
         ("udp", udp(allowed.addr())),
         ("icmp", ping(allowed.addr())),
     ]);
-    let flags = ["--allow", &allow, "--allow-udp", "--allow-icmp"];
+    let flags = [
+        "--allow",
+        &allow,
+        "--allow",
+        &allow6,
+        "--allow-udp",
+        "--allow-icmp",
+    ];
     let (_, lines) = run_probes(&flags, &script);
     assert_eq!(status(&lines, "allowed"), "0", "{lines:?}");
+    assert_eq!(status(&lines, "allowed6"), "0", "{lines:?}");
+    assert_ne!(
+        status(&lines, "other6"),
+        "0",
+        "not on the allowlist: {lines:?}"
+    );
     assert_ne!(
         status(&lines, "other"),
         "0",
@@ -180,10 +221,12 @@ fn test_deny_all_blocks_a_host_that_allow_all_reaches_and_resolves_nothing() {
     let zone = TestZone::new();
     let script = probes(&[
         ("http", http(format!("{}:{HTTP_PORT}", zone.other.addr()))),
+        ("http6", http6(zone.other.addr6(), HTTP_PORT)),
         ("lookup", nslookup("other.example.test", None)),
     ]);
     let (_, lines) = run_probes_with_dns(&["--egress", "deny-all"], &script, Some(zone.dns.addr()));
     assert_ne!(status(&lines, "http"), "0", "{lines:?}");
+    assert_ne!(status(&lines, "http6"), "0", "{lines:?}");
     assert_ne!(status(&lines, "lookup"), "0", "{lines:?}");
     // The host is up and serving (the host reaches it): only the policy kept the guest out.
     let server = std::net::SocketAddr::from((zone.other.addr(), HTTP_PORT));
@@ -404,6 +447,9 @@ fn test_domain_allowlist_resolves_and_reaches_listed_names_only() {
         ),
         ("lookup_allowed", nslookup("allowed.example.test", None)),
         ("allowed", http(format!("allowed.example.test:{HTTP_PORT}"))),
+        // The lookup's AAAA answer opened the allowed name's IPv6 address.
+        ("allowed6", http6(zone.allowed.addr6(), HTTP_PORT)),
+        ("other6", http6(zone.other.addr6(), HTTP_PORT)),
         ("lookup_other", nslookup("other.example.test", None)),
         (
             "other_ip",
@@ -427,6 +473,8 @@ fn test_domain_allowlist_resolves_and_reaches_listed_names_only() {
     assert_ne!(status(&lines, "wild_ip_first"), "0", "{lines:?}");
     assert_eq!(status(&lines, "lookup_allowed"), "0", "{lines:?}");
     assert_eq!(status(&lines, "allowed"), "0", "{lines:?}");
+    assert_eq!(status(&lines, "allowed6"), "0", "AAAA-resolved: {lines:?}");
+    assert_ne!(status(&lines, "other6"), "0", "no allowed name: {lines:?}");
     assert_ne!(
         status(&lines, "lookup_other"),
         "0",
