@@ -401,8 +401,11 @@ impl SandboxNetwork {
 /// Removes every object named for sandbox `id`, whether or not it exists.
 pub fn remove_by_names(id: &str, names: &NetNames) -> Result<(), NetworkError> {
     let mut failures = Vec::new();
-    if let Err(e) = nft::delete_table(&names.table_cstring(), nft::HOST_FAMILY) {
-        failures.push(error_chain(&e));
+    // hearth before IPv6 made the host table in family `ip`; a sandbox it made still has that.
+    for family in [nft::HOST_FAMILY, nft::LEGACY_HOST_FAMILY] {
+        if let Err(e) = nft::delete_table(&names.table_cstring(), family) {
+            failures.push(error_chain(&e));
+        }
     }
     let veth = &names.veth_host;
     if let Err(e) = link::run(None, |l| async move { l.delete(veth).await }) {

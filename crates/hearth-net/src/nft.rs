@@ -162,6 +162,8 @@ pub(crate) fn delete_table(name: &CStr, family: ProtoFamily) -> Result<(), NftEr
 
 /// The family of the host's NAT tables.
 pub(crate) const HOST_FAMILY: ProtoFamily = ProtoFamily::Inet;
+/// The family hearth's host NAT tables had while sandboxes were IPv4-only.
+pub(crate) const LEGACY_HOST_FAMILY: ProtoFamily = ProtoFamily::Ipv4;
 
 /// Names of the nftables tables (any family) in the calling thread's namespace.
 pub(crate) fn table_names() -> Result<HashSet<CString>, NftError> {

@@ -516,6 +516,23 @@ fn test_allow_all_resolves_every_name_but_only_through_the_forwarder() {
     );
 }
 
+/// Answers `published` to every connection on a listener bound to `at` (in the host's
+/// namespace), for as long as the test process runs; returns where it listens.
+fn serve_published(at: impl std::net::ToSocketAddrs) -> std::net::SocketAddr {
+    use std::io::Write;
+    let listener = TcpListener::bind(at).unwrap();
+    let local = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(b"published\n");
+        }
+    });
+    // The host itself reaches it: what a sandbox fails to reach is there.
+    let reply = published_reply(local, std::time::Duration::from_secs(5));
+    assert_eq!(reply.as_deref(), Some("published\n"), "{local}");
+    local
+}
+
 #[test]
 fn test_two_sandboxes_reach_neither_each_others_links_nor_published_ports() {
     let host = host();
@@ -535,6 +552,8 @@ fn test_two_sandboxes_reach_neither_each_others_links_nor_published_ports() {
     for ((id, view), port) in ids.iter().zip(&views).zip(ports) {
         assert_eq!(view["guest"], "172.30.255.2/30", "{view}");
         assert_eq!(view["nameserver"], "172.30.255.1", "{view}");
+        assert_eq!(view["guest6"], "fd7a:6865:6172:7468::2/126", "{view}");
+        assert_eq!(view["gateway6"], "fd7a:6865:6172:7468::1", "{view}");
         assert_eq!(view["policy"]["egress"], "allow_all", "{view}");
         assert_eq!(view["host_link"]["name"], format!("hth{id}"), "{view}");
         assert_eq!(
@@ -552,24 +571,37 @@ fn test_two_sandboxes_reach_neither_each_others_links_nor_published_ports() {
         let reply = published_reply(at, std::time::Duration::from_secs(30));
         assert_eq!(reply.as_deref(), Some("published\n"));
     }
+    // Something on each sandbox's host-side IPv6 address, so "blocked" is not "refused".
+    let on_host6 = views.clone().map(|view| {
+        let host6: std::net::Ipv6Addr = view["host_link"]["host6"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        serve_published((host6, 0))
+    });
     for (me, other) in [(0, 1), (1, 0)] {
-        let reach = |target: std::net::Ipv4Addr, port: u16| {
+        let reach = |target: std::net::IpAddr, port: u16| {
             format!("nc -w 3 {target} {port} </dev/null | grep -q published")
         };
         let script = probes(&[
             (
                 "published",
-                reach(addr(&views[other], "host"), ports[other]),
+                reach(addr(&views[other], "host").into(), ports[other]),
             ),
-            ("host_end", reach(addr(&views[other], "host"), 8000)),
+            ("host_end", reach(addr(&views[other], "host").into(), 8000)),
             (
                 "namespace_end",
-                reach(addr(&views[other], "namespace"), 8000),
+                reach(addr(&views[other], "namespace").into(), 8000),
+            ),
+            (
+                "host_end6",
+                reach(on_host6[other].ip(), on_host6[other].port()),
             ),
         ]);
         let out = run(&["exec", &ids[me], "--", "sh", "-c", &script]);
         let lines: Vec<String> = out.lines().map(str::to_owned).collect();
-        for probe in ["published", "host_end", "namespace_end"] {
+        for probe in ["published", "host_end", "namespace_end", "host_end6"] {
             assert_ne!(
                 status(&lines, probe),
                 "0",
