@@ -43,12 +43,12 @@ fn boot_and_serve() -> anyhow::Result<Infallible> {
         boot::set_hostname(hostname)?;
     }
     let guest_net = match (&cmdline.ip, &cmdline.gateway) {
-        (Some(ip), Some(gateway)) => Some(net::GuestNet::parse(ip, gateway)?),
+        (Some(ip), Some(gateway)) => Some(net::GuestNet::<std::net::Ipv4Addr>::parse(ip, gateway)?),
         _ => None,
     };
     net::configure(guest_net.as_ref()).context("failed to configure the network")?;
     if let (Some(_), Some(ip6), Some(gateway6)) = (&guest_net, &cmdline.ip6, &cmdline.gateway6) {
-        net::configure6(&net::GuestNet6::parse(ip6, gateway6)?)
+        net::configure6(&net::GuestNet::<std::net::Ipv6Addr>::parse(ip6, gateway6)?)
             .context("failed to configure IPv6")?;
     }
     if let Some(nameserver) = &cmdline.nameserver {

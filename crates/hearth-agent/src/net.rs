@@ -19,14 +19,18 @@ pub const GUEST_IFACE: &str = "eth0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetConfigError {
-    #[error("`hearth.ip={0}` is not ADDRESS/PREFIX (like 172.30.255.2/30)")]
-    InvalidAddress(String),
-    #[error("`hearth.gw={0}` is not an IPv4 address")]
-    InvalidGateway(String),
-    #[error("`hearth.ip6={0}` is not ADDRESS/PREFIX (like fd7a:6865:6172:7468::2/126)")]
-    InvalidAddress6(String),
-    #[error("`hearth.gw6={0}` is not an IPv6 address")]
-    InvalidGateway6(String),
+    #[error("`{param}={value}` is not ADDRESS/PREFIX (like {example})")]
+    InvalidAddress {
+        param: &'static str,
+        value: String,
+        example: &'static str,
+    },
+    #[error("`{param}={value}` is not an {family} address")]
+    InvalidGateway {
+        param: &'static str,
+        value: String,
+        family: &'static str,
+    },
     #[error("failed to turn off duplicate address detection (`{path}`)")]
     AcceptDad {
         path: String,
@@ -70,67 +74,72 @@ pub fn write_resolv_conf(nameserver: &str) -> Result<(), NetConfigError> {
     std::fs::write(path, format!("nameserver {addr}\n")).map_err(NetConfigError::ResolvConf)
 }
 
-/// A parsed `hearth.ip`/`hearth.gw` pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GuestNet {
-    pub addr: Ipv4Addr,
-    pub prefix_len: u8,
-    pub gateway: Ipv4Addr,
+/// An address family of the guest's network: how its command-line parameters are named.
+pub trait IpFamily: std::str::FromStr + Copy {
+    /// Longest prefix.
+    const BITS: u8;
+    /// The address and gateway parameters, like `hearth.ip` and `hearth.gw`.
+    const PARAMS: (&'static str, &'static str);
+    /// A valid address parameter, for error messages.
+    const EXAMPLE: &'static str;
+    const NAME: &'static str;
 }
 
-impl GuestNet {
+impl IpFamily for Ipv4Addr {
+    const BITS: u8 = 32;
+    const PARAMS: (&'static str, &'static str) = ("hearth.ip", "hearth.gw");
+    const EXAMPLE: &'static str = "172.30.255.2/30";
+    const NAME: &'static str = "IPv4";
+}
+
+impl IpFamily for Ipv6Addr {
+    const BITS: u8 = 128;
+    const PARAMS: (&'static str, &'static str) = ("hearth.ip6", "hearth.gw6");
+    const EXAMPLE: &'static str = "fd7a:6865:6172:7468::2/126";
+    const NAME: &'static str = "IPv6";
+}
+
+/// A parsed `hearth.ip`/`hearth.gw` (or `hearth.ip6`/`hearth.gw6`) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestNet<A> {
+    pub addr: A,
+    pub prefix_len: u8,
+    pub gateway: A,
+}
+
+impl<A: IpFamily> GuestNet<A> {
     pub fn parse(ip: &str, gateway: &str) -> Result<Self, NetConfigError> {
-        let invalid = || NetConfigError::InvalidAddress(ip.to_owned());
-        let (addr, prefix) = ip.split_once('/').ok_or_else(invalid)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| invalid())?;
-        let prefix_len: u8 = prefix.parse().map_err(|_| invalid())?;
-        if prefix_len > 32 {
-            return Err(invalid());
-        }
+        let (addr, prefix_len) = ip
+            .split_once('/')
+            .and_then(|(addr, prefix)| Some((addr.parse().ok()?, prefix.parse().ok()?)))
+            .filter(|(_, prefix_len)| *prefix_len <= A::BITS)
+            .ok_or_else(|| NetConfigError::InvalidAddress {
+                param: A::PARAMS.0,
+                value: ip.to_owned(),
+                example: A::EXAMPLE,
+            })?;
         let gateway = gateway
             .parse()
-            .map_err(|_| NetConfigError::InvalidGateway(gateway.to_owned()))?;
+            .map_err(|_| NetConfigError::InvalidGateway {
+                param: A::PARAMS.1,
+                value: gateway.to_owned(),
+                family: A::NAME,
+            })?;
         Ok(GuestNet {
             addr,
             prefix_len,
             gateway,
         })
     }
+}
 
+impl GuestNet<Ipv4Addr> {
     fn netmask(&self) -> Ipv4Addr {
         Ipv4Addr::from(
             u32::MAX
                 .checked_shl(32 - u32::from(self.prefix_len))
                 .unwrap_or(0),
         )
-    }
-}
-
-/// A parsed `hearth.ip6`/`hearth.gw6` pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GuestNet6 {
-    pub addr: Ipv6Addr,
-    pub prefix_len: u8,
-    pub gateway: Ipv6Addr,
-}
-
-impl GuestNet6 {
-    pub fn parse(ip: &str, gateway: &str) -> Result<Self, NetConfigError> {
-        let invalid = || NetConfigError::InvalidAddress6(ip.to_owned());
-        let (addr, prefix) = ip.split_once('/').ok_or_else(invalid)?;
-        let addr: Ipv6Addr = addr.parse().map_err(|_| invalid())?;
-        let prefix_len: u8 = prefix.parse().map_err(|_| invalid())?;
-        if prefix_len > 128 {
-            return Err(invalid());
-        }
-        let gateway = gateway
-            .parse()
-            .map_err(|_| NetConfigError::InvalidGateway6(gateway.to_owned()))?;
-        Ok(GuestNet6 {
-            addr,
-            prefix_len,
-            gateway,
-        })
     }
 }
 
@@ -153,16 +162,10 @@ struct In6Rtmsg {
 /// Addresses `eth0` with `net` (already up, from [`configure`]) and routes IPv6 through its
 /// gateway. Duplicate address detection is off first: the link holds only the guest and the
 /// tap, and a tentative address would not be usable for a second or more.
-pub fn configure6(net: &GuestNet6) -> Result<(), NetConfigError> {
+pub fn configure6(net: &GuestNet<Ipv6Addr>) -> Result<(), NetConfigError> {
     let path = format!("/proc/sys/net/ipv6/conf/{GUEST_IFACE}/accept_dad");
     std::fs::write(&path, "0").map_err(|source| NetConfigError::AcceptDad { path, source })?;
-    let sock = socket(
-        AddressFamily::Inet6,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(NetConfigError::Socket)?;
+    let sock = ioctl_socket(AddressFamily::Inet6)?;
     let mut index_req = ifreq(
         GUEST_IFACE,
         libc::__c_anonymous_ifr_ifru { ifru_ifindex: 0 },
@@ -210,14 +213,8 @@ fn in6(addr: Ipv6Addr) -> libc::in6_addr {
 }
 
 /// Brings `lo` up, and when `net` is given, addresses `eth0` and routes through the gateway.
-pub fn configure(net: Option<&GuestNet>) -> Result<(), NetConfigError> {
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(NetConfigError::Socket)?;
+pub fn configure(net: Option<&GuestNet<Ipv4Addr>>) -> Result<(), NetConfigError> {
+    let sock = ioctl_socket(AddressFamily::Inet)?;
     set_up(&sock, "lo")?;
     let Some(net) = net else {
         return Ok(());
@@ -238,6 +235,11 @@ pub fn configure(net: Option<&GuestNet>) -> Result<(), NetConfigError> {
     )?;
     set_up(&sock, GUEST_IFACE)?;
     add_default_route(&sock, net.gateway)
+}
+
+/// A datagram socket of `family` to issue interface ioctls on.
+fn ioctl_socket(family: AddressFamily) -> Result<OwnedFd, NetConfigError> {
+    socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(NetConfigError::Socket)
 }
 
 fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
@@ -329,7 +331,7 @@ mod tests {
 
     #[test]
     fn test_guest_net_parses_address_prefix_and_gateway() {
-        let net = GuestNet::parse("172.30.255.2/30", "172.30.255.1").unwrap();
+        let net = GuestNet::<Ipv4Addr>::parse("172.30.255.2/30", "172.30.255.1").unwrap();
         assert_eq!(net.addr, Ipv4Addr::new(172, 30, 255, 2));
         assert_eq!(net.netmask(), Ipv4Addr::new(255, 255, 255, 252));
         assert_eq!(net.gateway, Ipv4Addr::new(172, 30, 255, 1));
@@ -337,25 +339,30 @@ mod tests {
 
     #[test]
     fn test_guest_net6_parses_and_refuses() {
-        let net = GuestNet6::parse("fd7a:6865:6172:7468::2/126", "fd7a:6865:6172:7468::1").unwrap();
+        let net =
+            GuestNet::<Ipv6Addr>::parse("fd7a:6865:6172:7468::2/126", "fd7a:6865:6172:7468::1")
+                .unwrap();
         assert_eq!(net.prefix_len, 126);
         assert_eq!(
             net.gateway,
             "fd7a:6865:6172:7468::1".parse::<Ipv6Addr>().unwrap()
         );
-        assert!(GuestNet6::parse("fd7a::2/129", "fd7a::1").is_err());
-        assert!(GuestNet6::parse("172.30.255.2/30", "fd7a::1").is_err());
+        assert!(GuestNet::<Ipv6Addr>::parse("fd7a::2/129", "fd7a::1").is_err());
+        assert!(GuestNet::<Ipv6Addr>::parse("172.30.255.2/30", "fd7a::1").is_err());
         assert!(matches!(
-            GuestNet6::parse("fd7a::2/126", "172.30.255.1"),
-            Err(NetConfigError::InvalidGateway6(_))
+            GuestNet::<Ipv6Addr>::parse("fd7a::2/126", "172.30.255.1"),
+            Err(NetConfigError::InvalidGateway {
+                param: "hearth.gw6",
+                ..
+            })
         ));
     }
 
     #[test]
     fn test_guest_net_refuses_malformed_values() {
-        assert!(GuestNet::parse("172.30.255.2", "172.30.255.1").is_err());
-        assert!(GuestNet::parse("172.30.255.2/33", "172.30.255.1").is_err());
-        assert!(GuestNet::parse("172.30.255.2/30", "gateway").is_err());
+        assert!(GuestNet::<Ipv4Addr>::parse("172.30.255.2", "172.30.255.1").is_err());
+        assert!(GuestNet::<Ipv4Addr>::parse("172.30.255.2/33", "172.30.255.1").is_err());
+        assert!(GuestNet::<Ipv4Addr>::parse("172.30.255.2/30", "gateway").is_err());
         assert!(matches!(
             write_resolv_conf("dns.example"),
             Err(NetConfigError::InvalidNameserver(_))

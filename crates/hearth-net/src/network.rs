@@ -189,23 +189,9 @@ impl SandboxNetwork {
                     source,
                 }
             })?;
-        let used: Vec<_> = host_addrs
-            .iter()
-            .filter_map(|a| match a {
-                IpAddr::V4(v4) => Some(*v4),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        let slot = pool::allocate(config.pool, &used)?;
+        let slot = pool::allocate(config.pool, &host_addrs)?;
         let slot6 = if ipv6_available() {
-            let used6: Vec<_> = host_addrs
-                .iter()
-                .filter_map(|a| match a {
-                    IpAddr::V6(v6) => Some(*v6),
-                    IpAddr::V4(_) => None,
-                })
-                .collect();
-            Some(pool::allocate6(config.pool6, &used6)?)
+            Some(pool::allocate6(config.pool6, &host_addrs)?)
         } else {
             None
         };

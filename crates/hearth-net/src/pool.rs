@@ -1,9 +1,9 @@
 //! Addresses: the fixed guest-side addresses every sandbox shares, and the host-side pools of
 //! `/30` (IPv4) and `/126` (IPv6) links between the host and each namespace.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 /// The guest's address inside every namespace. Always the same, so a snapshot restores into
 /// any namespace without re-addressing.
@@ -56,72 +56,95 @@ pub struct LinkSlot6 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("address pool {pool} is exhausted: all {slots} /30 links are in use")]
-    Exhausted { pool: Ipv4Network, slots: u32 },
-    #[error("address pool {pool} is smaller than one /30 link")]
-    TooSmall { pool: Ipv4Network },
-    #[error("address pool {pool} overlaps the guest network {GATEWAY_ADDR}/{GUEST_PREFIX_LEN}")]
-    OverlapsGuest { pool: Ipv4Network },
-    #[error("IPv6 address pool {pool} is exhausted: all {slots} /126 links are in use")]
-    Exhausted6 { pool: Ipv6Network, slots: u128 },
-    #[error("IPv6 address pool {pool} is smaller than one /126 link")]
-    TooSmall6 { pool: Ipv6Network },
-    #[error(
-        "IPv6 address pool {pool} overlaps the guest network {GATEWAY_ADDR6}/{GUEST_PREFIX_LEN6}"
-    )]
-    OverlapsGuest6 { pool: Ipv6Network },
+    #[error("address pool {pool} is exhausted: all {slots} /{link_prefix} links are in use")]
+    Exhausted {
+        pool: IpNetwork,
+        slots: u128,
+        link_prefix: u8,
+    },
+    #[error("address pool {pool} is smaller than one /{link_prefix} link")]
+    TooSmall { pool: IpNetwork, link_prefix: u8 },
+    #[error("address pool {pool} overlaps the guest network {guest}")]
+    OverlapsGuest { pool: IpNetwork, guest: IpNetwork },
 }
 
 /// Picks the first `/30` of `pool` that holds none of the addresses in `used`.
-pub fn allocate(pool: Ipv4Network, used: &[Ipv4Addr]) -> Result<LinkSlot, PoolError> {
-    if pool.prefix() > GUEST_PREFIX_LEN {
-        return Err(PoolError::TooSmall { pool });
-    }
-    if pool.contains(GATEWAY_ADDR) || pool.contains(GUEST_ADDR) {
-        return Err(PoolError::OverlapsGuest { pool });
-    }
-    let slots = 1u32 << (GUEST_PREFIX_LEN - pool.prefix());
-    let base = u32::from(pool.network());
-    for i in 0..slots {
-        let start = base + i * 4;
-        let net = Ipv4Network::new(Ipv4Addr::from(start), GUEST_PREFIX_LEN)
-            .map_err(|_| PoolError::TooSmall { pool })?;
-        if used.iter().any(|addr| net.contains(*addr)) {
-            continue;
-        }
-        return Ok(LinkSlot {
-            net,
-            host: Ipv4Addr::from(start + 1),
-            ns: Ipv4Addr::from(start + 2),
-        });
-    }
-    Err(PoolError::Exhausted { pool, slots })
+pub fn allocate(pool: Ipv4Network, used: &[IpAddr]) -> Result<LinkSlot, PoolError> {
+    let guest = Ipv4Network::new(GATEWAY_ADDR, GUEST_PREFIX_LEN)
+        .unwrap_or_else(|_| Ipv4Network::from(GATEWAY_ADDR));
+    let start = first_free_link(pool.into(), GUEST_PREFIX_LEN, guest.into(), used)?;
+    // `first_free_link` returns an address inside the IPv4 `pool`, so it fits in 32 bits.
+    let start = u32::try_from(start).unwrap_or(u32::MAX);
+    Ok(LinkSlot {
+        net: Ipv4Network::new(Ipv4Addr::from(start), GUEST_PREFIX_LEN)
+            .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::from(start))),
+        host: Ipv4Addr::from(start + 1),
+        ns: Ipv4Addr::from(start + 2),
+    })
 }
 
 /// Picks the first `/126` of `pool` that holds none of the addresses in `used`.
-pub fn allocate6(pool: Ipv6Network, used: &[Ipv6Addr]) -> Result<LinkSlot6, PoolError> {
-    if pool.prefix() > GUEST_PREFIX_LEN6 {
-        return Err(PoolError::TooSmall6 { pool });
+pub fn allocate6(pool: Ipv6Network, used: &[IpAddr]) -> Result<LinkSlot6, PoolError> {
+    let guest = Ipv6Network::new(GATEWAY_ADDR6, GUEST_PREFIX_LEN6)
+        .unwrap_or_else(|_| Ipv6Network::from(GATEWAY_ADDR6));
+    let start = first_free_link(pool.into(), GUEST_PREFIX_LEN6, guest.into(), used)?;
+    Ok(LinkSlot6 {
+        net: Ipv6Network::new(Ipv6Addr::from(start), GUEST_PREFIX_LEN6)
+            .unwrap_or_else(|_| Ipv6Network::from(Ipv6Addr::from(start))),
+        host: Ipv6Addr::from(start + 1),
+        ns: Ipv6Addr::from(start + 2),
+    })
+}
+
+/// The first address (as a number) of the first `/link_prefix` of `pool` that holds none of
+/// `used` (addresses of the other family are ignored), for either family.
+fn first_free_link(
+    pool: IpNetwork,
+    link_prefix: u8,
+    guest: IpNetwork,
+    used: &[IpAddr],
+) -> Result<u128, PoolError> {
+    if pool.prefix() > link_prefix {
+        return Err(PoolError::TooSmall { pool, link_prefix });
     }
-    if pool.contains(GATEWAY_ADDR6) || pool.contains(GUEST_ADDR6) {
-        return Err(PoolError::OverlapsGuest6 { pool });
+    if pool.contains(guest.network()) || guest.contains(pool.network()) {
+        return Err(PoolError::OverlapsGuest { pool, guest });
     }
-    let slots = 1u128 << (GUEST_PREFIX_LEN6 - pool.prefix());
-    let base = u128::from(pool.network());
-    for i in 0..slots {
-        let start = base + i * 4;
-        let net = Ipv6Network::new(Ipv6Addr::from(start), GUEST_PREFIX_LEN6)
-            .map_err(|_| PoolError::TooSmall6 { pool })?;
-        if used.iter().any(|addr| net.contains(*addr)) {
-            continue;
-        }
-        return Ok(LinkSlot6 {
-            net,
-            host: Ipv6Addr::from(start + 1),
-            ns: Ipv6Addr::from(start + 2),
-        });
+    let link_size = 1u128 << (address_bits(pool) - link_prefix);
+    let slots = 1u128 << (link_prefix - pool.prefix());
+    let base = as_number(pool.network());
+    let used: Vec<u128> = used
+        .iter()
+        .filter(|addr| addr.is_ipv4() == pool.is_ipv4())
+        .map(|addr| as_number(*addr))
+        .collect();
+    (0..slots)
+        .map(|i| base + i * link_size)
+        .find(|start| {
+            !used
+                .iter()
+                .any(|u| (*start..*start + link_size).contains(u))
+        })
+        .ok_or(PoolError::Exhausted {
+            pool,
+            slots,
+            link_prefix,
+        })
+}
+
+fn address_bits(net: IpNetwork) -> u8 {
+    if net.is_ipv4() {
+        32
+    } else {
+        128
     }
-    Err(PoolError::Exhausted6 { pool, slots })
+}
+
+fn as_number(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
 }
 
 #[cfg(test)]
@@ -134,7 +157,10 @@ mod tests {
 
     #[test]
     fn test_allocate_skips_used_slots() {
-        let used = [Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 6)];
+        let used = [
+            Ipv4Addr::new(10, 9, 0, 1).into(),
+            Ipv4Addr::new(10, 9, 0, 6).into(),
+        ];
         let slot = allocate(pool("10.9.0.0/24"), &used).unwrap();
         assert_eq!(slot.net, pool("10.9.0.8/30"));
         assert_eq!(slot.host, Ipv4Addr::new(10, 9, 0, 9));
@@ -144,7 +170,10 @@ mod tests {
     #[test]
     fn test_allocate_full_pool_is_exhausted() {
         // A /29 holds exactly two /30 links.
-        let used = [Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 5)];
+        let used = [
+            Ipv4Addr::new(10, 9, 0, 2).into(),
+            Ipv4Addr::new(10, 9, 0, 5).into(),
+        ];
         let err = allocate(pool("10.9.0.0/29"), &used).unwrap_err();
         assert!(
             matches!(err, PoolError::Exhausted { slots: 2, .. }),
@@ -155,15 +184,15 @@ mod tests {
     #[test]
     fn test_allocate6_skips_used_slots_and_refuses_the_guest_network() {
         let pool6: Ipv6Network = "fd00:1::/120".parse().unwrap();
-        let used: [Ipv6Addr; 1] = ["fd00:1::1".parse().unwrap()];
+        let used: [IpAddr; 2] = ["fd00:1::1".parse().unwrap(), "10.9.0.6".parse().unwrap()];
         let slot = allocate6(pool6, &used).unwrap();
         assert_eq!(slot.net, "fd00:1::4/126".parse::<Ipv6Network>().unwrap());
         assert_eq!(slot.host, "fd00:1::5".parse::<Ipv6Addr>().unwrap());
         assert_eq!(slot.ns, "fd00:1::6".parse::<Ipv6Addr>().unwrap());
         let over_guest = allocate6("fd7a:6865:6172:7468::/64".parse().unwrap(), &[]);
-        assert!(matches!(over_guest, Err(PoolError::OverlapsGuest6 { .. })));
+        assert!(matches!(over_guest, Err(PoolError::OverlapsGuest { .. })));
         let full = allocate6("fd00:1::/126".parse().unwrap(), &used);
-        assert!(matches!(full, Err(PoolError::Exhausted6 { slots: 1, .. })));
+        assert!(matches!(full, Err(PoolError::Exhausted { slots: 1, .. })));
     }
 
     #[test]
