@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use hearth_net::pool::{GATEWAY_ADDR, GUEST_ADDR};
+use hearth_net::pool::{PoolError, GATEWAY_ADDR, GUEST_ADDR};
 use hearth_net::{leftovers, link, netns, NetNames, NetworkConfig, NetworkError, SandboxNetwork};
 use hearth_test_support::netns::{TestInternet, HTTP_BODY};
 use hearth_test_support::registry::require;
@@ -59,6 +59,22 @@ fn test_network_routes_out_through_host_nat_and_is_removed_whole() {
         .unwrap();
     assert!(reply.ends_with(HTTP_BODY), "reply: {reply}");
 
+    // IPv6 too, by NAT66: the test host sees the host's address on its link, not the pool's.
+    assert!(network.link6().is_some(), "this host has IPv6");
+    let listener = netns::run_in(&netns::path_of(internet.netns()), || {
+        std::net::TcpListener::bind((internet.addr6(), 0))
+    })
+    .unwrap()
+    .unwrap();
+    let at = listener.local_addr().unwrap();
+    netns::run_in(network.netns_path(), || {
+        TcpStream::connect_timeout(&at, Duration::from_secs(3))
+    })
+    .unwrap()
+    .unwrap();
+    let (_, peer) = listener.accept().unwrap();
+    assert_eq!(peer.ip(), std::net::IpAddr::V6(internet.host_addr6()));
+
     network.remove().unwrap();
     assert_eq!(leftovers(&names), Vec::<String>::new());
 }
@@ -81,6 +97,35 @@ fn test_exhausted_pool_fails_before_creating_anything() {
     assert!(
         err.to_string().contains("pick host-side addresses"),
         "{err}"
+    );
+    assert_eq!(
+        leftovers(&NetNames::for_sandbox(&id).unwrap()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn test_exhausted_v6_pool_fails_before_creating_anything() {
+    let id = test_id();
+    // A /126 pool has room for one link; the host's own address in it makes it full.
+    let busy = TestInternet::new().unwrap();
+    let pool6 = ipnetwork::Ipv6Network::new(busy.host_addr6(), 126).unwrap();
+    let pool6 = ipnetwork::Ipv6Network::new(pool6.network(), 126).unwrap();
+    let config = NetworkConfig {
+        pool6,
+        ..NetworkConfig::default()
+    };
+    let err = SandboxNetwork::create(&id, &config).unwrap_err();
+    assert!(
+        err.to_string().contains("pick host-side addresses"),
+        "{err}"
+    );
+    assert!(
+        matches!(
+            &err,
+            NetworkError::Pool(PoolError::Exhausted { slots: 1, .. })
+        ),
+        "{err:?}"
     );
     assert_eq!(
         leftovers(&NetNames::for_sandbox(&id).unwrap()),
