@@ -145,6 +145,7 @@ fn test_allow_all_reaches_test_hosts_but_not_defaults_blocked() {
         ("host6", http6(internet.host_addr6(), on_host6.port())),
         ("udp", udp(inet)),
         ("icmp", ping(inet)),
+        ("icmp6", ping(internet.addr6())),
         ("metadata", http("169.254.169.254")),
         ("host", http(on_host)),
     ]);
@@ -167,6 +168,11 @@ fn test_allow_all_reaches_test_hosts_but_not_defaults_blocked() {
         "0",
         "ICMP is blocked by default: {lines:?}"
     );
+    assert_ne!(
+        status(&lines, "icmp6"),
+        "0",
+        "ICMPv6 is blocked by default: {lines:?}"
+    );
     assert_ne!(status(&lines, "metadata"), "0", "{lines:?}");
     assert_ne!(status(&lines, "host"), "0", "{lines:?}");
 }
@@ -187,6 +193,7 @@ fn test_allowlist_passes_listed_cidr_only_and_flags_open_udp_icmp() {
         ("other", http(format!("{}:{HTTP_PORT}", other.addr()))),
         ("udp", udp(allowed.addr())),
         ("icmp", ping(allowed.addr())),
+        ("icmp6", ping(allowed.addr6())),
     ]);
     let flags = [
         "--allow",
@@ -214,6 +221,11 @@ fn test_allowlist_passes_listed_cidr_only_and_flags_open_udp_icmp() {
         "--allow-udp lets UDP out: {lines:?}"
     );
     assert_eq!(status(&lines, "icmp"), "0", "{lines:?}");
+    assert_eq!(
+        status(&lines, "icmp6"),
+        "0",
+        "--allow-icmp lets ICMPv6 out: {lines:?}"
+    );
 }
 
 #[test]
