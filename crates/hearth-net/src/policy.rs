@@ -20,10 +20,10 @@ const LINK_LOCAL_V6: &str = "fe80::/10";
 /// IPv6 unique local addresses, the v6 private range: the host's own ULA networks and hearth's
 /// link pools live here. The guest's own link is the tap, which the forward chain never sees.
 const UNIQUE_LOCAL_V6: &str = "fc00::/7";
-/// ICMPv6 neighbour discovery (router solicitation/advertisement, neighbour
-/// solicitation/advertisement): the namespace must answer it on the tap and the uplink, or no
-/// IPv6 packet finds its next hop.
-const NEIGHBOUR_DISCOVERY: [u8; 4] = [133, 134, 135, 136];
+/// ICMPv6 neighbour solicitation and advertisement: the namespace must answer them on the tap
+/// and the uplink, or no IPv6 packet finds its next hop. Router solicitations and the rest of
+/// ICMPv6 to the namespace stay dropped (routes are static; nothing there advertises).
+const NEIGHBOUR_DISCOVERY: [u8; 2] = [135, 136];
 
 /// Where a sandbox may connect to.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -662,7 +662,7 @@ mod tests {
             && !r
                 .matches
                 .iter()
-                .any(|m| matches!(m, Match::Icmpv6Type(133..=136)))));
+                .any(|m| matches!(m, Match::Icmpv6Type(135..=136)))));
     }
 
     #[test]
@@ -685,10 +685,10 @@ mod tests {
                 })
             })
             .collect();
-        assert_eq!(icmpv6_inputs.len(), 8, "tap and uplink, four types each");
+        assert_eq!(icmpv6_inputs.len(), 4, "tap and uplink, two types each");
         assert!(icmpv6_inputs
             .iter()
-            .all(|(kind, verdict)| (133..=136).contains(kind) && *verdict == Verdict::Accept));
+            .all(|(kind, verdict)| (135..=136).contains(kind) && *verdict == Verdict::Accept));
     }
 
     #[test]
