@@ -362,6 +362,9 @@ impl SandboxNetwork {
         let names = &self.names;
         let index = link::run(None, |l| async move { l.index(&names.veth_host).await })
             .map_err(self.links_err())?;
+        if self.slot6.is_some() {
+            keep_router_advertisements()?;
+        }
         enable_forwarding(self.slot6.is_some())?;
         nft::write_host_nat_table(
             &names.table_cstring(),
@@ -484,25 +487,51 @@ fn ipv6_available() -> bool {
 
 /// Turns on IPv4 forwarding, and IPv6 forwarding with `v6`, in the calling thread's namespace
 /// (the host needs it to route sandbox traffic out; each namespace needs it to route between
-/// tap and veth). On the host, IPv6 forwarding makes interfaces with `accept_ra=1` ignore router
-/// advertisements, so a host whose v6 default route comes from RA needs `accept_ra=2`.
+/// tap and veth).
 fn enable_forwarding(v6: bool) -> Result<(), NetworkError> {
-    write_sysctl(Path::new("/proc/sys/net/ipv4/ip_forward"))?;
+    write_sysctl(Path::new("/proc/sys/net/ipv4/ip_forward"), "1")?;
     if v6 {
-        write_sysctl(Path::new("/proc/sys/net/ipv6/conf/all/forwarding"))?;
+        write_sysctl(Path::new(IPV6_FORWARDING), "1")?;
     }
     Ok(())
 }
 
-/// Sets the sysctl at `path` to 1 unless it already is.
-fn write_sysctl(path: &Path) -> Result<(), NetworkError> {
-    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// On the host, turning IPv6 forwarding on makes every interface with `accept_ra=1` ignore
+/// router advertisements, and a host whose IPv6 default route comes from them would lose it
+/// when the route expires. Before hearth first turns forwarding on, such interfaces are moved
+/// to `accept_ra=2` (accept them even when forwarding), so the host keeps behaving as before.
+fn keep_router_advertisements() -> Result<(), NetworkError> {
+    if std::fs::read_to_string(IPV6_FORWARDING).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    let Ok(interfaces) = std::fs::read_dir("/proc/sys/net/ipv6/conf") else {
+        return Ok(());
+    };
+    for interface in interfaces.flatten() {
+        let name = interface.file_name();
+        if name == "all" || name == "lo" {
+            continue;
+        }
+        let accept_ra = interface.path().join("accept_ra");
+        if std::fs::read_to_string(&accept_ra).is_ok_and(|v| v.trim() == "1") {
+            tracing::info!(interface = ?name, "accept_ra 1 -> 2 so router advertisements still count with IPv6 forwarding on");
+            write_sysctl(&accept_ra, "2")?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets the sysctl at `path` to `value` unless it already is.
+fn write_sysctl(path: &Path, value: &str) -> Result<(), NetworkError> {
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == value) {
         return Ok(());
     }
     std::fs::OpenOptions::new()
         .write(true)
         .open(path)
-        .and_then(|mut f| f.write_all(b"1"))
+        .and_then(|mut f| f.write_all(value.as_bytes()))
         .map_err(|source| NetworkError::Forwarding {
             path: path.to_owned(),
             source,
@@ -518,4 +547,31 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a namespace of its own (sysctls under /proc/sys/net are per namespace), so the
+    /// machine's own settings are not touched.
+    #[test]
+    fn test_router_advertisements_still_count_once_forwarding_is_on() {
+        if !ipv6_available() {
+            panic!("this test needs an IPv6 stack (/proc/sys/net/ipv6)");
+        }
+        let name = format!("hearth-test-ra-{}", std::process::id());
+        let path = netns::create(&name).unwrap();
+        let read = |p: &str| std::fs::read_to_string(p).unwrap().trim().to_owned();
+        let result = netns::run_in(&path, || {
+            let default = "/proc/sys/net/ipv6/conf/default/accept_ra";
+            write_sysctl(Path::new(default), "1").unwrap();
+            write_sysctl(Path::new(IPV6_FORWARDING), "0").unwrap();
+            keep_router_advertisements().unwrap();
+            enable_forwarding(true).unwrap();
+            (read(default), read(IPV6_FORWARDING))
+        });
+        netns::remove(&name).unwrap();
+        assert_eq!(result.unwrap(), ("2".to_owned(), "1".to_owned()));
+    }
 }
