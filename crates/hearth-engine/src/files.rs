@@ -12,10 +12,6 @@ use tokio::net::UnixStream;
 
 use crate::agent::{self, AgentError};
 
-/// Mode of files written without one (as `touch` under the usual umask).
-pub const DEFAULT_FILE_MODE: u32 = 0o644;
-/// Mode of directories created without one.
-pub const DEFAULT_DIR_MODE: u32 = 0o755;
 /// Most entries one listing may return: the host keeps a listing in memory, and a guest (whose
 /// agent may be compromised) must not make it grow without end.
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;

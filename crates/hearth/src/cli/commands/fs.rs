@@ -62,16 +62,15 @@ fn vsock(state: &StateDir, target: &FsTarget) -> anyhow::Result<std::path::PathB
 /// A guest-chosen name as it is safe to print: control characters (which could drive the
 /// user's terminal or forge lines) as escapes, like `ls -b`.
 fn printable(name: &str) -> String {
-    name.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn print_stat(path: &str, stat: &FileStat) {

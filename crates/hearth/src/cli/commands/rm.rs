@@ -20,7 +20,7 @@ pub async fn rm(state: &StateDir, args: &RmArgs) -> anyhow::Result<i32> {
                     record.state
                 );
             }
-            end_sandbox(state, &record, ControlRequest::Kill, KILL_MARGIN).await?;
+            end_sandbox(state, &db, &record, ControlRequest::Kill, KILL_MARGIN).await?;
         }
         db.remove(&record.id)?;
         let dir = state.sandbox_dir(&record.id);

@@ -34,7 +34,7 @@ pub async fn wait(state: &StateDir, args: &SandboxesArgs) -> anyhow::Result<i32>
     let mut last = 0;
     for query in &args.sandboxes {
         let record = db.find(query)?;
-        last = match ask(state, &record, ControlRequest::Wait, None).await? {
+        last = match ask(state, &db, &record, ControlRequest::Wait, None).await? {
             Some(ended) => ended.exit_code,
             // Ended before we asked, or its supervisor died (gc has recorded that by now).
             None => db.find(&record.id).ok().and_then(|r| r.exit_code),
@@ -54,7 +54,7 @@ async fn end_all(
     let db = StateDb::open(&state.database())?;
     for query in &args.sandboxes {
         let record = db.find(query)?;
-        end_sandbox(state, &record, request, limit).await?;
+        end_sandbox(state, &db, &record, request, limit).await?;
         println!("{}", record.name);
     }
     Ok(0)
@@ -65,11 +65,12 @@ async fn end_all(
 /// gc records the end.
 pub async fn end_sandbox(
     state: &StateDir,
+    db: &StateDb,
     record: &SandboxRecord,
     request: ControlRequest,
     limit: Duration,
 ) -> anyhow::Result<()> {
-    match ask(state, record, request, Some(limit)).await {
+    match ask(state, db, record, request, Some(limit)).await {
         Ok(_) => Ok(()),
         Err(e) => {
             tracing::warn!(sandbox = %record.id, error = %e, "the supervisor did not end its sandbox; killing it");
@@ -87,11 +88,11 @@ pub async fn end_sandbox(
 /// has ended, or its supervisor died (then gc has cleaned up after it).
 async fn ask(
     state: &StateDir,
+    db: &StateDb,
     record: &SandboxRecord,
     request: ControlRequest,
     limit: Option<Duration>,
 ) -> anyhow::Result<Option<Ended>> {
-    let db = StateDb::open(&state.database())?;
     let socket = control::socket_path(state, &record.id);
     let start = Instant::now();
     loop {
