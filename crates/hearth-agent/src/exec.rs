@@ -17,10 +17,10 @@ use nix::pty::PtyMaster;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use crate::connection::{kind, shut_down, Connection};
 use crate::output::{self, Source, Stream};
 use crate::pty;
 use crate::reaper::{Reaper, SignalTarget};
-use crate::server::{shut_down, Connection};
 use crate::spawn::{self, ChildStdio, Spawned};
 
 /// How often a blocked stdin write or a half-closed connection looks again at whether the exec
@@ -282,21 +282,4 @@ fn hung_up(conn: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<bool> {
         Err(e) => return Err(e.into()),
     }
     Ok(fds[1].revents().is_some_and(|r| !r.is_empty()))
-}
-
-/// A message's name for logs, without its payload.
-pub fn kind(message: &HostMessage) -> &'static str {
-    match message {
-        HostMessage::Hello { .. } => "Hello",
-        HostMessage::Exec(_) => "Exec",
-        HostMessage::Stdin(_) => "Stdin",
-        HostMessage::StdinEof => "StdinEof",
-        HostMessage::Resize(_) => "Resize",
-        HostMessage::Signal(_) => "Signal",
-        HostMessage::Shutdown => "Shutdown",
-        HostMessage::Ping => "Ping",
-        HostMessage::Fs(_) => "Fs",
-        HostMessage::Data(_) => "Data",
-        HostMessage::DataEnd => "DataEnd",
-    }
 }

@@ -13,7 +13,7 @@ use hearth_agent_proto::{
     HostMessage, RemoteError, MAX_CHUNK_LEN,
 };
 
-use crate::server::Connection;
+use crate::connection::{self, Connection};
 
 /// Bytes of entries per `Entries` frame, well below the frame limit even for long names.
 const ENTRIES_BATCH_BYTES: usize = 256 * 1024;
@@ -263,7 +263,7 @@ fn write<C: Connection>(
             Some(other) => {
                 return Err(Failure::Remote(RemoteError::new(
                     ErrorCode::BadRequest,
-                    format!("expected file data, got {}", crate::exec::kind(&other)),
+                    format!("expected file data, got {}", connection::kind(&other)),
                 )))
             }
             // The host went away mid-file: nothing to answer, the temporary file goes.

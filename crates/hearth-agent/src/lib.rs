@@ -4,7 +4,8 @@
 //! ([`modules`]), switches to the image's overlay root ([`boot`], configured by [`cmdline`]),
 //! announces readiness to the host ([`ready`]) and then serves one operation per vsock connection
 //! ([`server`]): ping, shutdown ([`power`]), file operations ([`fs`]) and exec ([`exec`]: processes on pipes or a PTY, their
-//! output pumped back by [`output`]). [`net`] brings up the guest's network from the command line. Every child is reaped by one [`reaper`] thread that hands
+//! output pumped back by [`output`]); what these handlers share about the stream is in
+//! [`connection`]. [`net`] brings up the guest's network from the command line. Every child is reaped by one [`reaper`] thread that hands
 //! each exec its own child's status. The few unsafe calls live in `sys`.
 
 #[macro_use]
@@ -12,6 +13,7 @@ pub mod log;
 
 pub mod boot;
 pub mod cmdline;
+pub mod connection;
 mod env;
 mod exec;
 mod fs;

@@ -11,8 +11,8 @@ use hearth_agent_proto::{
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::connection::{shut_down, Connection};
 use crate::reaper::ExitWatch;
-use crate::server::{shut_down, Connection};
 
 /// After the child exits, how long output may stay silent before the exec is declared over:
 /// a background descendant can hold the pipes open indefinitely (`sh -c 'sleep 100 &'`).

@@ -7,6 +7,7 @@ use hearth_agent_proto::{
     check_version, read_frame, write_frame, FrameError, HostMessage, RemoteError, READY_PORT,
 };
 
+use crate::connection::kind;
 use crate::server::hello_message;
 use crate::vsock::{VsockError, VsockStream, HOST_CID};
 
@@ -59,7 +60,7 @@ fn exchange_hellos<S: Read + Write>(stream: &mut S) -> Result<(), ReadyError> {
     write_frame(stream, &hello_message()).map_err(ReadyError::Send)?;
     match read_frame(stream).map_err(ReadyError::Receive)? {
         Some(HostMessage::Hello { version }) => check_version(version).map_err(ReadyError::Version),
-        Some(other) => Err(ReadyError::Unexpected(crate::exec::kind(&other))),
+        Some(other) => Err(ReadyError::Unexpected(kind(&other))),
         None => Err(ReadyError::Closed),
     }
 }

@@ -1,8 +1,8 @@
 //! The agent's server: one thread per host connection, each carrying one operation.
 
 use std::convert::Infallible;
-use std::io::{self, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{self, BufReader};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::Shutdown;
 
+use crate::connection::{kind, Connection};
 use crate::exec::{self, ExecError};
 use crate::fs::{self, FsError};
 use crate::vsock::VsockListener;
@@ -21,18 +22,6 @@ use crate::vsock::VsockListener;
 /// How long a shutdown waits for the host to close after hearing `ShuttingDown`, so the reply is
 /// not lost in a virtqueue when the VM powers off.
 const SHUTDOWN_LINGER_MS: u16 = 1000;
-
-/// A byte stream to the host: vsock in the guest, a Unix socket pair in tests. Duplicating the
-/// fd gives the output pump its own handle for writing.
-pub trait Connection: Read + Write + AsFd + From<OwnedFd> + Send + 'static {}
-
-impl<T: Read + Write + AsFd + From<OwnedFd> + Send + 'static> Connection for T {}
-
-/// Ends both directions of a connection, waking any thread blocked reading it.
-pub fn shut_down(conn: &impl AsFd) {
-    // Fails only if the peer is gone already, which is what we wanted.
-    let _ = nix::sys::socket::shutdown(conn.as_fd().as_raw_fd(), Shutdown::Both);
-}
 
 /// What the server does outside a single connection.
 #[derive(Clone)]
@@ -113,7 +102,7 @@ pub fn handle_connection<C: Connection>(conn: C, context: &Context) -> Result<()
     let version = match hello {
         HostMessage::Hello { version } => version,
         other => {
-            let message = format!("expected Hello first, got {}", exec::kind(&other));
+            let message = format!("expected Hello first, got {}", kind(&other));
             return reply(&mut writer, &bad_request(message));
         }
     };
@@ -137,10 +126,7 @@ pub fn handle_connection<C: Connection>(conn: C, context: &Context) -> Result<()
         HostMessage::Exec(request) => Ok(exec::run(&mut reader, writer, &request)?),
         HostMessage::Fs(request) => Ok(fs::run(&mut reader, &mut writer, &request)?),
         other => {
-            let message = format!(
-                "expected Exec, Fs, Ping or Shutdown, got {}",
-                exec::kind(&other)
-            );
+            let message = format!("expected Exec, Fs, Ping or Shutdown, got {}", kind(&other));
             reply(&mut writer, &bad_request(message))
         }
     }
