@@ -109,53 +109,53 @@ pub fn resolve(spec: &str, passwd: &Path, group: &Path) -> Result<Credentials, U
     })
 }
 
-/// Reads a colon-separated database; a missing file reads as empty, as in a minimal image.
-fn read_lines(path: &Path) -> Result<String, UserError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
-        Err(source) => Err(UserError::Read {
-            path: path.to_owned(),
-            source,
-        }),
-    }
+/// The records of a colon-separated database that have at least `fields` fields and that
+/// `parse` accepts; other lines are skipped. A missing file reads as empty, as in a minimal
+/// image.
+fn read_records<T>(
+    path: &Path,
+    fields: usize,
+    parse: impl Fn(&[&str]) -> Option<T>,
+) -> Result<Vec<T>, UserError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(UserError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    Ok(text
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .filter(|record| record.len() >= fields)
+        .filter_map(|record| parse(&record))
+        .collect())
 }
 
 fn read_passwd(path: &Path) -> Result<Vec<PasswdEntry>, UserError> {
-    Ok(read_lines(path)?
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() < 7 {
-                return None;
-            }
-            Some(PasswdEntry {
-                name: fields[0].to_owned(),
-                uid: fields[2].parse().ok()?,
-                gid: fields[3].parse().ok()?,
-                home: fields[5].to_owned(),
-            })
+    read_records(path, 7, |fields| {
+        Some(PasswdEntry {
+            name: fields[0].to_owned(),
+            uid: fields[2].parse().ok()?,
+            gid: fields[3].parse().ok()?,
+            home: fields[5].to_owned(),
         })
-        .collect())
+    })
 }
 
 /// `(name, gid, members)` for each well-formed `/etc/group` line.
 fn read_group(path: &Path) -> Result<Vec<(String, u32, Vec<String>)>, UserError> {
-    Ok(read_lines(path)?
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() < 4 {
-                return None;
-            }
-            let members = fields[3]
-                .split(',')
-                .filter(|m| !m.is_empty())
-                .map(str::to_owned)
-                .collect();
-            Some((fields[0].to_owned(), fields[2].parse().ok()?, members))
-        })
-        .collect())
+    read_records(path, 4, |fields| {
+        let members = fields[3]
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Some((fields[0].to_owned(), fields[2].parse().ok()?, members))
+    })
 }
 
 #[cfg(test)]
