@@ -8,8 +8,8 @@ use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::{Response, StatusCode};
 
 use crate::docker_config::Credentials;
-use crate::pull::PullConfig;
 use crate::refusal::registry_message;
+use crate::registry::PullConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {

@@ -4,8 +4,8 @@
 
 use reqwest::Response;
 
-use crate::pull::PullConfig;
 use crate::reference::ImageRef;
+use crate::registry::PullConfig;
 
 /// What the registry answers when asked for `reference`'s manifest with `config`'s credentials.
 pub(crate) async fn refusal_message(reference: &ImageRef, config: &PullConfig) -> String {

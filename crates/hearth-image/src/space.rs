@@ -31,19 +31,17 @@ pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pull::BlobFetchError;
+
+    /// An error that wraps the I/O failure the way the pull's own errors do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed to write the download")]
+    struct WriteFailed(#[source] io::Error);
 
     #[test]
     fn test_is_no_space_finds_enospc_under_other_errors() {
-        let full = BlobFetchError::Write {
-            path: "/cache/.partial-x".into(),
-            source: io::Error::from_raw_os_error(nix::libc::ENOSPC),
-        };
+        let full = WriteFailed(io::Error::from_raw_os_error(nix::libc::ENOSPC));
         assert!(is_no_space(&full));
-        let refused = BlobFetchError::Write {
-            path: "/cache/.partial-x".into(),
-            source: io::Error::from_raw_os_error(nix::libc::EACCES),
-        };
+        let refused = WriteFailed(io::Error::from_raw_os_error(nix::libc::EACCES));
         assert!(!is_no_space(&refused));
     }
 
