@@ -1,6 +1,7 @@
 //! hearth-image: OCI images for sandboxes. Pulls images from registries ([`pull`], through
 //! `oci-client`), keeps blobs by digest ([`BlobCache`]), applies layers safely with whiteouts
-//! ([`layer`]), and builds one read-only ext4 base per manifest digest ([`ImageStore`]).
+//! ([`layer`]), and builds one read-only erofs base per manifest digest ([`ImageStore`], through
+//! `rootfs`). [`make_ext4`] makes the ext4 built-in default image that `hearth setup` installs.
 //!
 //! - [`ImageRef`]: references with docker's rules.
 //! - [`ImageConfig`]: Entrypoint, Cmd, Env, WorkingDir, User of an image.

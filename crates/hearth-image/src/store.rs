@@ -1,5 +1,6 @@
 //! Images on disk: one directory per manifest digest under `images/oci/<hex>/` holding the
-//! read-only base (`rootfs.ext4`) and its record (`image.json`), plus `refs.json` naming them.
+//! read-only erofs base (`rootfs.erofs`; `rootfs.ext4` in images built before bases were erofs)
+//! and its record (`image.json`), plus `refs.json` naming them.
 //! A base is built in a staging dir and renamed into place whole, so a reader sees a complete
 //! image or none; `refs.json` changes under a file lock.
 
