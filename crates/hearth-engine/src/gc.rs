@@ -102,7 +102,9 @@ fn remove_network(id: &str, report: &mut GcReport) {
     }
     match hearth_net::remove_by_names(id, &names) {
         Ok(()) => report.removed_networks.push(id.to_owned()),
-        Err(e) => tracing::warn!(sandbox = %id, error = %e, "gc could not remove a network"),
+        Err(e) => {
+            tracing::warn!(sandbox = %id, error = &e as &dyn std::error::Error, "gc could not remove a network");
+        }
     }
 }
 

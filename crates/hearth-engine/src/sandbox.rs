@@ -289,7 +289,9 @@ impl Sandbox {
         let id = self.id.clone();
         match tokio::task::spawn_blocking(move || network.remove()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(sandbox = %id, error = %e, "network teardown failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(sandbox = %id, error = &e as &dyn std::error::Error, "network teardown failed");
+            }
             Err(e) => tracing::warn!(sandbox = %id, error = %e, "network teardown panicked"),
         }
     }

@@ -286,7 +286,7 @@ async fn answer(context: &Context, query: &[u8], transport: Transport) -> Option
     if !context.policy.domains().is_empty() {
         let resolved = resolved_addresses(&response);
         if let Err(error) = allow_addresses(context, resolved).await {
-            tracing::warn!(%name, %error, "failed to allow resolved addresses; answering SERVFAIL");
+            tracing::warn!(%name, error = &error as &dyn std::error::Error, "failed to allow resolved addresses; answering SERVFAIL");
             return reply(&request, ResponseCode::ServFail);
         }
     }
@@ -366,11 +366,26 @@ fn resolved_addresses(response: &Message) -> Vec<(IpAddr, Duration)> {
         .collect()
 }
 
+/// Why resolved addresses could not be allowed; the guest then gets SERVFAIL.
+#[derive(Debug, thiserror::Error)]
+enum AllowError {
+    #[error("failed to enter network namespace `{}` to allow resolved addresses", netns.display())]
+    Netns {
+        netns: PathBuf,
+        #[source]
+        source: netns::NetnsError,
+    },
+    #[error("failed to add a resolved address to the allowed set")]
+    Nft(#[source] nft::NftError),
+    #[error("the task adding resolved addresses did not finish")]
+    Task(#[source] tokio::task::JoinError),
+}
+
 /// Adds the addresses to the table's sets, from a thread inside the namespace.
 async fn allow_addresses(
     context: &Context,
     resolved: Vec<(IpAddr, Duration)>,
-) -> Result<(), String> {
+) -> Result<(), AllowError> {
     if resolved.is_empty() {
         return Ok(());
     }
@@ -385,9 +400,12 @@ async fn allow_addresses(
     .await;
     match added {
         Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(crate::network::error_chain(&e)),
-        Ok(Err(e)) => Err(crate::network::error_chain(&e)),
-        Err(e) => Err(e.to_string()),
+        Ok(Ok(Err(e))) => Err(AllowError::Nft(e)),
+        Ok(Err(source)) => Err(AllowError::Netns {
+            netns: context.netns.clone(),
+            source,
+        }),
+        Err(e) => Err(AllowError::Task(e)),
     }
 }
 

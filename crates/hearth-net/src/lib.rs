@@ -28,6 +28,7 @@ pub use link::LinkError;
 pub use names::{InvalidSandboxId, NetNames};
 pub use network::{
     leftovers, remove_by_names, GuestAddressing, NetworkConfig, NetworkError, SandboxNetwork,
+    TeardownError,
 };
 pub use nft::NftError;
 pub use policy::{AllowEntry, DomainPattern, EgressPolicy, PolicyError};

@@ -2,6 +2,7 @@
 //! table in the namespace and the NAT table on the host. Created whole or not at all; removed
 //! by the names recorded at creation.
 
+use std::error::Error;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -102,15 +103,42 @@ pub enum NetworkError {
     },
     #[error("the allowlist names domains, but there is no DNS server to resolve them")]
     NoUpstream(#[source] DnsError),
-    #[error("failed to remove the network of sandbox `{id}`: {failures}")]
-    Teardown { id: String, failures: String },
+    #[error("failed to remove the network of sandbox `{id}`")]
+    Teardown {
+        id: String,
+        #[source]
+        source: TeardownError,
+    },
+}
+
+/// A step of removing a sandbox's network that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    #[error("failed to delete host nftables table `{table}`")]
+    Table {
+        table: String,
+        #[source]
+        source: NftError,
+    },
+    #[error("failed to delete host link `{link}`")]
+    Link {
+        link: String,
+        #[source]
+        source: LinkError,
+    },
+    #[error("failed to remove network namespace `{netns}`")]
+    Netns {
+        netns: String,
+        #[source]
+        source: NetnsError,
+    },
 }
 
 impl NetworkError {
     /// Whether the host refused an operation for lack of privilege (EPERM or EACCES anywhere in
     /// the chain): making a sandbox network needs CAP_NET_ADMIN and CAP_SYS_ADMIN.
     pub fn is_permission_denied(&self) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        let mut cause: Option<&(dyn Error + 'static)> = Some(self);
         while let Some(error) = cause {
             if errno_of(error).is_some_and(|errno| errno == libc::EPERM || errno == libc::EACCES) {
                 return true;
@@ -122,7 +150,7 @@ impl NetworkError {
 }
 
 /// The errno an error carries, for the error types the network code meets.
-fn errno_of(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+fn errno_of(error: &(dyn Error + 'static)) -> Option<i32> {
     let netlink_errno = |error: &rtnetlink::Error| match error {
         rtnetlink::Error::NetlinkError(message) => Some(message.raw_code().abs()),
         _ => None,
@@ -387,31 +415,44 @@ impl SandboxNetwork {
     }
 }
 
-/// Removes every object named for sandbox `id`, whether or not it exists.
+/// Removes every object named for sandbox `id`, whether or not it exists. Tries every step;
+/// the first failure is returned, any later ones are logged.
 pub fn remove_by_names(id: &str, names: &NetNames) -> Result<(), NetworkError> {
     let mut failures = Vec::new();
     // hearth before IPv6 made the host table in family `ip`; a sandbox it made still has that.
     for family in [nft::HOST_FAMILY, nft::LEGACY_HOST_FAMILY] {
-        if let Err(e) = nft::delete_table(&names.table_cstring(), family) {
-            failures.push(error_chain(&e));
+        if let Err(source) = nft::delete_table(&names.table_cstring(), family) {
+            failures.push(TeardownError::Table {
+                table: names.table.clone(),
+                source,
+            });
         }
     }
     let veth = &names.veth_host;
-    if let Err(e) = link::run(None, |l| async move { l.delete(veth).await }) {
-        failures.push(error_chain(&e));
+    if let Err(source) = link::run(None, |l| async move { l.delete(veth).await }) {
+        failures.push(TeardownError::Link {
+            link: veth.clone(),
+            source,
+        });
     }
-    if let Err(e) = netns::remove(&names.netns) {
-        failures.push(error_chain(&e));
+    if let Err(source) = netns::remove(&names.netns) {
+        failures.push(TeardownError::Netns {
+            netns: names.netns.clone(),
+            source,
+        });
     }
-    if failures.is_empty() {
+    let mut failures = failures.into_iter();
+    let Some(first) = failures.next() else {
         tracing::info!(sandbox = %id, "network removed");
-        Ok(())
-    } else {
-        Err(NetworkError::Teardown {
-            id: id.to_owned(),
-            failures: failures.join("; "),
-        })
+        return Ok(());
+    };
+    for later in failures {
+        tracing::warn!(sandbox = %id, error = &later as &dyn Error, "network teardown: another step failed too");
     }
+    Err(NetworkError::Teardown {
+        id: id.to_owned(),
+        source: first,
+    })
 }
 
 /// What of sandbox `names` exists on the host: its namespace, its host veth, its host table.
@@ -429,7 +470,17 @@ pub fn leftovers(names: &NetNames) -> Vec<String> {
             found.push(format!("nftables table {}", names.table));
         }
         Ok(_) => {}
-        Err(e) => found.push(format!("nftables tables unreadable: {}", error_chain(&e))),
+        Err(e) => {
+            // Unknown is reported as left over, so a cleanup still tries to delete it.
+            tracing::warn!(
+                error = &e as &dyn Error,
+                "cannot list the host's nftables tables"
+            );
+            found.push(format!(
+                "nftables table {} (tables unreadable)",
+                names.table
+            ));
+        }
     }
     found
 }
@@ -440,7 +491,7 @@ impl Drop for SandboxNetwork {
             return;
         }
         if let Err(e) = remove_by_names(&self.id, &self.names) {
-            tracing::warn!(sandbox = %self.id, error = %error_chain(&e), "network teardown failed");
+            tracing::warn!(sandbox = %self.id, error = &e as &dyn Error, "network teardown failed");
         }
     }
 }
@@ -455,7 +506,10 @@ fn dns_upstream(config: &NetworkConfig) -> Result<Option<SocketAddr>, NetworkErr
         Ok(upstream) => Ok(Some(upstream)),
         Err(e) if !config.policy.domains().is_empty() => Err(NetworkError::NoUpstream(e)),
         Err(e) => {
-            tracing::warn!(error = %error_chain(&e), "no DNS upstream; the guest's DNS queries will fail");
+            tracing::warn!(
+                error = &e as &dyn Error,
+                "no DNS upstream; the guest's DNS queries will fail"
+            );
             Ok(None)
         }
     }
@@ -536,17 +590,6 @@ fn write_sysctl(path: &Path, value: &str) -> Result<(), NetworkError> {
             path: path.to_owned(),
             source,
         })
-}
-
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
