@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use hearth_vmm::{Accel, Vmm};
+use hearth_host::backend::{self, BackendError};
+use hearth_vmm::{BackendInfo, Vmm};
 
-use crate::backend::{self, BackendError};
 use crate::paths::StateDir;
 use crate::sandbox::{BootError, Sandbox, SandboxConfig};
 
@@ -19,28 +19,25 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Engine {
     state: StateDir,
     vmm: Box<dyn Vmm>,
-    accel: Accel,
 }
 
 impl Engine {
-    pub fn new(state: StateDir, vmm: Box<dyn Vmm>, accel: Accel) -> Self {
-        Engine { state, vmm, accel }
+    pub fn new(state: StateDir, vmm: Box<dyn Vmm>) -> Self {
+        Engine { state, vmm }
     }
 
-    /// The engine this host supports: the QEMU backend, with KVM only where it is hardware KVM.
+    /// The engine with the backend this host supports (see [`backend::detect`]).
     pub fn detect(state: StateDir) -> Result<Self, BackendError> {
-        let vmm = backend::qemu_backend()?;
-        let choice = crate::doctor::accelerator();
-        tracing::debug!(accel = ?choice.accel, reason = %choice.reason, "accelerator chosen");
-        Ok(Engine::new(state, Box::new(vmm), choice.accel))
+        Ok(Engine::new(state, backend::detect()?))
     }
 
     pub fn state(&self) -> &StateDir {
         &self.state
     }
 
-    pub fn accel(&self) -> Accel {
-        self.accel
+    /// The backend's name and accelerator, as sandbox rows record it (`qemu-tcg`).
+    pub fn backend(&self) -> BackendInfo {
+        self.vmm.describe()
     }
 
     /// A config that boots the built-in default image with the assets from `hearth setup`.
@@ -68,13 +65,6 @@ impl Engine {
         id: String,
         config: &SandboxConfig,
     ) -> Result<Sandbox, BootError> {
-        Sandbox::boot(
-            self.vmm.as_ref(),
-            self.accel,
-            &self.state.vms_dir(),
-            id,
-            config,
-        )
-        .await
+        Sandbox::boot(self.vmm.as_ref(), &self.state.vms_dir(), id, config).await
     }
 }

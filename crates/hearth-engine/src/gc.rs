@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use hearth_host::processes::processes_in;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -122,25 +123,6 @@ fn is_old(dir: &Path) -> bool {
         .ok()
         .and_then(|modified| SystemTime::now().duration_since(modified).ok())
         .is_some_and(|age| age > ORPHAN_DIR_AGE)
-}
-
-/// Pids of live processes whose command line names something inside `run_dir`.
-pub fn processes_in(run_dir: &Path) -> Vec<u32> {
-    let mut needle = run_dir.as_os_str().as_encoded_bytes().to_vec();
-    needle.push(b'/');
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmdline
-                .windows(needle.len())
-                .any(|w| w == needle.as_slice())
-        })
-        .collect()
 }
 
 fn kill_processes_in(run_dir: &Path) -> Vec<u32> {

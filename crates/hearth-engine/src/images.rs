@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use hearth_host::find_program;
 use hearth_image::{ImageConfig, ImageStore};
 
-use crate::doctor::find_program;
 use crate::paths::StateDir;
 
 /// The image store under `state`. Needs no VM backend, so `pull` and `image ls` work anywhere.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hearth_agent_proto::{ExecRequest, GuestMessage, HostMessage, READY_PORT};
 use hearth_net::{NetworkConfig, NetworkError, SandboxNetwork};
-use hearth_vmm::{vsock, Accel, DiskConfig, NetConfig, StartVmError, Vm, VmConfig, VmExit, Vmm};
+use hearth_vmm::{vsock, DiskConfig, NetConfig, StartVmError, Vm, VmConfig, VmExit, Vmm};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
 use tokio::time::timeout;
@@ -97,7 +97,6 @@ pub struct Sandbox {
 impl Sandbox {
     pub(crate) async fn boot(
         vmm: &dyn Vmm,
-        accel: Accel,
         vms_dir: &Path,
         id: String,
         config: &SandboxConfig,
@@ -156,7 +155,6 @@ impl Sandbox {
                 .clone()
                 .unwrap_or_else(|| run_dir.join("console.log")),
             vsock_uds,
-            accel,
             net: network.as_ref().map(|n| NetConfig {
                 netns: n.netns_path().to_owned(),
                 tap: n.names().tap.clone(),

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context};
+use hearth_host::find_program;
 use nix::fcntl::{Flock, FlockArg};
 
 /// The programs a VM test needs, with what to install for each.
@@ -104,14 +105,4 @@ fn check_programs() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let home_cargo = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
-    std::env::split_paths(&path)
-        .chain(home_cargo)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }

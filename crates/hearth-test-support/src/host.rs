@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
+pub use hearth_host::processes::{processes_in, processes_mentioning};
 
 use crate::assets;
 
@@ -73,7 +74,7 @@ impl TestHost {
             }
         }
         let needle = self.state_dir().to_string_lossy().into_owned();
-        for pid in processes_mentioning(&needle) {
+        for pid in processes_mentioning(needle.as_bytes()) {
             found.push(format!("process {pid}"));
         }
         found
@@ -96,7 +97,7 @@ impl Drop for TestHost {
         // their supervisors and VMMs are still running. Everything that names this test's own
         // state dir is this test's.
         let needle = self.state_dir().to_string_lossy().into_owned();
-        for pid in processes_mentioning(&needle) {
+        for pid in processes_mentioning(needle.as_bytes()) {
             if let Ok(pid) = i32::try_from(pid) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
@@ -107,7 +108,9 @@ impl Drop for TestHost {
         // A killed supervisor leaves its sandbox's network (namespace, host link and table);
         // `hearth gc` removes it once the supervisor is gone.
         let gone = crate::wait_until(std::time::Duration::from_secs(5), || {
-            processes_mentioning(&needle).is_empty().then_some(())
+            processes_mentioning(needle.as_bytes())
+                .is_empty()
+                .then_some(())
         });
         if gone.is_some() && self.state_dir().join("hearth.db").exists() {
             match self.hearth().arg("gc").output() {
@@ -125,20 +128,4 @@ impl Drop for TestHost {
             }
         }
     }
-}
-
-/// Pids of processes (not zombies) whose command line contains `needle`.
-pub fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            // Zombies have an empty command line, so they never match.
-            String::from_utf8_lossy(&cmdline).contains(needle)
-        })
-        .collect()
 }

@@ -1,6 +1,9 @@
 //! What a backend needs to start a VM.
 
+use std::fmt;
 use std::path::PathBuf;
+
+use serde::Serialize;
 
 /// Everything needed to boot one VM.
 #[derive(Debug, Clone)]
@@ -21,7 +24,6 @@ pub struct VmConfig {
     /// Where the host side of the hybrid vsock is created. Chosen by the caller so it can listen
     /// for guest-initiated connections before the guest boots.
     pub vsock_uds: PathBuf,
-    pub accel: Accel,
     /// The guest's network interface, if any.
     pub net: Option<NetConfig>,
 }
@@ -41,11 +43,28 @@ pub struct DiskConfig {
     pub read_only: bool,
 }
 
-/// CPU virtualization used by QEMU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// CPU virtualization a backend runs its VMs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Accel {
     /// Hardware KVM.
     Kvm,
     /// QEMU's software emulation; works everywhere, slower.
     Tcg,
+}
+
+impl Accel {
+    /// `kvm` or `tcg`, as QEMU's `-accel` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }

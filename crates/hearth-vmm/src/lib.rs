@@ -19,8 +19,24 @@ pub use config::{Accel, DiskConfig, NetConfig, VmConfig};
 /// A way of running VMs.
 #[async_trait::async_trait]
 pub trait Vmm: Send + Sync + std::fmt::Debug {
+    /// Which backend this is and how it accelerates its VMs, as `ls` and `inspect` show it.
+    fn describe(&self) -> BackendInfo;
+
     /// Starts a VM and returns once it is running (the guest may still be booting).
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError>;
+}
+
+/// A backend's own account of itself: its name and accelerator. Displays as `qemu-tcg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendInfo {
+    pub name: &'static str,
+    pub accel: Accel,
+}
+
+impl std::fmt::Display for BackendInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.name, self.accel)
+    }
 }
 
 /// A running VM. Dropping it kills the VM and its helper processes.

@@ -13,9 +13,9 @@ use tokio::time::{sleep, timeout, Instant};
 
 use super::cmdline::{qemu_args, vhost_vsock_args, RunFiles};
 use super::qmp::Qmp;
-use crate::config::VmConfig;
+use crate::config::{Accel, VmConfig};
 use crate::console::{self, CappedLog, CONSOLE_LOG_CAP};
-use crate::{StartVmError, Vm, VmExit, Vmm};
+use crate::{BackendInfo, StartVmError, Vm, VmExit, Vmm};
 
 /// How long a helper gets to create its socket before start-up is declared failed.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
@@ -24,16 +24,21 @@ const SOCKET_POLL: Duration = Duration::from_millis(2);
 /// sockaddr_un holds 108 bytes including the terminating NUL; `_<port>` suffixes need room too.
 const MAX_SOCKET_PATH: usize = 100;
 
-/// The QEMU backend, holding the paths of the programs it runs.
+/// The QEMU backend, holding the paths of the programs it runs and the accelerator its VMs use.
 #[derive(Debug, Clone)]
 pub struct QemuVmm {
     qemu: PathBuf,
     vhost_vsock: PathBuf,
+    accel: Accel,
 }
 
 impl QemuVmm {
-    pub fn new(qemu: PathBuf, vhost_vsock: PathBuf) -> Self {
-        QemuVmm { qemu, vhost_vsock }
+    pub fn new(qemu: PathBuf, vhost_vsock: PathBuf, accel: Accel) -> Self {
+        QemuVmm {
+            qemu,
+            vhost_vsock,
+            accel,
+        }
     }
 }
 
@@ -51,6 +56,13 @@ pub struct QemuVm {
 
 #[async_trait::async_trait]
 impl Vmm for QemuVmm {
+    fn describe(&self) -> BackendInfo {
+        BackendInfo {
+            name: "qemu",
+            accel: self.accel,
+        }
+    }
+
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError> {
         check_inputs(config)?;
         let files = RunFiles::new(config);
@@ -80,7 +92,7 @@ impl Vmm for QemuVmm {
         )
         .await?;
         let qemu_log = config.run_dir.join("qemu.log");
-        let args = qemu_args(config, &files, super::tsc::host_tsc_khz());
+        let args = qemu_args(config, self.accel, &files, super::tsc::host_tsc_khz());
         let netns =
             match &config.net {
                 Some(net) => Some(std::fs::File::open(&net.netns).map_err(|source| {

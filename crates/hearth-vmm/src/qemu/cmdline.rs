@@ -56,11 +56,11 @@ fn tcg_cmdline(tsc_khz: u64) -> String {
 }
 
 /// QEMU's arguments; `tsc_khz` is the host's TSC rate, used under TCG.
-pub fn qemu_args(config: &VmConfig, files: &RunFiles, tsc_khz: u64) -> Vec<OsString> {
+pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64) -> Vec<OsString> {
     let mem = format!("{}M", config.mem_size_mib);
-    let (accel, accel_cmdline) = match config.accel {
-        Accel::Kvm => ("kvm", String::new()),
-        Accel::Tcg => ("tcg", format!(" {}", tcg_cmdline(tsc_khz))),
+    let accel_cmdline = match accel {
+        Accel::Kvm => String::new(),
+        Accel::Tcg => format!(" {}", tcg_cmdline(tsc_khz)),
     };
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |parts: &[&dyn AsRef<std::ffi::OsStr>]| {
@@ -73,7 +73,7 @@ pub fn qemu_args(config: &VmConfig, files: &RunFiles, tsc_khz: u64) -> Vec<OsStr
         // vhost-user needs guest RAM in shared memory, hence the memfd backend.
         &"microvm,acpi=on,pcie=off,rtc=on,memory-backend=ram",
         &"-accel",
-        &accel,
+        &accel.name(),
         &"-cpu",
         &"max",
         &"-smp",
@@ -152,7 +152,7 @@ mod tests {
     use super::*;
     use crate::config::DiskConfig;
 
-    fn config(accel: Accel) -> VmConfig {
+    fn config() -> VmConfig {
         VmConfig {
             kernel: "/boot/vmlinuz".into(),
             initramfs: "/boot/initramfs.cpio".into(),
@@ -166,14 +166,13 @@ mod tests {
             run_dir: "/run/vm".into(),
             console_log: "/logs/console.log".into(),
             vsock_uds: "/run/vm/vsock.sock".into(),
-            accel,
             net: None,
         }
     }
 
     fn joined(accel: Accel) -> String {
-        let config = config(accel);
-        qemu_args(&config, &RunFiles::new(&config), 2_445_406)
+        let config = config();
+        qemu_args(&config, accel, &RunFiles::new(&config), 2_445_406)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -209,13 +208,14 @@ mod tests {
 
     #[test]
     fn test_qemu_args_open_the_given_tap_without_scripts() {
-        let mut config = config(Accel::Tcg);
+        let mut config = config();
         assert!(!joined(Accel::Tcg).contains("-netdev"));
         config.net = Some(crate::config::NetConfig {
             netns: "/run/netns/hearth-x".into(),
             tap: "httx".into(),
         });
-        let args = qemu_args(&config, &RunFiles::new(&config), 1).join(std::ffi::OsStr::new(" "));
+        let args = qemu_args(&config, Accel::Tcg, &RunFiles::new(&config), 1)
+            .join(std::ffi::OsStr::new(" "));
         let args = args.to_string_lossy();
         assert!(args.contains("-netdev tap,id=net0,ifname=httx,script=no,downscript=no"));
         assert!(args.contains("-device virtio-net-device,netdev=net0"));

@@ -6,10 +6,9 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hearth_engine::human_size;
 use hearth_engine::image::{Digest, NoReporter, PullReporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-use crate::cli::commands::pull::human_size;
 
 /// The reporter for this process's stderr.
 pub fn pull_reporter(quiet: bool) -> Box<dyn PullReporter> {

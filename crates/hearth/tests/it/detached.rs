@@ -254,7 +254,7 @@ fn test_killed_vmm_is_recorded_and_logs_follow_to_the_end() {
         .trim()
         .to_owned();
     let run_dir = host.state_dir().join("vms").join(&id);
-    let vmm = hearth_engine::gc::processes_in(&run_dir);
+    let vmm = hearth_test_support::host::processes_in(&run_dir);
     assert!(
         !vmm.is_empty(),
         "no VMM process found for {}",
@@ -736,7 +736,7 @@ fn test_killed_cli_during_a_detached_start_loses_nothing() {
     // Killed once its supervisor exists, while the VM is still booting.
     let supervisor = hearth_test_support::wait_until(std::time::Duration::from_secs(30), || {
         let state_dir = host.state_dir().to_string_lossy().into_owned();
-        hearth_test_support::host::processes_mentioning(&state_dir)
+        hearth_test_support::host::processes_mentioning(state_dir.as_bytes())
             .into_iter()
             .find(|pid| {
                 std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -809,7 +809,7 @@ fn test_kill_ends_a_stop_that_hangs() {
     let id = inspect(&host, "hung")["id"].as_str().unwrap().to_owned();
     // A frozen VMM: the guest can no longer answer the clean power-off.
     let run_dir = host.state_dir().join("vms").join(&id);
-    let qemu = hearth_test_support::host::processes_mentioning(&run_dir.to_string_lossy())
+    let qemu = hearth_test_support::host::processes_in(&run_dir)
         .into_iter()
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))

@@ -183,7 +183,7 @@ fn test_sigkill_of_hearth_takes_the_vmm_with_it_and_gc_removes_the_rest() {
     let mut child = start_sleeper(&host);
     let needle = host.state_dir().to_string_lossy().into_owned();
     assert!(
-        !processes_mentioning(&needle).is_empty(),
+        !processes_mentioning(needle.as_bytes()).is_empty(),
         "qemu should be running"
     );
     // While hearth lives, its owner lock keeps gc away from the sandbox.
@@ -194,12 +194,14 @@ fn test_sigkill_of_hearth_takes_the_vmm_with_it_and_gc_removes_the_rest() {
     child.kill().unwrap();
     child.wait().unwrap();
     let gone = wait_until(Duration::from_secs(10), || {
-        processes_mentioning(&needle).is_empty().then_some(())
+        processes_mentioning(needle.as_bytes())
+            .is_empty()
+            .then_some(())
     });
     assert!(
         gone.is_some(),
         "VMM processes survived hearth: {:?}",
-        processes_mentioning(&needle)
+        processes_mentioning(needle.as_bytes())
     );
     // A SIGKILLed hearth cannot remove its run dir or network; its owner lock died with it, so
     // gc knows the sandbox is orphaned at once (not only after an age).

@@ -87,11 +87,7 @@ pub async fn start(
         created_at,
         vcpus: config.vcpus,
         mem_size_mib: config.mem_size_mib,
-        backend: match engine.accel() {
-            hearth_engine::Accel::Kvm => "qemu-kvm",
-            hearth_engine::Accel::Tcg => "qemu-tcg",
-        }
-        .to_owned(),
+        backend: engine.backend().to_string(),
         supervisor_pid: None,
         exit_code: None,
         error: None,

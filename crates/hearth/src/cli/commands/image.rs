@@ -2,9 +2,8 @@
 
 use anyhow::Context;
 use hearth_engine::paths::StateDir;
-use hearth_engine::{image, images};
+use hearth_engine::{human_size, image, images};
 
-use super::pull::human_size;
 use crate::cli::args::ImageCommand;
 
 pub fn image(state: &StateDir, command: ImageCommand) -> anyhow::Result<i32> {

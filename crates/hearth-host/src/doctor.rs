@@ -1,19 +1,22 @@
 //! `hearth doctor`: what hearth found on this host, whether it can run, and what to install.
 //!
 //! [`diagnose`] returns a [`DoctorReport`] (serde, for `--json`): one [`Check`] per program,
-//! host feature and boot asset. [`accelerator`] and [`find_program`] are the same answers the
-//! rest of hearth uses to pick `-accel` and to locate helper programs.
+//! host feature and boot asset. It asks [`kvm::accelerator`] and [`find_program`], as
+//! [`backend::detect`] does to pick the accelerator and the programs, so doctor reports what a
+//! boot will use.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use hearth_vmm::Accel;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
-use crate::backend::{self, AccelChoice, KvmKind};
-use crate::paths::StateDir;
-use crate::setup::{kernel, HostLayout};
+use crate::backend;
+use crate::find_program;
+use crate::human_size;
+use crate::kvm::{self, AccelChoice, KvmKind};
+use crate::setup::{elf, kernel, HostLayout};
+use crate::StateDir;
 
 /// Fix for a missing boot asset.
 const RUN_SETUP: &str = "run `hearth setup`";
@@ -78,7 +81,6 @@ pub struct DoctorReport {
     /// What `/dev/kvm` is: `hardware`, `pvm` (the software kvm_pvm module), `unknown`, `none`.
     pub kvm: KvmKind,
     /// The accelerator hearth uses: `kvm` or `tcg`.
-    #[serde(serialize_with = "serialize_accel")]
     pub accel: Accel,
     pub accel_reason: String,
     pub checks: Vec<Check>,
@@ -99,27 +101,16 @@ impl DoctorReport {
     }
 }
 
-fn serialize_accel<S: Serializer>(accel: &Accel, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(accel_name(*accel))
-}
-
-fn accel_name(accel: Accel) -> &'static str {
-    match accel {
-        Accel::Kvm => "kvm",
-        Accel::Tcg => "tcg",
-    }
-}
-
 /// Looks at this host and `state`.
 pub fn diagnose(state: &StateDir) -> DoctorReport {
-    let accel = accelerator();
+    let accel = kvm::accelerator();
     let mut checks = vec![
         program_check("qemu", backend::QEMU, "apt-get install qemu-system-x86"),
         kvm_check(&accel),
         Check::ok(
             "accelerator",
             true,
-            format!("{}: {}", accel_name(accel.accel), accel.reason),
+            format!("{}: {}", accel.accel, accel.reason),
         ),
         program_check(
             "vhost-device-vsock",
@@ -145,46 +136,6 @@ pub fn diagnose(state: &StateDir) -> DoctorReport {
         accel_reason: accel.reason,
         checks,
     }
-}
-
-/// The accelerator for this host: `kvm` only with hardware KVM (kvm_intel or kvm_amd) whose
-/// `/dev/kvm` this process can open, else `tcg`, with the reason. `kvm_pvm` counts as no KVM:
-/// stock guest kernels cannot boot on it.
-pub fn accelerator() -> AccelChoice {
-    accelerator_at(Path::new("/"))
-}
-
-/// [`accelerator`] with `/dev` and `/sys` under `root`.
-fn accelerator_at(root: &Path) -> AccelChoice {
-    let choice = backend::choose_accel(backend::kvm_kind(root));
-    if choice.accel != Accel::Kvm {
-        return choice;
-    }
-    let dev_kvm = root.join("dev/kvm");
-    match OpenOptions::new().read(true).write(true).open(&dev_kvm) {
-        Ok(_) => choice,
-        Err(e) => AccelChoice {
-            accel: Accel::Tcg,
-            kvm: choice.kvm,
-            reason: format!(
-                "hardware KVM is present but `{}` cannot be opened ({e}); \
-                 add your user to the `kvm` group or run as root",
-                dev_kvm.display()
-            ),
-        },
-    }
-}
-
-/// Finds `name` as hearth does: `PATH`, `$CARGO_HOME/bin` (or `~/.cargo/bin`),
-/// `/usr/local/bin`, `/usr/bin`, then `/usr/sbin` and `/sbin` (where e2fsprogs lives, often
-/// missing from a user's `PATH`).
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    backend::find_program(name).or_else(|| {
-        ["/usr/sbin", "/sbin"]
-            .iter()
-            .map(|dir| Path::new(dir).join(name))
-            .find(|candidate| candidate.is_file())
-    })
 }
 
 fn program_check(name: &'static str, program: &str, fix: &str) -> Check {
@@ -304,15 +255,6 @@ fn kernel_detail(path: &Path, size: u64) -> String {
     }
 }
 
-fn human_size(bytes: u64) -> String {
-    const MIB: u64 = 1024 * 1024;
-    if bytes >= MIB {
-        format!("{}.{} MiB", bytes / MIB, bytes % MIB * 10 / MIB)
-    } else {
-        format!("{} KiB", bytes.div_ceil(1024))
-    }
-}
-
 fn setup_tool_check() -> Check {
     match find_program("mkfs.ext4") {
         Some(path) => Check::ok(
@@ -365,7 +307,7 @@ fn busybox_check(busybox: &Path) -> Check {
             fix,
         );
     }
-    match crate::setup::elf::needs_interpreter(busybox) {
+    match elf::needs_interpreter(busybox) {
         Ok(false) => Check::ok("busybox", false, format!("{} (static)", busybox.display())),
         _ => Check::not_ok(
             "busybox",
@@ -404,60 +346,6 @@ fn host_kernel_check(host: &HostLayout) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fake_root(dirs: &[&str], dev_kvm_file: bool) -> tempfile::TempDir {
-        let root = tempfile::tempdir().unwrap();
-        for dir in dirs {
-            std::fs::create_dir_all(root.path().join(dir)).unwrap();
-        }
-        if dev_kvm_file {
-            std::fs::create_dir_all(root.path().join("dev")).unwrap();
-            std::fs::write(root.path().join("dev/kvm"), "").unwrap();
-        }
-        root
-    }
-
-    #[test]
-    fn test_accelerator_hardware_openable_is_kvm() {
-        let root = fake_root(&["sys/module/kvm_intel"], true);
-        let choice = accelerator_at(root.path());
-        assert_eq!((choice.kvm, choice.accel), (KvmKind::Hardware, Accel::Kvm));
-    }
-
-    #[test]
-    fn test_accelerator_hardware_unopenable_is_tcg_with_reason() {
-        // A directory in place of the device cannot be opened for writing, like a /dev/kvm
-        // the user lacks permission for.
-        let root = fake_root(&["sys/module/kvm_amd", "dev/kvm"], false);
-        let choice = accelerator_at(root.path());
-        assert_eq!((choice.kvm, choice.accel), (KvmKind::Hardware, Accel::Tcg));
-        assert!(
-            choice.reason.contains("cannot be opened"),
-            "{}",
-            choice.reason
-        );
-    }
-
-    #[test]
-    fn test_accelerator_kvm_pvm_is_tcg() {
-        let root = fake_root(&["sys/module/kvm", "sys/module/kvm_pvm"], true);
-        let choice = accelerator_at(root.path());
-        assert_eq!((choice.kvm, choice.accel), (KvmKind::Pvm, Accel::Tcg));
-    }
-
-    #[test]
-    fn test_find_program_finds_sbin_tools() {
-        if !Path::new("/usr/sbin/mkfs.ext4").exists() && !Path::new("/sbin/mkfs.ext4").exists() {
-            eprintln!("SKIP test_find_program_finds_sbin_tools: e2fsprogs not installed");
-            return;
-        }
-        assert!(find_program("mkfs.ext4").is_some());
-    }
-
-    #[test]
-    fn test_find_program_unknown_is_none() {
-        assert_eq!(find_program("hearth-no-such-program-x7"), None);
-    }
 
     #[test]
     fn test_diagnose_this_host_reports_kvm_pvm_and_tcg() {
@@ -501,11 +389,5 @@ mod tests {
         for field in ["state_dir", "kvm", "accel", "accel_reason", "checks"] {
             assert!(json.get(field).is_some(), "missing `{field}`");
         }
-    }
-
-    #[test]
-    fn test_human_size_rounds_to_tenths_of_mib() {
-        assert_eq!(human_size(8 * 1024 * 1024 + 512 * 1024), "8.5 MiB");
-        assert_eq!(human_size(1000), "1 KiB");
     }
 }

@@ -11,7 +11,7 @@ use hearth_image::{make_ext4, Ext4Size, RootfsError};
 
 use super::elf::{self, ElfError};
 use super::fingerprint::{AtomicFile, Fingerprint};
-use crate::doctor::find_program;
+use crate::find_program;
 
 /// Size of the image: busybox is about 2 MiB; the rest is room for ext4's metadata.
 pub const SIZE_MIB: u32 = 16;

@@ -12,7 +12,7 @@ use super::fingerprint::{self, Fingerprint};
 use super::initramfs::{self, InitramfsError};
 use super::kernel::{self, GuestKernel, KernelError};
 use super::modules::{self, GuestModule, KernelModules, ModulesError, GUEST_MODULES};
-use crate::paths::StateDir;
+use crate::StateDir;
 
 /// Where setup finds things on the host. [`Default`] is the real host; tests point it at fakes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,7 +358,7 @@ mod tests {
             return Some("no /bin/busybox (apt-get install busybox-static)".into());
         }
         for tool in ["mkfs.ext4", "e2fsck", "debugfs"] {
-            if crate::doctor::find_program(tool).is_none() {
+            if crate::find_program(tool).is_none() {
                 return Some(format!("no `{tool}` (apt-get install e2fsprogs)"));
             }
         }
@@ -399,7 +399,7 @@ mod tests {
     }
 
     fn run_tool(program: &str, args: &[&str], image: &Path) -> String {
-        let output = Command::new(crate::doctor::find_program(program).unwrap())
+        let output = Command::new(crate::find_program(program).unwrap())
             .args(args)
             .arg(image)
             .output()

@@ -1,4 +1,4 @@
-//! `hearth setup`: builds the boot assets into a [`StateDir`](crate::paths::StateDir).
+//! `hearth setup`: builds the boot assets into a [`StateDir`](crate::StateDir).
 //!
 //! Three outputs, each rebuilt only when its inputs changed (a fingerprint is stored next to
 //! it) and each written atomically (temp file + rename):

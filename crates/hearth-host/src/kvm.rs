@@ -1,13 +1,10 @@
-//! Choosing how to run VMs on this host: which programs, which accelerator, and why.
+//! What `/dev/kvm` is on this host and which accelerator hearth uses, with the reason.
 
-use std::path::{Path, PathBuf};
+use std::fs::OpenOptions;
+use std::path::Path;
 
-use hearth_vmm::qemu::QemuVmm;
 use hearth_vmm::Accel;
 use serde::Serialize;
-
-pub const QEMU: &str = "qemu-system-x86_64";
-pub const VHOST_VSOCK: &str = "vhost-device-vsock";
 
 /// What `/dev/kvm` is on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,15 +25,6 @@ pub struct AccelChoice {
     pub accel: Accel,
     pub kvm: KvmKind,
     pub reason: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("`{program}` was not found in PATH, ~/.cargo/bin or /usr/local/bin; {fix}")]
-    Missing {
-        program: &'static str,
-        fix: &'static str,
-    },
 }
 
 /// Looks at `/sys/module` and `/dev/kvm` under `root` (`/` outside tests).
@@ -74,32 +62,32 @@ pub fn choose_accel(kvm: KvmKind) -> AccelChoice {
     }
 }
 
-/// Searches PATH, then the places `cargo install` and install.sh put binaries.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|home| home.join("bin"));
-    std::env::split_paths(&path)
-        .chain(cargo_home)
-        .chain([PathBuf::from("/usr/local/bin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+/// The accelerator for this host: `kvm` only with hardware KVM (kvm_intel or kvm_amd) whose
+/// `/dev/kvm` this process can open, else `tcg`, with the reason. `kvm_pvm` counts as no KVM:
+/// stock guest kernels cannot boot on it.
+pub fn accelerator() -> AccelChoice {
+    accelerator_at(Path::new("/"))
 }
 
-fn require(program: &'static str, fix: &'static str) -> Result<PathBuf, BackendError> {
-    find_program(program).ok_or(BackendError::Missing { program, fix })
-}
-
-/// The QEMU backend with the programs found on this host.
-pub fn qemu_backend() -> Result<QemuVmm, BackendError> {
-    let qemu = require(QEMU, "install it with `apt-get install qemu-system-x86`")?;
-    let vhost = require(
-        VHOST_VSOCK,
-        "install it with `cargo install vhost-device-vsock --version 0.3.0 --locked`",
-    )?;
-    Ok(QemuVmm::new(qemu, vhost))
+/// [`accelerator`] with `/dev` and `/sys` under `root`.
+fn accelerator_at(root: &Path) -> AccelChoice {
+    let choice = choose_accel(kvm_kind(root));
+    if choice.accel != Accel::Kvm {
+        return choice;
+    }
+    let dev_kvm = root.join("dev/kvm");
+    match OpenOptions::new().read(true).write(true).open(&dev_kvm) {
+        Ok(_) => choice,
+        Err(e) => AccelChoice {
+            accel: Accel::Tcg,
+            kvm: choice.kvm,
+            reason: format!(
+                "hardware KVM is present but `{}` cannot be opened ({e}); \
+                 add your user to the `kvm` group or run as root",
+                dev_kvm.display()
+            ),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -134,5 +122,27 @@ mod tests {
         let root = fake_root(&["sys/module/kvm_amd"]);
         assert_eq!(kvm_kind(root.path()), KvmKind::None);
         assert_eq!(choose_accel(KvmKind::None).accel, Accel::Tcg);
+    }
+
+    #[test]
+    fn test_accelerator_hardware_openable_is_kvm() {
+        let root = fake_root(&["sys/module/kvm_intel", "dev"]);
+        std::fs::write(root.path().join("dev/kvm"), "").unwrap();
+        let choice = accelerator_at(root.path());
+        assert_eq!((choice.kvm, choice.accel), (KvmKind::Hardware, Accel::Kvm));
+    }
+
+    #[test]
+    fn test_accelerator_hardware_unopenable_is_tcg_with_reason() {
+        // A directory in place of the device cannot be opened for writing, like a /dev/kvm
+        // the user lacks permission for.
+        let root = fake_root(&["sys/module/kvm_amd", "dev/kvm"]);
+        let choice = accelerator_at(root.path());
+        assert_eq!((choice.kvm, choice.accel), (KvmKind::Hardware, Accel::Tcg));
+        assert!(
+            choice.reason.contains("cannot be opened"),
+            "{}",
+            choice.reason
+        );
     }
 }
