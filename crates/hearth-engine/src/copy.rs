@@ -187,7 +187,7 @@ async fn collect(mut output: exec::ExecOutput) -> Result<(Vec<u8>, String, i32),
                 let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
                 return Ok((stdout, stderr, status.shell_code()));
             }
-            None => return Err(ExecError::Stream(crate::AgentError::Closed).into()),
+            None => return Err(ExecError::Stream(crate::agent::AgentError::Closed).into()),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use hearth_agent_proto::{
     write_frame_async, ErrorCode, ExecRequest, ExitStatus, GuestMessage, HostMessage, TermSize,
+    MAX_CHUNK_LEN,
 };
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -94,8 +95,15 @@ pub(crate) async fn start(
 }
 
 impl ExecInput {
+    /// Sends `data` to the process's stdin, split into frames the agent accepts.
     pub async fn stdin(&mut self, data: Vec<u8>) -> Result<(), ExecError> {
-        self.send(HostMessage::Stdin(data)).await
+        if data.len() <= MAX_CHUNK_LEN {
+            return self.send(HostMessage::Stdin(data)).await;
+        }
+        for chunk in data.chunks(MAX_CHUNK_LEN) {
+            self.send(HostMessage::Stdin(chunk.to_vec())).await?;
+        }
+        Ok(())
     }
 
     pub async fn close_stdin(&mut self) -> Result<(), ExecError> {

@@ -26,7 +26,8 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct SandboxConfig {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
-    /// Read-only root filesystem image (ext4) the guest overlays with a writable layer.
+    /// Read-only root filesystem image (erofs for OCI images, ext4 for the built-in one) the
+    /// guest overlays with a writable layer.
     pub rootfs: PathBuf,
     pub vcpus: u8,
     pub mem_size_mib: u32,
@@ -95,12 +96,30 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// Boots a sandbox: [`Sandbox::prepare`] its run dir and network, [`Prepared::launch`] the
+    /// VM, then [`Launched::await_ready`]. A restore will be a second way to launch between the
+    /// same two steps.
     pub(crate) async fn boot(
         vmm: &dyn Vmm,
         vms_dir: &Path,
         id: String,
         config: &SandboxConfig,
     ) -> Result<Sandbox, BootError> {
+        Sandbox::prepare(vms_dir, id, config)
+            .await?
+            .launch(vmm, config)
+            .await?
+            .await_ready(config.boot_timeout)
+            .await
+    }
+
+    /// Everything but the VM: the run dir (locked as this process's), the listener the agent's
+    /// ready hello will reach, and the network. Dropping the result undoes all of it.
+    async fn prepare(
+        vms_dir: &Path,
+        id: String,
+        config: &SandboxConfig,
+    ) -> Result<Prepared, BootError> {
         let run_dir = vms_dir.join(&id);
         std::fs::create_dir_all(&run_dir).map_err(|source| BootError::RunDir {
             path: run_dir.clone(),
@@ -109,92 +128,22 @@ impl Sandbox {
         // Removes the run dir if anything below fails.
         let guard = RunDirGuard(Some(run_dir.clone()));
         let owner_lock = lock_owner(&run_dir)?;
-        let vsock_uds = vsock_path(&run_dir);
-        let ready_path = vsock::listener_path(&vsock_uds, READY_PORT);
+        let ready_path = vsock::listener_path(&vsock_path(&run_dir), READY_PORT);
         let listener = UnixListener::bind(&ready_path).map_err(|source| BootError::Listen {
             path: ready_path,
             source,
         })?;
-        // Dropping `network` on any failure below removes it again.
-        let mut network = match &config.network {
+        let network = match &config.network {
             Some(net_config) => Some(create_network(&id, net_config).await?),
             None => None,
         };
-        let mut cmdline = format!("quiet hearth.rootfs=/dev/vda hearth.hostname={id}");
-        // OCI bases are erofs, the built-in default image ext4 (the agent's default); the file
-        // name says which.
-        if config.rootfs.extension().is_some_and(|e| e == "erofs") {
-            cmdline.push_str(" hearth.rootfstype=erofs");
-        }
-        if let Some(network) = &network {
-            let guest = network.guest();
-            cmdline.push_str(&format!(
-                " hearth.ip={}/{} hearth.gw={} hearth.dns={}",
-                guest.addr, guest.prefix_len, guest.gateway, guest.nameserver
-            ));
-            if let Some(v6) = guest.v6 {
-                cmdline.push_str(&format!(
-                    " hearth.ip6={}/{} hearth.gw6={}",
-                    v6.addr, v6.prefix_len, v6.gateway
-                ));
-            }
-        }
-        let vm_config = VmConfig {
-            kernel: config.kernel.clone(),
-            initramfs: config.initramfs.clone(),
-            cmdline,
-            disks: vec![DiskConfig {
-                path: config.rootfs.clone(),
-                read_only: true,
-            }],
-            vcpus: config.vcpus,
-            mem_size_mib: config.mem_size_mib,
-            run_dir: run_dir.clone(),
-            console_log: config
-                .console_log
-                .clone()
-                .unwrap_or_else(|| run_dir.join("console.log")),
-            vsock_uds,
-            net: network.as_ref().map(|n| NetConfig {
-                netns: n.netns_path().to_owned(),
-                tap: n.names().tap.clone(),
-            }),
-        };
-        let mut vm = vmm.start(&vm_config).await?;
-        tracing::info!(sandbox = %id, pid = ?vm.pid(), "vm started");
-        if let Some(network) = network.as_mut() {
-            network.start_services()?;
-        }
-        let ready = tokio::select! {
-            ready = timeout(config.boot_timeout, agent::accept_ready(&listener)) => ready,
-            exit = vm.wait() => {
-                return Err(BootError::VmExited { exit, console: console_tail(vm.console_log()) });
-            }
-        };
-        let agent_version = match ready {
-            Ok(Ok(version)) => version,
-            Ok(Err(source)) => {
-                vm.stop(Duration::ZERO).await;
-                let console = console_tail(vm.console_log());
-                return Err(BootError::Handshake { console, source });
-            }
-            Err(_) => {
-                vm.stop(Duration::ZERO).await;
-                return Err(BootError::Timeout {
-                    timeout: config.boot_timeout,
-                    console: console_tail(vm.console_log()),
-                });
-            }
-        };
-        tracing::info!(sandbox = %id, %agent_version, "agent ready");
-        guard.disarm();
-        Ok(Sandbox {
+        Ok(Prepared {
             id,
             run_dir,
-            vm,
+            guard,
+            owner_lock,
+            listener,
             network,
-            agent_version,
-            _owner_lock: owner_lock,
         })
     }
 
@@ -311,6 +260,123 @@ impl Drop for Sandbox {
                 tracing::warn!(sandbox = %self.id, error = %e, "failed to remove run dir");
             }
         }
+    }
+}
+
+/// A sandbox with its run dir, ready listener and network, but no VM yet.
+struct Prepared {
+    id: String,
+    run_dir: PathBuf,
+    guard: RunDirGuard,
+    owner_lock: Flock<File>,
+    listener: UnixListener,
+    /// Dropping it on any failure removes the network again.
+    network: Option<SandboxNetwork>,
+}
+
+impl Prepared {
+    /// Cold-boots the VM: kernel, initramfs, the read-only base and a command line that
+    /// carries the sandbox's settings.
+    async fn launch(
+        mut self,
+        vmm: &dyn Vmm,
+        config: &SandboxConfig,
+    ) -> Result<Launched, BootError> {
+        let vm_config = VmConfig {
+            kernel: config.kernel.clone(),
+            initramfs: config.initramfs.clone(),
+            cmdline: self.cmdline(config),
+            disks: vec![DiskConfig {
+                path: config.rootfs.clone(),
+                read_only: true,
+            }],
+            vcpus: config.vcpus,
+            mem_size_mib: config.mem_size_mib,
+            run_dir: self.run_dir.clone(),
+            console_log: config
+                .console_log
+                .clone()
+                .unwrap_or_else(|| self.run_dir.join("console.log")),
+            vsock_uds: vsock_path(&self.run_dir),
+            net: self.network.as_ref().map(|n| NetConfig {
+                netns: n.netns_path().to_owned(),
+                tap: n.names().tap.clone(),
+            }),
+        };
+        let vm = vmm.start(&vm_config).await?;
+        tracing::info!(sandbox = %self.id, pid = ?vm.pid(), "vm started");
+        if let Some(network) = self.network.as_mut() {
+            network.start_services()?;
+        }
+        Ok(Launched { prepared: self, vm })
+    }
+
+    /// The guest's settings for a cold boot: root device, hostname, addresses.
+    fn cmdline(&self, config: &SandboxConfig) -> String {
+        let mut cmdline = format!("quiet hearth.rootfs=/dev/vda hearth.hostname={}", self.id);
+        // OCI bases are erofs, the built-in default image ext4 (the agent's default); the file
+        // name says which.
+        if config.rootfs.extension().is_some_and(|e| e == "erofs") {
+            cmdline.push_str(" hearth.rootfstype=erofs");
+        }
+        if let Some(network) = &self.network {
+            let guest = network.guest();
+            cmdline.push_str(&format!(
+                " hearth.ip={}/{} hearth.gw={} hearth.dns={}",
+                guest.addr, guest.prefix_len, guest.gateway, guest.nameserver
+            ));
+            if let Some(v6) = guest.v6 {
+                cmdline.push_str(&format!(
+                    " hearth.ip6={}/{} hearth.gw6={}",
+                    v6.addr, v6.prefix_len, v6.gateway
+                ));
+            }
+        }
+        cmdline
+    }
+}
+
+/// A sandbox whose VM runs but whose agent has not said it is ready.
+struct Launched {
+    prepared: Prepared,
+    vm: Box<dyn Vm>,
+}
+
+impl Launched {
+    /// Waits for the agent's ready hello, the VM's exit or the timeout, whichever is first.
+    async fn await_ready(self, boot_timeout: Duration) -> Result<Sandbox, BootError> {
+        let Launched { prepared, mut vm } = self;
+        let ready = tokio::select! {
+            ready = timeout(boot_timeout, agent::accept_ready(&prepared.listener)) => ready,
+            exit = vm.wait() => {
+                return Err(BootError::VmExited { exit, console: console_tail(vm.console_log()) });
+            }
+        };
+        let agent_version = match ready {
+            Ok(Ok(version)) => version,
+            Ok(Err(source)) => {
+                vm.stop(Duration::ZERO).await;
+                let console = console_tail(vm.console_log());
+                return Err(BootError::Handshake { console, source });
+            }
+            Err(_) => {
+                vm.stop(Duration::ZERO).await;
+                return Err(BootError::Timeout {
+                    timeout: boot_timeout,
+                    console: console_tail(vm.console_log()),
+                });
+            }
+        };
+        tracing::info!(sandbox = %prepared.id, %agent_version, "agent ready");
+        prepared.guard.disarm();
+        Ok(Sandbox {
+            id: prepared.id,
+            run_dir: prepared.run_dir,
+            vm,
+            network: prepared.network,
+            agent_version,
+            _owner_lock: prepared.owner_lock,
+        })
     }
 }
 

@@ -111,6 +111,12 @@ impl SandboxState {
     }
 }
 
+impl std::fmt::Display for SandboxState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One sandbox as stored. Field names are the `--json` contract of `ls` and `inspect`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SandboxRecord {
@@ -155,6 +161,12 @@ impl Health {
         [Health::Starting, Health::Healthy, Health::Unhealthy]
             .into_iter()
             .find(|health| health.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::control::{self, ControlRequest, ControlServer, Ended, Pending};
 use crate::engine::Engine;
+use crate::error::error_chain;
 use crate::exec::{ExecEvent, ExecOutput};
 use crate::paths::StateDir;
 use crate::sandbox::{Sandbox, SandboxConfig, SHUTDOWN_GRACE};
@@ -28,7 +29,7 @@ use crate::state::{Health, SandboxState, StateDb, StateError};
 /// kept, at most twice this.
 const OUTPUT_LOG_CAP: u64 = 32 * 1024 * 1024;
 
-/// Everything the supervisor needs, written by the CLI next to the sandbox's row.
+/// Everything the supervisor needs, written by the engine next to the sandbox's row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DetachedSpec {
     pub config: SandboxConfig,
@@ -81,6 +82,11 @@ pub fn spec_path(state: &StateDir, id: &str) -> PathBuf {
 /// `sandboxes/<id>/output.log`: the main process's stdout and stderr.
 pub fn log_path(state: &StateDir, id: &str) -> PathBuf {
     state.sandbox_dir(id).join("output.log")
+}
+
+/// `sandboxes/<id>/supervisor.log`: the supervisor process's own stdout and stderr.
+pub fn supervisor_log_path(state: &StateDir, id: &str) -> PathBuf {
+    state.sandbox_dir(id).join("supervisor.log")
 }
 
 /// `sandboxes/<id>/console.log`: the guest console, capped and rotated by the VMM backend, kept
@@ -427,15 +433,4 @@ fn finish(
     }
     tracing::info!(sandbox = %id, ?code, "sandbox ended");
     Ok(())
-}
-
-/// An error and its causes on one line, for the database and logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.join(": ")
 }

@@ -349,13 +349,13 @@ pub struct NetworkArgs {
     /// names.
     #[arg(long, value_name = "POLICY", value_parser = parse_egress_mode,
           conflicts_with = "allow")]
-    pub egress: Option<hearth_engine::net::policy::EgressMode>,
+    pub egress: Option<hearth_engine::EgressMode>,
 
     /// Allow connections only to this address or CIDR (v4 or v6), or to the addresses a domain
     /// resolves to: `example.com` (that name) or `*.example.com` (names below it). Repeat for
     /// more. With an allowlist the guest's DNS resolves only the listed domains.
     #[arg(long, value_name = "CIDR|DOMAIN", value_parser = parse_allow)]
-    pub allow: Vec<hearth_engine::net::AllowEntry>,
+    pub allow: Vec<hearth_engine::AllowEntry>,
 
     /// Let UDP out (blocked by default).
     #[arg(long)]
@@ -368,7 +368,7 @@ pub struct NetworkArgs {
     /// Forward a host port to the guest: [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp]; the host IP
     /// defaults to 127.0.0.1. Repeat for more.
     #[arg(short = 'p', long, value_name = "SPEC", value_parser = parse_publish)]
-    pub publish: Vec<hearth_engine::net::PortSpec>,
+    pub publish: Vec<hearth_engine::PortSpec>,
 
     /// DNS server the sandbox's forwarder asks, IP[:PORT] (default: the first nameserver in
     /// the host's /etc/resolv.conf).
@@ -382,24 +382,24 @@ fn parse_dns_upstream(value: &str) -> Result<std::net::SocketAddr, String> {
     }
     value
         .parse::<std::net::IpAddr>()
-        .map(|ip| std::net::SocketAddr::new(ip, hearth_engine::net::policy::DNS_PORT))
+        .map(|ip| std::net::SocketAddr::new(ip, hearth_engine::DNS_PORT))
         .map_err(|_| format!("`{value}` is not IP or IP:PORT (like 10.0.0.53 or [::1]:5353)"))
 }
 
-fn parse_egress_mode(value: &str) -> Result<hearth_engine::net::policy::EgressMode, String> {
+fn parse_egress_mode(value: &str) -> Result<hearth_engine::EgressMode, String> {
     value
         .parse()
-        .map_err(|e: hearth_engine::net::PolicyError| e.to_string())
+        .map_err(|e: hearth_engine::PolicyError| e.to_string())
 }
 
-fn parse_publish(value: &str) -> Result<hearth_engine::net::PortSpec, String> {
+fn parse_publish(value: &str) -> Result<hearth_engine::PortSpec, String> {
     value
         .parse()
-        .map_err(|e: hearth_engine::net::PublishError| e.to_string())
+        .map_err(|e: hearth_engine::PublishError| e.to_string())
 }
 
-fn parse_allow(value: &str) -> Result<hearth_engine::net::AllowEntry, String> {
-    hearth_engine::net::policy::parse_allow(value).map_err(|e| e.to_string())
+fn parse_allow(value: &str) -> Result<hearth_engine::AllowEntry, String> {
+    hearth_engine::parse_allow(value).map_err(|e| e.to_string())
 }
 
 /// How a guest process is attached to this terminal: shared by `run` and `exec`.

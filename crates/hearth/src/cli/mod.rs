@@ -7,46 +7,49 @@ mod progress;
 pub mod session;
 pub mod terminal;
 
+use anyhow::Context;
 use hearth_engine::paths::StateDir;
+use hearth_engine::{Engine, EngineError, ReexecLauncher};
 
 use self::args::{Cli, Command};
 
 /// Runs the chosen subcommand and returns the process exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let state = cli.state_dir.map_or_else(StateDir::from_env, StateDir::new);
+    let launcher = ReexecLauncher::current_exe().context("finding the hearth binary")?;
+    let engine = Engine::new(state, Box::new(launcher));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(async move {
+        let engine = &engine;
         match cli.command {
-            Command::Run(args) => commands::run::run(&commands::engine(state)?, *args).await,
+            Command::Run(args) => commands::run::run(engine, *args).await,
             Command::Create(mut args) => {
                 args.detach = true;
                 args.create_only = true;
-                commands::run::run(&commands::engine(state)?, *args).await
+                commands::run::run(engine, *args).await
             }
-            Command::Start(args) => commands::detach::start_existing(&state, &args).await,
-            Command::Setup(args) => commands::setup::setup(&state, &args),
-            Command::Doctor(args) => commands::doctor::doctor(&state, &args),
-            Command::Pull(args) => commands::pull::pull(&state, &args).await,
-            Command::Image(command) => commands::image::image(&state, command),
-            Command::Login(args) => commands::login::login(&args).await,
-            Command::Logout(args) => commands::login::logout(&args),
-            Command::Exec(args) => commands::exec::exec(&state, args).await,
-            Command::Ls(args) => commands::ls::ls(&state, &args),
-            Command::Inspect(args) => commands::ls::inspect(&state, &args),
-            Command::Stop(args) => commands::stop::stop(&state, &args).await,
-            Command::Kill(args) => commands::stop::kill_now(&state, &args).await,
-            Command::Rm(args) => commands::rm::rm(&state, &args).await,
-            Command::Logs(args) => commands::logs::logs(&state, &args).await,
-            Command::Shell(args) => commands::exec::shell(&state, args).await,
-            Command::Cp(args) => commands::cp::cp(&state, &args).await,
-            Command::Fs(command) => commands::fs::fs(&state, command).await,
-            Command::Wait(args) => commands::stop::wait(&state, &args).await,
-            Command::Gc => commands::gc::gc(&state),
-            Command::Supervise(args) => {
-                commands::supervise::supervise(&commands::engine(state)?, &args).await
-            }
+            Command::Start(args) => commands::stop::start(engine, &args).await,
+            Command::Setup(args) => commands::setup::setup(engine, &args),
+            Command::Doctor(args) => commands::doctor::doctor(engine, &args),
+            Command::Pull(args) => commands::pull::pull(engine, &args).await,
+            Command::Image(command) => commands::image::image(engine, command),
+            Command::Login(args) => commands::login::login(engine, &args).await,
+            Command::Logout(args) => commands::login::logout(engine, &args),
+            Command::Exec(args) => commands::exec::exec(engine, args).await,
+            Command::Ls(args) => commands::ls::ls(engine, &args),
+            Command::Inspect(args) => commands::ls::inspect(engine, &args),
+            Command::Stop(args) => commands::stop::stop(engine, &args).await,
+            Command::Kill(args) => commands::stop::kill(engine, &args).await,
+            Command::Rm(args) => commands::rm::rm(engine, &args).await,
+            Command::Logs(args) => commands::logs::logs(engine, &args).await,
+            Command::Shell(args) => commands::exec::shell(engine, args).await,
+            Command::Cp(args) => commands::cp::cp(engine, &args).await,
+            Command::Fs(command) => commands::fs::fs(engine, command).await,
+            Command::Wait(args) => commands::stop::wait(engine, &args).await,
+            Command::Gc => commands::gc::gc(engine),
+            Command::Supervise(args) => commands::supervise::supervise(engine, &args).await,
         }
     });
     // A read of our stdin may still be blocked in a runtime thread; do not wait for it.
@@ -60,11 +63,10 @@ pub fn print_error(error: &anyhow::Error) {
     for cause in error.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
-    let network_denied = error
-        .chain()
-        .filter_map(|cause| cause.downcast_ref::<hearth_engine::net::NetworkError>())
-        .any(hearth_engine::net::NetworkError::is_permission_denied);
-    if network_denied {
+    let denied = error
+        .downcast_ref::<EngineError>()
+        .is_some_and(EngineError::is_network_permission_denied);
+    if denied {
         eprintln!(
             "  hint: sandbox networks need root (CAP_NET_ADMIN and CAP_SYS_ADMIN); \
              run as root, or use --network none"

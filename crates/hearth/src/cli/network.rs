@@ -1,7 +1,7 @@
 //! `--network`, `--egress`, `--allow`, `--allow-udp`, `--allow-icmp`, `--publish` and
 //! `--dns-upstream` to a network config.
 
-use hearth_engine::net::{EgressPolicy, NetworkConfig};
+use hearth_engine::{EgressPolicy, NetworkConfig};
 
 use crate::cli::args::NetworkArgs;
 

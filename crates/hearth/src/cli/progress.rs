@@ -6,8 +6,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hearth_engine::human_size;
-use hearth_engine::image::{Digest, NoReporter, PullReporter};
+use hearth_engine::{human_size, Digest, NoReporter, PullReporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The reporter for this process's stderr.

@@ -4,13 +4,16 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use hearth_engine::{ExecError, ExecEvent, ExecInput, ExecOutput, ExecRequest};
+use hearth_engine::{EngineError, ExecError, ExecEvent, ExecInput, ExecRequest, Started};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Mutex;
 
 use crate::cli::args::ProcessArgs;
 use crate::cli::terminal::{self, RawMode};
+
+/// How much of our stdin one read takes; the engine splits it into frames as needed.
+const STDIN_BUFFER: usize = 64 * 1024;
 
 /// The signals that interrupt hearth while it is attached (or booting).
 pub struct Interrupts {
@@ -89,7 +92,7 @@ pub fn exec_request(argv: Vec<String>, args: &ProcessArgs) -> ExecRequest {
 /// Attaches this process's stdio to a guest process being started, until it exits or an
 /// interrupt says otherwise.
 pub async fn attach(
-    started: Result<(u32, ExecInput, ExecOutput), ExecError>,
+    started: Result<Started, EngineError>,
     request_tty: bool,
     interactive: bool,
     interrupts: &mut Interrupts,
@@ -98,15 +101,14 @@ pub async fn attach(
     let tty = request_tty;
     let (_pid, input, mut output) = match started {
         Ok(started) => started,
-        Err(e @ ExecError::Start { .. }) => {
-            let code = e.exit_code();
-            if code == 125 {
-                return Err(e.into());
+        Err(e) => match e.process_exit_code() {
+            // Not found (127) or not executable (126): the guest's answer, as docker reports it.
+            Some(code) => {
+                eprintln!("hearth: {}", hearth_engine::error_chain(&e));
+                return Ok(Completion::Exited(code));
             }
-            eprintln!("hearth: {}", hearth_engine::supervisor::error_chain(&e));
-            return Ok(Completion::Exited(code));
-        }
-        Err(e) => return Err(e.into()),
+            None => return Err(e.into()),
+        },
     };
     let raw_mode = if tty {
         RawMode::enter().context("failed to put the terminal in raw mode")?
@@ -162,7 +164,7 @@ async fn write_out(out: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) -> bool 
 /// Copies our stdin to the guest process until EOF.
 async fn pump_stdin(input: Arc<Mutex<ExecInput>>, tty: bool) -> Result<(), ExecError> {
     let mut stdin = tokio::io::stdin();
-    let mut buf = vec![0u8; hearth_agent_proto::MAX_CHUNK_LEN];
+    let mut buf = vec![0u8; STDIN_BUFFER];
     loop {
         match stdin.read(&mut buf).await {
             Ok(0) | Err(_) => break,

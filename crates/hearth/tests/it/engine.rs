@@ -1,10 +1,38 @@
-//! The engine as a library: many execs on one VM, without leaks on either side.
+//! The engine as a library, driven as a second client would drive it (no CLI in the loop):
+//! the whole life of a detached sandbox, and many execs on one VM without leaks on either side.
 
 use std::time::Duration;
 
-use hearth_engine::{Engine, ExecEvent, ExecOutput, ExecRequest, ExitStatus, Sandbox};
+use hearth_engine::paths::StateDir;
+use hearth_engine::{
+    DetachOptions, Engine, ErrorKind, ExecEvent, ExecOutput, ExecRequest, ExitStatus, NoReporter,
+    ProcessSpec, ReexecLauncher, Sandbox, SandboxSpec, SandboxState,
+};
+use hearth_test_support::host::TestHost;
 
-use crate::host;
+use crate::{host, HEARTH};
+
+/// An engine over the test host's state dir whose supervisors are the hearth binary under test.
+fn engine(host: &TestHost) -> Engine {
+    Engine::new(
+        StateDir::new(host.state_dir()),
+        Box::new(ReexecLauncher::new(HEARTH.into())),
+    )
+}
+
+/// The built-in image with a network whose DNS forwarder asks nobody real.
+fn spec() -> SandboxSpec {
+    let mut spec = SandboxSpec::default();
+    if let Some(network) = spec.network.as_mut() {
+        network.dns_upstream = Some(hearth_test_support::host::NO_DNS_UPSTREAM.parse().unwrap());
+    }
+    spec
+}
+
+async fn booted(engine: &Engine) -> Sandbox {
+    let spec = engine.resolve(spec(), &NoReporter).await.expect("resolve");
+    engine.boot(&spec).await.expect("boot")
+}
 
 fn request(argv: &[&str]) -> ExecRequest {
     ExecRequest {
@@ -47,9 +75,8 @@ const HOST_FD_NOISE: usize = 100;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_thousand_rapid_execs_on_one_vm_leak_nothing() {
     let host = host();
-    let engine = Engine::detect(hearth_engine::paths::StateDir::new(host.state_dir()))
-        .expect("engine for this host");
-    let sandbox = engine.boot(&engine.default_config()).await.expect("boot");
+    let engine = engine(&host);
+    let sandbox = booted(&engine).await;
     sandbox.ping().await.expect("ping");
 
     let (before, _) = run(&sandbox, &["sh", "-c", GUEST_RESOURCES]).await;
@@ -81,9 +108,8 @@ async fn test_thousand_rapid_execs_on_one_vm_leak_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_concurrent_execs_and_early_input_drop_on_one_vm() {
     let host = host();
-    let engine = Engine::detect(hearth_engine::paths::StateDir::new(host.state_dir()))
-        .expect("engine for this host");
-    let sandbox = engine.boot(&engine.default_config()).await.expect("boot");
+    let engine = engine(&host);
+    let sandbox = booted(&engine).await;
     let runs = (0..8).map(|i| {
         let sandbox = &sandbox;
         async move { run(sandbox, &["sh", "-c", &format!("sleep 0.2; echo {i}")]).await }
@@ -104,5 +130,124 @@ async fn test_concurrent_execs_and_early_input_drop_on_one_vm() {
     assert_eq!((stdout, status), (b"late\n".to_vec(), ExitStatus::Code(0)));
 
     sandbox.kill().await;
+    host.assert_clean();
+}
+
+/// Every operation of a detached sandbox's life through `Engine` alone: create, start, exec,
+/// file write and read, copy out, stop, and remove, with the lifecycle's refusals on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_engine_runs_a_detached_sandbox_through_its_whole_life() {
+    let host = host();
+    let engine = engine(&host);
+    let spec = engine.resolve(spec(), &NoReporter).await.expect("resolve");
+    let options = DetachOptions {
+        name: Some("lifecycle".into()),
+        ..DetachOptions::default()
+    };
+
+    let created = engine.create(&spec, &options).expect("create");
+    assert_eq!(created.state, SandboxState::Created);
+    assert!(created.backend.starts_with("qemu-"), "{}", created.backend);
+    let refused = engine
+        .exec("lifecycle", request(&["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Conflict, "{refused}");
+    let taken = engine.create(&spec, &options).unwrap_err();
+    assert_eq!(taken.kind(), ErrorKind::Conflict, "{taken}");
+
+    let started = engine.start("lifecycle").await.expect("start");
+    assert_eq!(started.id, created.id);
+    assert_eq!(started.state, SandboxState::Running);
+    let again = engine.start(&created.id).await.unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Conflict, "{again}");
+
+    let (_pid, _input, output) = engine
+        .exec(
+            "lifecycle",
+            request(&["sh", "-c", "echo $((6 * 7)) > /tmp/answer; hostname"]),
+        )
+        .await
+        .expect("exec");
+    let (stdout, status) = collect(output).await;
+    assert_eq!(status, ExitStatus::Code(0));
+    assert_eq!(String::from_utf8_lossy(&stdout).trim(), created.id);
+
+    let written = engine
+        .write_file(
+            "lifecycle",
+            "/tmp/note",
+            0o600,
+            &mut &b"from the engine"[..],
+        )
+        .await
+        .expect("write");
+    assert_eq!(written, 15);
+    let mut read = Vec::new();
+    let stat = engine
+        .read_file("lifecycle", "/tmp/answer", &mut read)
+        .await
+        .expect("read");
+    assert_eq!((read.as_slice(), stat.size), (&b"42\n"[..], 3));
+    let note = engine.stat("lifecycle", "/tmp/note").await.expect("stat");
+    assert_eq!(note.mode & 0o777, 0o600);
+    let missing = engine.stat("lifecycle", "/nope").await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+    let out = tempfile::tempdir().unwrap();
+    engine
+        .copy_out("lifecycle", "/tmp/note", &out.path().join("note"))
+        .await
+        .expect("copy out");
+    assert_eq!(
+        std::fs::read(out.path().join("note")).unwrap(),
+        b"from the engine"
+    );
+
+    let listed = engine.list(false).expect("list");
+    assert!(listed.iter().any(|r| r.id == created.id));
+    let inspected = engine.inspect("lifecycle").expect("inspect");
+    assert!(inspected.network.is_some(), "the sandbox has a network");
+
+    let busy = engine.remove("lifecycle", false).await.unwrap_err();
+    assert_eq!(busy.kind(), ErrorKind::Conflict, "{busy}");
+    let stopped = engine
+        .stop("lifecycle", Duration::from_secs(5))
+        .await
+        .expect("stop");
+    assert_eq!(stopped.id, created.id);
+    let ended = engine.find("lifecycle").expect("find");
+    assert_eq!(ended.state, SandboxState::Exited);
+    assert_eq!(
+        engine.wait("lifecycle").await.expect("wait"),
+        ended.exit_code
+    );
+
+    engine.remove("lifecycle", false).await.expect("remove");
+    let gone = engine.find("lifecycle").unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+    assert!(!host
+        .state_dir()
+        .join("sandboxes")
+        .join(&created.id)
+        .exists());
+    host.assert_clean();
+}
+
+/// A one-shot run of an unknown program: the sandbox boots, the process does not start, and
+/// the error says so in docker's terms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_engine_one_shot_run_reports_a_missing_program() {
+    let host = host();
+    let engine = engine(&host);
+    let mut spec = spec();
+    spec.process = ProcessSpec {
+        command: vec!["/nope".into()],
+        ..ProcessSpec::default()
+    };
+    let spec = engine.resolve(spec, &NoReporter).await.expect("resolve");
+    let one_shot = engine.run(&spec).await.expect("boot");
+    let error = one_shot.process.expect_err("no such program");
+    assert_eq!(error.process_exit_code(), Some(127), "{error}");
+    one_shot.sandbox.shutdown().await;
     host.assert_clean();
 }

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use hearth_engine::copy;
-use hearth_engine::paths::StateDir;
+use hearth_engine::Engine;
 
 use crate::cli::args::CpArgs;
 
@@ -27,15 +26,13 @@ fn parse(arg: &str) -> Location {
     }
 }
 
-pub async fn cp(state: &StateDir, args: &CpArgs) -> anyhow::Result<i32> {
+pub async fn cp(engine: &Engine, args: &CpArgs) -> anyhow::Result<i32> {
     match (parse(&args.src), parse(&args.dest)) {
         (Location::Host(src), Location::Guest { sandbox, path }) => {
-            let record = super::running(state, &sandbox)?;
-            copy::to_guest(&hearth_engine::vsock_of(state, &record.id), &src, &path).await?;
+            engine.copy_in(&sandbox, &src, &path).await?;
         }
         (Location::Guest { sandbox, path }, Location::Host(dest)) => {
-            let record = super::running(state, &sandbox)?;
-            copy::from_guest(&hearth_engine::vsock_of(state, &record.id), &path, &dest).await?;
+            engine.copy_out(&sandbox, &path, &dest).await?;
         }
         _ => bail!("one side of `hearth cp` must be SANDBOX:PATH and the other a host path"),
     }

@@ -1,12 +1,12 @@
 //! `hearth doctor`: what hearth found on this host and what to install.
 
-use hearth_engine::doctor::{self, CheckStatus};
-use hearth_engine::paths::StateDir;
+use hearth_engine::doctor::CheckStatus;
+use hearth_engine::Engine;
 
 use crate::cli::args::DoctorArgs;
 
-pub fn doctor(state: &StateDir, args: &DoctorArgs) -> anyhow::Result<i32> {
-    let report = doctor::diagnose(state);
+pub fn doctor(engine: &Engine, args: &DoctorArgs) -> anyhow::Result<i32> {
+    let report = engine.doctor();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -1,19 +1,17 @@
 //! `hearth exec`: run a process in a running sandbox, attached to this terminal.
 
-use hearth_engine::paths::StateDir;
+use hearth_engine::Engine;
 
 use crate::cli::args::{ExecArgs, ProcessArgs, SandboxArgs};
 use crate::cli::session::{self, Completion, Interrupts, OnInterrupt};
 
-pub async fn exec(state: &StateDir, args: ExecArgs) -> anyhow::Result<i32> {
-    let record = super::running(state, &args.sandbox)?;
+pub async fn exec(engine: &Engine, args: ExecArgs) -> anyhow::Result<i32> {
     let request = session::exec_request(args.command, &args.process);
-    let tty = request.tty.is_some();
     let mut interrupts = Interrupts::new()?;
-    let started = hearth_engine::exec_in(state, &record.id, request).await;
+    let started = engine.exec(&args.sandbox, request).await;
     let completion = session::attach(
         started,
-        tty,
+        args.process.tty,
         args.process.interactive,
         &mut interrupts,
         OnInterrupt::Forward,
@@ -26,7 +24,7 @@ pub async fn exec(state: &StateDir, args: ExecArgs) -> anyhow::Result<i32> {
 }
 
 /// `hearth shell SANDBOX`: `exec -it SANDBOX -- sh`.
-pub async fn shell(state: &StateDir, args: SandboxArgs) -> anyhow::Result<i32> {
+pub async fn shell(engine: &Engine, args: SandboxArgs) -> anyhow::Result<i32> {
     let process = ProcessArgs {
         interactive: true,
         tty: true,
@@ -35,7 +33,7 @@ pub async fn shell(state: &StateDir, args: SandboxArgs) -> anyhow::Result<i32> {
         user: None,
     };
     exec(
-        state,
+        engine,
         ExecArgs {
             process,
             sandbox: args.sandbox,

@@ -1,15 +1,14 @@
 //! `hearth fs`: single files of a running sandbox through the agent's filesystem operations.
 
-use hearth_engine::files::{self, FilesError};
-use hearth_engine::paths::StateDir;
-use hearth_engine::FileStat;
+use hearth_engine::{Engine, EngineError, FileStat, FilesError};
 
-use crate::cli::args::{FsCommand, FsTarget};
+use crate::cli::args::FsCommand;
 
-pub async fn fs(state: &StateDir, command: FsCommand) -> anyhow::Result<i32> {
+pub async fn fs(engine: &Engine, command: FsCommand) -> anyhow::Result<i32> {
     match command {
         FsCommand::Stat(args) => {
-            let stat = files::stat(&vsock(state, &args.target)?, &args.target.path).await?;
+            let target = &args.target;
+            let stat = engine.stat(&target.sandbox, &target.path).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&stat)?);
             } else {
@@ -17,7 +16,8 @@ pub async fn fs(state: &StateDir, command: FsCommand) -> anyhow::Result<i32> {
             }
         }
         FsCommand::Ls(args) => {
-            let entries = files::list(&vsock(state, &args.target)?, &args.target.path).await?;
+            let target = &args.target;
+            let entries = engine.list_dir(&target.sandbox, &target.path).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
@@ -28,18 +28,26 @@ pub async fn fs(state: &StateDir, command: FsCommand) -> anyhow::Result<i32> {
         }
         FsCommand::Mkdir(args) => {
             let (target, mode) = (&args.target, args.mode);
-            files::mkdir(&vsock(state, target)?, &target.path, mode, args.parents).await?;
+            engine
+                .mkdir(&target.sandbox, &target.path, mode, args.parents)
+                .await?;
         }
         FsCommand::Rm(args) => {
             let target = &args.target;
-            files::remove(&vsock(state, target)?, &target.path, args.recursive).await?;
+            engine
+                .remove_path(&target.sandbox, &target.path, args.recursive)
+                .await?;
         }
         FsCommand::Cat(args) => {
-            let vsock = vsock(state, &args.target)?;
+            let target = &args.target;
             let mut stdout = tokio::io::stdout();
-            match files::read(&vsock, &args.target.path, &mut stdout).await {
+            match engine
+                .read_file(&target.sandbox, &target.path, &mut stdout)
+                .await
+            {
                 // A closed pipe (`| head`) is the reader being done, as for `cat`.
-                Err(FilesError::LocalWrite(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(EngineError::Files(FilesError::LocalWrite(e)))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe => {}
                 other => {
                     other?;
                 }
@@ -48,15 +56,12 @@ pub async fn fs(state: &StateDir, command: FsCommand) -> anyhow::Result<i32> {
         FsCommand::Write(args) => {
             let target = &args.target;
             let mut stdin = tokio::io::stdin();
-            files::write(&vsock(state, target)?, &target.path, args.mode, &mut stdin).await?;
+            engine
+                .write_file(&target.sandbox, &target.path, args.mode, &mut stdin)
+                .await?;
         }
     }
     Ok(0)
-}
-
-fn vsock(state: &StateDir, target: &FsTarget) -> anyhow::Result<std::path::PathBuf> {
-    let record = super::running(state, &target.sandbox)?;
-    Ok(hearth_engine::vsock_of(state, &record.id))
 }
 
 /// A guest-chosen name as it is safe to print: control characters (which could drive the

@@ -1,9 +1,9 @@
 //! `hearth gc`: remove what crashed sandboxes left behind.
 
-use hearth_engine::paths::StateDir;
+use hearth_engine::Engine;
 
-pub fn gc(state: &StateDir) -> anyhow::Result<i32> {
-    let report = hearth_engine::gc::collect(state)?;
+pub fn gc(engine: &Engine) -> anyhow::Result<i32> {
+    let report = engine.gc()?;
     for id in &report.marked_exited {
         println!("sandbox {id}: supervisor gone, marked exited");
     }

@@ -1,16 +1,13 @@
 //! `hearth image ls|rm|prune|import`.
 
-use anyhow::Context;
-use hearth_engine::paths::StateDir;
-use hearth_engine::{human_size, image, images};
+use hearth_engine::{human_size, Engine};
 
 use crate::cli::args::ImageCommand;
 
-pub fn image(state: &StateDir, command: ImageCommand) -> anyhow::Result<i32> {
-    let store = images::store(state);
+pub fn image(engine: &Engine, command: ImageCommand) -> anyhow::Result<i32> {
     match command {
         ImageCommand::Ls { json } => {
-            let list = store.list()?;
+            let list = engine.images()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(0);
@@ -29,20 +26,19 @@ pub fn image(state: &StateDir, command: ImageCommand) -> anyhow::Result<i32> {
         }
         ImageCommand::Rm { images } => {
             for name in images {
-                let digest = store.remove(&name)?;
+                let digest = engine.remove_image(&name)?;
                 println!("Untagged: {name} ({digest})");
             }
         }
         ImageCommand::Import { file, name } => {
-            let imported = image::import(&store, &file, name.as_deref())
-                .with_context(|| format!("failed to import `{}`", file.display()))?;
+            let imported = engine.import_image(&file, name.as_deref())?;
             if let Some(name) = imported.name {
                 eprintln!("Loaded image: {name}");
             }
             println!("{}", imported.record.digest);
         }
         ImageCommand::Prune { json } => {
-            let report = store.prune()?;
+            let report = engine.prune_images()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

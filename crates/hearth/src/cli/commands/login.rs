@@ -1,60 +1,37 @@
 //! `hearth login` and `hearth logout`: registry credentials in docker's config.json, shared with
-//! docker; also the lookup `pull` does before it talks to a registry.
+//! docker. This file asks for them; the engine checks and stores them.
 
 use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Context};
-use hearth_engine::image::{self, Credentials, CredentialsError, DockerConfig, PullConfig};
+use hearth_engine::{Credentials, Engine, RegistryOptions};
 
 use crate::cli::args::{LoginArgs, LogoutArgs};
 use crate::cli::terminal;
 
-pub async fn login(args: &LoginArgs) -> anyhow::Result<i32> {
+pub async fn login(engine: &Engine, args: &LoginArgs) -> anyhow::Result<i32> {
     let registry = args.registry.as_str();
     let credentials = Credentials {
         username: username(args)?,
         password: password(args)?,
     };
-    let config = PullConfig {
+    let options = RegistryOptions {
         insecure_registries: args.insecure.insecure_registry.clone(),
-        credentials: None,
     };
-    image::verify_login(registry, &credentials, &config)
-        .await
-        .with_context(|| format!("failed to log in to `{registry}`"))?;
-    let mut docker = DockerConfig::load_default()?;
-    docker.set_credentials(registry, &credentials)?;
-    docker.save()?;
-    eprintln!(
-        "Credentials for {registry} saved in {}",
-        docker.path().display()
-    );
+    let saved_in = engine.login(registry, &credentials, &options).await?;
+    eprintln!("Credentials for {registry} saved in {}", saved_in.display());
     println!("Login Succeeded");
     Ok(0)
 }
 
-pub fn logout(args: &LogoutArgs) -> anyhow::Result<i32> {
+pub fn logout(engine: &Engine, args: &LogoutArgs) -> anyhow::Result<i32> {
     let registry = args.registry.as_str();
-    let mut docker = DockerConfig::load_default()?;
-    if !docker.remove_credentials(registry)? {
+    if engine.logout(registry)? {
+        println!("Removing login credentials for {registry}");
+    } else {
         eprintln!("Not logged in to {registry}");
-        return Ok(0);
     }
-    docker.save()?;
-    println!("Removing login credentials for {registry}");
     Ok(0)
-}
-
-/// The saved credentials for `registry`, if any. No config dir at all (no $HOME) means an
-/// anonymous pull, not a failure.
-pub fn saved_credentials(registry: &str) -> anyhow::Result<Option<Credentials>> {
-    let docker = match DockerConfig::load_default() {
-        Err(CredentialsError::NoConfigDir) => return Ok(None),
-        other => other?,
-    };
-    docker
-        .credentials(registry)
-        .with_context(|| format!("failed to read the credentials for `{registry}`"))
 }
 
 fn username(args: &LoginArgs) -> anyhow::Result<String> {

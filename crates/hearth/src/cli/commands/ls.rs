@@ -3,21 +3,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
-use hearth_engine::net::view::{self, NetworkView};
-use hearth_engine::paths::StateDir;
-use hearth_engine::state::{SandboxRecord, StateDb};
-use hearth_engine::supervisor;
+use hearth_engine::Engine;
 
 use crate::cli::args::{LsArgs, SandboxesArgs};
 
-pub fn ls(state: &StateDir, args: &LsArgs) -> anyhow::Result<i32> {
-    hearth_engine::gc::collect(state)?;
-    let records: Vec<SandboxRecord> = StateDb::open(&state.database())?
-        .list()?
-        .into_iter()
-        .filter(|r| args.all || r.state.is_live())
-        .collect();
+pub fn ls(engine: &Engine, args: &LsArgs) -> anyhow::Result<i32> {
+    let records = engine.list(args.all)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(0);
@@ -28,11 +19,10 @@ pub fn ls(state: &StateDir, args: &LsArgs) -> anyhow::Result<i32> {
     );
     for r in &records {
         let state = match (r.exit_code, r.health) {
-            (Some(code), _) if !r.state.is_live() => format!("{:?} ({code})", r.state),
-            (_, Some(health)) if r.state.is_live() => format!("{:?} ({health:?})", r.state),
-            _ => format!("{:?}", r.state),
-        }
-        .to_lowercase();
+            (Some(code), _) if !r.state.is_live() => format!("{} ({code})", r.state),
+            (_, Some(health)) if r.state.is_live() => format!("{} ({health})", r.state),
+            _ => r.state.to_string(),
+        };
         println!(
             "{:<12}  {:<24}  {:<10}  {:<16}  {:<10}  {:<9}  {:>4}  {:>6}M",
             r.id,
@@ -48,33 +38,11 @@ pub fn ls(state: &StateDir, args: &LsArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// One sandbox as `inspect` prints it: the stored record and its network.
-#[derive(Debug, serde::Serialize)]
-struct Inspected {
-    #[serde(flatten)]
-    record: SandboxRecord,
-    /// `null` for `--network none`.
-    network: Option<NetworkView>,
-}
-
-pub fn inspect(state: &StateDir, args: &SandboxesArgs) -> anyhow::Result<i32> {
-    let db = StateDb::open(&state.database())?;
-    let inspected = args
-        .sandboxes
-        .iter()
-        .map(|q| {
-            let record = db.find(q)?;
-            let spec = supervisor::read_spec(state, &record.id)?;
-            let network = spec
-                .config
-                .network
-                .as_ref()
-                .map(|config| view::describe(&record.id, config))
-                .transpose()
-                .with_context(|| format!("failed to describe the network of `{}`", record.id))?;
-            Ok(Inspected { record, network })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+pub fn inspect(engine: &Engine, args: &SandboxesArgs) -> anyhow::Result<i32> {
+    let mut inspected = Vec::with_capacity(args.sandboxes.len());
+    for query in &args.sandboxes {
+        inspected.push(engine.inspect(query)?);
+    }
     println!("{}", serde_json::to_string_pretty(&inspected)?);
     Ok(0)
 }

@@ -1,64 +1,70 @@
-//! `hearth run`: boot, run one command with the caller's stdio, tear down.
+//! `hearth run` and `hearth create`: a spec from the flags, then a one-shot run attached to
+//! this terminal, or a detached sandbox.
 
-use anyhow::{bail, Context};
-use hearth_engine::image::ImageConfig;
-use hearth_engine::images::{self, ProcessOverrides};
-use hearth_engine::{Engine, ExecRequest};
+use anyhow::bail;
+use hearth_engine::{
+    DetachOptions, Engine, HealthCheck, ProcessSpec, RegistryOptions, SandboxSpec,
+};
 
 use crate::cli::args::RunArgs;
+use crate::cli::progress;
 use crate::cli::session::{self, Completion, Interrupts, OnInterrupt};
 
-/// What the default image runs when no command is given.
-const DEFAULT_COMMAND: &str = "sh";
-
 pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
-    let argv = if args.command.is_empty() {
-        vec![DEFAULT_COMMAND.to_owned()]
-    } else {
-        args.command.clone()
-    };
-    let mut request = session::exec_request(argv, &args.process);
-    let mut config = engine.default_config();
-    config.vcpus = args.cpus;
-    config.mem_size_mib = args.memory;
-    config.boot_timeout = args.boot_timeout;
-    if let Some(kernel) = &args.kernel {
-        config.kernel.clone_from(kernel);
-    }
-    if let Some(initramfs) = &args.initramfs {
-        config.initramfs.clone_from(initramfs);
-    }
-    config.network = args.network.config()?;
-    let image = args.image.as_deref().filter(|i| *i != "default");
-    if let Some(image) = image {
-        let record = super::pull::ensure(engine.state(), image, &args.registry).await?;
-        config.rootfs = images::store(engine.state()).rootfs(&record.digest);
-        apply_image_config(&mut request, &record.config, &args)?;
-    }
     if !args.detach {
-        super::detach::refuse_detached_flags(&args)?;
+        refuse_detached_flags(&args)?;
     }
+    let process = session::exec_request(args.command.clone(), &args.process);
+    let spec = SandboxSpec {
+        image: args.image.clone(),
+        registry: RegistryOptions {
+            insecure_registries: args.registry.insecure_registry.clone(),
+        },
+        vcpus: args.cpus,
+        mem_size_mib: args.memory,
+        boot_timeout: args.boot_timeout,
+        kernel: args.kernel.clone(),
+        initramfs: args.initramfs.clone(),
+        network: args.network.config()?,
+        process: ProcessSpec {
+            command: process.argv,
+            entrypoint: args.entrypoint.clone(),
+            env: process.env,
+            workdir: process.cwd,
+            user: process.user,
+            tty: process.tty,
+            stdin: process.stdin,
+        },
+    };
+    let spec = engine
+        .resolve(spec, progress::pull_reporter(false).as_ref())
+        .await?;
     if args.detach {
-        // An image's own Entrypoint/Cmd is a main process even without a command.
-        let main = (!args.command.is_empty() || image.is_some()).then_some(request);
-        return super::detach::start(engine, &args, config, main).await;
+        let options = detach_options(&args);
+        let record = if args.create_only {
+            engine.create(&spec, &options)?
+        } else {
+            engine
+                .run_detached(&spec, &options, args.wait_healthy)
+                .await?
+        };
+        println!("{}", record.id);
+        return Ok(0);
     }
     let mut interrupts = Interrupts::new()?;
-    let sandbox = tokio::select! {
-        booted = engine.boot(&config) => booted.context("failed to boot the sandbox")?,
+    let one_shot = tokio::select! {
+        booted = engine.run(&spec) => booted?,
         signal = interrupts.recv() => return Ok(128 + signal),
     };
-    let tty = request.tty.is_some();
-    let started = sandbox.exec(request).await;
-    let interactive = args.process.interactive;
     let completion = session::attach(
-        started,
-        tty,
-        interactive,
+        one_shot.process,
+        args.process.tty,
+        args.process.interactive,
         &mut interrupts,
         OnInterrupt::Detach,
     )
     .await;
+    let sandbox = one_shot.sandbox;
     match completion {
         Ok(Completion::Exited(code)) => {
             sandbox.shutdown().await;
@@ -75,28 +81,30 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// The image's Entrypoint/Cmd/Env/WorkingDir/User under the user's flags, as docker applies them.
-fn apply_image_config(
-    request: &mut ExecRequest,
-    config: &ImageConfig,
-    args: &RunArgs,
-) -> anyhow::Result<()> {
-    let process = images::process(
-        config,
-        ProcessOverrides {
-            entrypoint: args.entrypoint.clone(),
-            args: args.command.clone(),
-            env: std::mem::take(&mut request.env),
-            workdir: request.cwd.take(),
-            user: request.user.take(),
-        },
-    );
-    if process.argv.is_empty() {
-        bail!("the image has no Entrypoint or Cmd; give a command after `--`");
+/// Flags that only mean something for a detached sandbox are refused without `-d`, rather than
+/// silently ignored.
+fn refuse_detached_flags(args: &RunArgs) -> anyhow::Result<()> {
+    let given = [
+        ("--name", args.name.is_some()),
+        ("--rm", args.rm),
+        ("--timeout", args.timeout.is_some()),
+        ("--health-cmd", args.health_cmd.is_some()),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+        bail!("{flag} needs -d (a detached sandbox) or `hearth create`");
     }
-    request.argv = process.argv;
-    request.env = process.env;
-    request.cwd = process.cwd;
-    request.user = process.user;
     Ok(())
+}
+
+fn detach_options(args: &RunArgs) -> DetachOptions {
+    DetachOptions {
+        name: args.name.clone(),
+        auto_remove: args.rm,
+        timeout: args.timeout,
+        health: args.health_cmd.as_ref().map(|command| HealthCheck {
+            command: command.clone(),
+            interval: args.health_interval,
+            retries: args.health_retries,
+        }),
+    }
 }

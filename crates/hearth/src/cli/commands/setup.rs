@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use hearth_engine::paths::StateDir;
-use hearth_engine::setup::{self, SetupConfig, SetupReporter, Step, StepOutcome};
+use anyhow::bail;
+use hearth_engine::setup::{SetupConfig, SetupReporter, Step, StepOutcome};
+use hearth_engine::Engine;
 
 use crate::cli::args::SetupArgs;
 
@@ -24,7 +24,7 @@ impl SetupReporter for StderrReporter {
     }
 }
 
-pub fn setup(state: &StateDir, args: &SetupArgs) -> anyhow::Result<i32> {
+pub fn setup(engine: &Engine, args: &SetupArgs) -> anyhow::Result<i32> {
     let agent = match &args.agent {
         Some(agent) => agent.clone(),
         None => default_agent()?,
@@ -32,8 +32,7 @@ pub fn setup(state: &StateDir, args: &SetupArgs) -> anyhow::Result<i32> {
     let mut config = SetupConfig::new(agent);
     config.kernel = args.kernel.clone();
     config.force = args.force;
-    let report = setup::setup(state, &config, &StderrReporter)
-        .with_context(|| format!("setup of `{}` failed", state.root().display()))?;
+    let report = engine.setup(&config, &StderrReporter)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);

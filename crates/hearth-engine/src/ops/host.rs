@@ -1,0 +1,29 @@
+//! The host itself: building boot assets (`hearth setup`) and checking what it has
+//! (`hearth doctor`). Both are `hearth-host`'s work; here they become engine operations on the
+//! engine's state dir, and need no VM backend.
+
+use hearth_host::doctor::{self, DoctorReport};
+use hearth_host::setup::{self, SetupConfig, SetupReport, SetupReporter};
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+
+impl Engine {
+    /// Builds the kernel, initramfs and built-in image into the state dir, or checks they are
+    /// up to date; each step goes to `reporter`.
+    pub fn setup(
+        &self,
+        config: &SetupConfig,
+        reporter: &dyn SetupReporter,
+    ) -> Result<SetupReport, EngineError> {
+        setup::setup(self.state(), config, reporter).map_err(|source| EngineError::Setup {
+            dir: self.state().root().to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// What hearth finds on this host and in the state dir, and what to fix.
+    pub fn doctor(&self) -> DoctorReport {
+        doctor::diagnose(self.state())
+    }
+}

@@ -1,0 +1,112 @@
+//! From a spec to a sandbox: resolving it (image pulled, boot config and process built), and
+//! the one-shot run a client attaches to.
+
+use hearth_agent_proto::ExecRequest;
+use hearth_image::PullReporter;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::exec::{ExecInput, ExecOutput};
+use crate::images::{self, ProcessOverrides};
+use crate::ops::{ResolvedSpec, SandboxSpec, DEFAULT_IMAGE};
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+/// A guest process that has started: its guest pid, input half and output stream.
+pub type Started = (u32, ExecInput, ExecOutput);
+
+/// A one-shot sandbox owned by the caller, and its process.
+#[derive(Debug)]
+pub struct OneShot {
+    /// Shut it down (or kill it) when the process is done; dropping it kills the VM.
+    pub sandbox: Sandbox,
+    /// The process, or why it could not start ([`EngineError::process_exit_code`] tells
+    /// "not found" and "not executable" apart).
+    pub process: Result<Started, EngineError>,
+}
+
+impl Engine {
+    /// Looks up what `spec` names: pulls a missing image (progress to `reporter`), and builds
+    /// the boot config and the process under the image's config.
+    pub async fn resolve(
+        &self,
+        spec: SandboxSpec,
+        reporter: &dyn PullReporter,
+    ) -> Result<ResolvedSpec, EngineError> {
+        let state = self.state();
+        let mut config = SandboxConfig {
+            kernel: spec.kernel.unwrap_or_else(|| state.kernel()),
+            initramfs: spec.initramfs.unwrap_or_else(|| state.initramfs()),
+            rootfs: state.default_image(),
+            vcpus: spec.vcpus,
+            mem_size_mib: spec.mem_size_mib,
+            boot_timeout: spec.boot_timeout,
+            network: spec.network,
+            console_log: None,
+        };
+        let process = spec.process;
+        let mut request = ExecRequest {
+            argv: process.command.clone(),
+            env: process.env.clone(),
+            cwd: process.workdir.clone(),
+            tty: process.tty,
+            stdin: process.stdin,
+            user: process.user.clone(),
+        };
+        let image = spec.image.filter(|image| image != DEFAULT_IMAGE);
+        if let Some(image) = &image {
+            let record = self.ensure_image(image, &spec.registry, reporter).await?;
+            config.rootfs = images::store(state).rootfs(&record.digest);
+            let from_image = images::process(
+                &record.config,
+                ProcessOverrides {
+                    entrypoint: process.entrypoint,
+                    args: process.command,
+                    env: process.env,
+                    workdir: process.workdir,
+                    user: process.user,
+                },
+            );
+            if from_image.argv.is_empty() {
+                return Err(EngineError::NoCommand);
+            }
+            request.argv = from_image.argv;
+            request.env = from_image.env;
+            request.cwd = from_image.cwd;
+            request.user = from_image.user;
+        }
+        Ok(ResolvedSpec {
+            image: image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
+            config,
+            process: request,
+        })
+    }
+
+    /// Boots a sandbox owned by the caller and starts its process (`hearth run` without `-d`).
+    /// Cancelling it during the boot leaves nothing behind.
+    pub async fn run(&self, spec: &ResolvedSpec) -> Result<OneShot, EngineError> {
+        let sandbox = self.boot(spec).await?;
+        let process = sandbox
+            .exec(spec.attached_process())
+            .await
+            .map_err(EngineError::from);
+        Ok(OneShot { sandbox, process })
+    }
+
+    /// Boots a sandbox owned by the caller and waits until its agent is ready; its process is
+    /// the caller's to start ([`Sandbox::exec`]).
+    pub async fn boot(&self, spec: &ResolvedSpec) -> Result<Sandbox, EngineError> {
+        self.boot_with_id(crate::sandbox::new_id(), &spec.config)
+            .await
+    }
+
+    /// [`Engine::boot`] under an id chosen already (a detached sandbox's row names it).
+    pub(crate) async fn boot_with_id(
+        &self,
+        id: String,
+        config: &SandboxConfig,
+    ) -> Result<Sandbox, EngineError> {
+        Sandbox::boot(self.vmm()?, &self.state().vms_dir(), id, config)
+            .await
+            .map_err(EngineError::Boot)
+    }
+}
