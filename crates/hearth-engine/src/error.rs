@@ -228,17 +228,6 @@ fn pull_kind(error: &PullError) -> ErrorKind {
     }
 }
 
-/// An error and its causes on one line, for the state database and logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.join(": ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +261,9 @@ mod tests {
             path: "/x".into(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
         };
-        assert_eq!(error_chain(&error), "failed to read `/x`: gone");
+        assert_eq!(
+            crate::chain::error_chain(&error),
+            "failed to read `/x`: gone"
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! (`setup`, `doctor`, the state dir layout) come from `hearth-host`.
 
 mod agent;
+mod chain;
 mod control;
 mod copy;
 mod engine;
@@ -41,8 +42,9 @@ pub mod doctor {
     pub use hearth_host::doctor::{Check, CheckStatus, DoctorReport};
 }
 
+pub use chain::error_chain;
 pub use engine::{Engine, DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCPUS};
-pub use error::{error_chain, EngineError, ErrorKind};
+pub use error::{EngineError, ErrorKind};
 pub use exec::{ExecError, ExecEvent, ExecInput, ExecOutput};
 pub use files::FilesError;
 pub use gc::GcReport;

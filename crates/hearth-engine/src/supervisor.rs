@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use hearth_agent_proto::ExecRequest;
 use hearth_vmm::console::CappedLog;
+use hearth_vmm::Vmm;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::chain::error_chain;
 use crate::control::{self, ControlRequest, ControlServer, Ended, Pending};
-use crate::engine::Engine;
-use crate::error::error_chain;
 use crate::exec::{ExecEvent, ExecOutput};
 use crate::paths::StateDir;
 use crate::sandbox::{Sandbox, SandboxConfig, SHUTDOWN_GRACE};
@@ -197,8 +197,7 @@ impl EndRequests {
 }
 
 /// Runs sandbox `id` to its end, recording each state change in the database.
-pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError> {
-    let state = engine.state();
+pub async fn supervise(vmm: &dyn Vmm, state: &StateDir, id: &str) -> Result<(), SupervisorError> {
     let db = StateDb::open(&state.database())?;
     let spec = read_spec(state, id)?;
     db.set_supervisor(id, std::process::id())?;
@@ -218,8 +217,9 @@ pub async fn supervise(engine: &Engine, id: &str) -> Result<(), SupervisorError>
         console_log: Some(console_path(state, id)),
         ..spec.config.clone()
     };
+    let vms_dir = state.vms_dir();
     let booted = tokio::select! {
-        booted = engine.boot_with_id(id.to_owned(), &config) => booted,
+        booted = Sandbox::boot(vmm, &vms_dir, id.to_owned(), &config) => booted,
         _ = requests.next() => {
             let ended = finish(&db, state, id, None, None);
             requests.answer_all(None, None);

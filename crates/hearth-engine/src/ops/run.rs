@@ -95,17 +95,8 @@ impl Engine {
     /// Boots a sandbox owned by the caller and waits until its agent is ready; its process is
     /// the caller's to start ([`Sandbox::exec`]).
     pub async fn boot(&self, spec: &ResolvedSpec) -> Result<Sandbox, EngineError> {
-        self.boot_with_id(crate::sandbox::new_id(), &spec.config)
-            .await
-    }
-
-    /// [`Engine::boot`] under an id chosen already (a detached sandbox's row names it).
-    pub(crate) async fn boot_with_id(
-        &self,
-        id: String,
-        config: &SandboxConfig,
-    ) -> Result<Sandbox, EngineError> {
-        Sandbox::boot(self.vmm()?, &self.state().vms_dir(), id, config)
+        let id = crate::sandbox::new_id();
+        Sandbox::boot(self.vmm()?, &self.state().vms_dir(), id, &spec.config)
             .await
             .map_err(EngineError::Boot)
     }

@@ -176,7 +176,7 @@ impl Engine {
 
     /// Runs sandbox `id` to its end: what the process a launcher started does.
     pub async fn supervise(&self, id: &str) -> Result<(), EngineError> {
-        Ok(supervisor::supervise(self, id).await?)
+        Ok(supervisor::supervise(self.vmm()?, self.state(), id).await?)
     }
 
     fn record_new(
