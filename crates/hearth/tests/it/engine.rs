@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use hearth_engine::paths::StateDir;
 use hearth_engine::{
-    DetachOptions, Engine, ErrorKind, ExecEvent, ExecOutput, ExecRequest, ExitStatus, NoReporter,
-    ProcessSpec, ReexecLauncher, Sandbox, SandboxSpec, SandboxState,
+    DetachOptions, Engine, ErrorKind, ExecEvent, ExecOutput, ExecRequest, ExitStatus, LogKind,
+    NoReporter, ProcessSpec, ReexecLauncher, Sandbox, SandboxSpec, SandboxState,
 };
 use hearth_test_support::host::TestHost;
 
@@ -134,7 +134,9 @@ async fn test_concurrent_execs_and_early_input_drop_on_one_vm() {
 }
 
 /// Every operation of a detached sandbox's life through `Engine` alone: create, start, exec,
-/// file write and read, copy out, stop, and remove, with the lifecycle's refusals on the way.
+/// file operations, copies both ways, logs, list, inspect, stop, start again, kill, wait and
+/// remove, with the lifecycle's refusals on the way. (Image operations are driven through the
+/// same `Engine` methods by `hearth pull`/`image` in `images.rs`, against a real registry.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_engine_runs_a_detached_sandbox_through_its_whole_life() {
     let host = host();
@@ -203,6 +205,33 @@ async fn test_engine_runs_a_detached_sandbox_through_its_whole_life() {
         b"from the engine"
     );
 
+    engine
+        .mkdir("lifecycle", "/tmp/in/deep", 0o755, true)
+        .await
+        .expect("mkdir");
+    std::fs::write(out.path().join("host.txt"), b"from the host").unwrap();
+    engine
+        .copy_in("lifecycle", &out.path().join("host.txt"), "/tmp/in/deep")
+        .await
+        .expect("copy in");
+    let entries = engine
+        .list_dir("lifecycle", "/tmp/in/deep")
+        .await
+        .expect("ls");
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["host.txt"]);
+    engine
+        .remove_path("lifecycle", "/tmp/in", true)
+        .await
+        .expect("rm -r");
+    let removed = engine.stat("lifecycle", "/tmp/in").await.unwrap_err();
+    assert_eq!(removed.kind(), ErrorKind::NotFound, "{removed}");
+    let mut console = engine
+        .logs("lifecycle", LogKind::Console)
+        .expect("console log");
+    assert!(!console.read_new().expect("read console").is_empty());
+    assert!(engine.log_is_live(&console).expect("live"));
+
     let listed = engine.list(false).expect("list");
     assert!(listed.iter().any(|r| r.id == created.id));
     let inspected = engine.inspect("lifecycle").expect("inspect");
@@ -221,6 +250,11 @@ async fn test_engine_runs_a_detached_sandbox_through_its_whole_life() {
         engine.wait("lifecycle").await.expect("wait"),
         ended.exit_code
     );
+
+    // Started again from its stored spec, then killed.
+    engine.start("lifecycle").await.expect("restart");
+    engine.kill("lifecycle").await.expect("kill");
+    assert_eq!(engine.wait("lifecycle").await.expect("wait"), Some(137));
 
     engine.remove("lifecycle", false).await.expect("remove");
     let gone = engine.find("lifecycle").unwrap_err();
