@@ -11,7 +11,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
 
 /// Prefix of a whiteout file: `.wh.NAME` deletes `NAME` from lower layers.
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -50,6 +50,8 @@ pub fn apply(layer: impl Read, root: &Path) -> Result<(), LayerError> {
     archive.set_overwrite(true);
     // Paths this layer wrote: an opaque marker hides only what lower layers left.
     let mut written: HashSet<PathBuf> = HashSet::new();
+    // Directory mtimes are set once the layer is in: writing a child changes its parent's.
+    let mut dir_mtimes: Vec<(PathBuf, u64)> = Vec::new();
     for entry in archive.entries().map_err(LayerError::Read)? {
         let mut entry = entry.map_err(LayerError::Read)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -89,9 +91,30 @@ pub fn apply(layer: impl Read, root: &Path) -> Result<(), LayerError> {
         } else {
             entry.unpack(&dest).map_err(write_err)?;
         }
+        if kind.is_dir() {
+            let mtime = entry.header().mtime().map_err(LayerError::Read)?;
+            dir_mtimes.push((dest.clone(), mtime));
+        }
         written.insert(rel);
     }
+    for (dir, mtime) in dir_mtimes {
+        set_mtime(&dir, mtime)?;
+    }
     Ok(())
+}
+
+/// Sets a directory's access and modification times to `mtime`; one a later entry of the same
+/// layer removed is skipped.
+fn set_mtime(dir: &Path, mtime: u64) -> Result<(), LayerError> {
+    let seconds = i64::try_from(mtime).unwrap_or(i64::MAX);
+    let time = nix::sys::time::TimeSpec::new(seconds, 0);
+    match utimensat(None, dir, &time, &time, UtimensatFlags::NoFollowSymlink) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(errno) => Err(LayerError::Write {
+            path: dir.to_owned(),
+            source: errno.into(),
+        }),
+    }
 }
 
 /// The entry's path as normal components; `None` for the root itself.
@@ -214,8 +237,12 @@ fn make_node<R: Read>(entry: &tar::Entry<'_, R>, dest: &Path) -> io::Result<()> 
     } else {
         SFlag::S_IFIFO
     };
-    let major = u64::from(header.device_major()?.unwrap_or(0));
-    let minor = u64::from(header.device_minor()?.unwrap_or(0));
+    let (major, minor) = if kind.is_fifo() {
+        // A FIFO has no device number; writers fill the unused fields as they like.
+        (0, 0)
+    } else {
+        device_numbers(header)?
+    };
     let mode = Mode::from_bits_truncate(header.mode()?);
     mknod(dest, flag, mode, makedev(major, minor))?;
     std::os::unix::fs::lchown(dest, Some(header.uid()? as u32), Some(header.gid()? as u32))?;
@@ -224,6 +251,25 @@ fn make_node<R: Read>(entry: &tar::Entry<'_, R>, dest: &Path) -> io::Result<()> 
         dest,
         std::os::unix::fs::PermissionsExt::from_mode(header.mode()?),
     )
+}
+
+/// Major and minor of a device entry. An empty (NUL- or space-filled) field reads as 0, as GNU
+/// tar and docker read it; the tar crate refuses it.
+fn device_numbers(header: &tar::Header) -> io::Result<(u64, u64)> {
+    let raw = header
+        .as_ustar()
+        .map(|h| (h.dev_major, h.dev_minor))
+        .or_else(|| header.as_gnu().map(|h| (h.dev_major, h.dev_minor)));
+    let blank = |field: &[u8; 8]| field.iter().all(|b| *b == 0 || *b == b' ');
+    let major = match &raw {
+        Some((major, _)) if blank(major) => 0,
+        _ => header.device_major()?.unwrap_or(0),
+    };
+    let minor = match &raw {
+        Some((_, minor)) if blank(minor) => 0,
+        _ => header.device_minor()?.unwrap_or(0),
+    };
+    Ok((u64::from(major), u64::from(minor)))
 }
 
 #[cfg(test)]
@@ -400,6 +446,75 @@ mod tests {
             );
         }
         assert!(!root.path().join("h").exists());
+    }
+
+    /// A header of `kind` whose device fields are NUL-filled, as Python's `tarfile` writes them
+    /// for entries that are not devices.
+    fn blank_device_fields(kind: tar::EntryType, path: &str) -> Vec<u8> {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(kind);
+        header.set_mode(0o640);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(0);
+        header.set_path(path).unwrap();
+        let ustar = header.as_ustar_mut().unwrap();
+        ustar.dev_major = [0; 8];
+        ustar.dev_minor = [0; 8];
+        header.set_cksum();
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.append(&header, &[][..]).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn test_apply_fifo_with_nul_device_fields_is_made() {
+        let root = tempfile::tempdir().unwrap();
+        let layer = blank_device_fields(tar::EntryType::Fifo, "run/pipe");
+        apply_all(root.path(), &[layer]).unwrap();
+        let meta = fs::symlink_metadata(root.path().join("run/pipe")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+    }
+
+    #[test]
+    fn test_apply_device_with_blank_numbers_is_device_zero_zero() {
+        let root = tempfile::tempdir().unwrap();
+        let layer = blank_device_fields(tar::EntryType::Char, "dev/zero0");
+        apply_all(root.path(), &[layer]).unwrap();
+        let meta = fs::symlink_metadata(root.path().join("dev/zero0")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &meta.file_type()
+        ));
+        assert_eq!(meta.rdev(), 0);
+    }
+
+    #[test]
+    fn test_apply_keeps_directory_mtime_after_its_children_are_written() {
+        let root = tempfile::tempdir().unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_uid(0);
+        dir.set_gid(0);
+        dir.set_mtime(1_000_000_000);
+        dir.set_size(0);
+        builder.append_data(&mut dir, "usr/bin", &[][..]).unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_mode(0o755);
+        file.set_uid(0);
+        file.set_gid(0);
+        file.set_mtime(1_100_000_000);
+        file.set_size(1);
+        builder
+            .append_data(&mut file, "usr/bin/tool", &b"x"[..])
+            .unwrap();
+        apply_all(root.path(), &[builder.into_inner().unwrap()]).unwrap();
+        let dir = fs::metadata(root.path().join("usr/bin")).unwrap();
+        let file = fs::metadata(root.path().join("usr/bin/tool")).unwrap();
+        assert_eq!((dir.mtime(), file.mtime()), (1_000_000_000, 1_100_000_000));
     }
 
     #[test]

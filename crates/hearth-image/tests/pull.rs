@@ -10,7 +10,7 @@ use hearth_image::{
 };
 use hearth_test_support::cutting_proxy::CuttingProxy;
 use hearth_test_support::oci_layout::{
-    busybox_entries, incompressible, Compression, Entry, TestConfig, TestImage,
+    busybox_entries, incompressible, python_tar, Compression, Entry, TestConfig, TestImage,
 };
 use hearth_test_support::registry::LocalRegistry;
 use hearth_test_support::tmpfs::SmallTmpfs;
@@ -348,6 +348,56 @@ async fn test_pull_out_of_space_fails_clearly_and_leaves_the_store_usable() {
         .await
         .unwrap();
     assert!(s.store.rootfs(&record.digest).is_file());
+}
+
+/// The tree inside a stored image's erofs base, extracted with `fsck.erofs`.
+fn extract(store: &ImageStore, digest: &Digest) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("fsck.erofs")
+        .arg(format!("--extract={}", dir.path().join("tree").display()))
+        .arg(store.rootfs(digest))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    dir
+}
+
+#[tokio::test]
+async fn test_pull_layers_written_by_python_tarfile_apply_every_entry_type() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    let registry = LocalRegistry::start().unwrap();
+    let s = store();
+    for (repo, format) in [("pax", "PAX_FORMAT"), ("gnu", "GNU_FORMAT")] {
+        let (tar, long_dir) = python_tar(format).unwrap();
+        let image = TestImage::new(TestConfig::default())
+            .tar_layer(&tar, Compression::Gzip)
+            .unwrap();
+        push(&registry, &image, repo);
+        let record = pull(&s.store, &reference(&registry, repo))
+            .await
+            .unwrap_or_else(|e| panic!("{format}: {:?}", anyhow::Error::from(e)));
+        let extracted = extract(&s.store, &record.digest);
+        let tree = extracted.path().join("tree");
+        let meta = |path: &str| std::fs::symlink_metadata(tree.join(path)).unwrap();
+        let long_file = format!("{long_dir}/file-with-a-long-name");
+        assert_eq!(std::fs::read(tree.join(&long_file)).unwrap(), b"long\n");
+        // fsck.erofs extracts hard links as copies; the link resolved to the long-named file.
+        assert_eq!(std::fs::read(tree.join("usr/linked")).unwrap(), b"long\n");
+        assert_eq!(
+            std::fs::read_link(tree.join("usr/to-long")).unwrap(),
+            Path::new(&long_file)
+        );
+        assert!(meta("run/fifo").file_type().is_fifo(), "{format}");
+        assert_eq!(meta("run/fifo").mode() & 0o7777, 0o620, "{format}");
+        assert!(meta("dev/null").file_type().is_char_device(), "{format}");
+        assert_eq!(meta("dev/null").rdev(), nix::sys::stat::makedev(1, 3));
+        assert!(meta("dev/loop0").file_type().is_block_device(), "{format}");
+        assert_eq!(meta("dev/loop0").rdev(), nix::sys::stat::makedev(7, 0));
+        // Directory mtimes survive their children being written.
+        assert_eq!(meta(long_dir).mtime(), 1_600_000_000, "{format}");
+        assert_eq!(meta("dev").mtime(), 1_600_000_000, "{format}");
+    }
 }
 
 /// The single layer's digest hex of `repo:1`, read from the registry's own storage.

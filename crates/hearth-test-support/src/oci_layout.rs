@@ -85,22 +85,26 @@ impl TestImage {
     }
 
     /// Adds a layer made of `entries`.
-    pub fn layer(mut self, entries: &[Entry], compression: Compression) -> anyhow::Result<Self> {
-        let tar = tar_of(entries)?;
-        let diff_id = sha256(&tar);
+    pub fn layer(self, entries: &[Entry], compression: Compression) -> anyhow::Result<Self> {
+        self.tar_layer(&tar_of(entries)?, compression)
+    }
+
+    /// Adds a layer from a tar stream written elsewhere (another tar writer).
+    pub fn tar_layer(mut self, tar: &[u8], compression: Compression) -> anyhow::Result<Self> {
+        let diff_id = sha256(tar);
         let (blob, media_type) = match compression {
             Compression::Gzip => {
                 use std::io::Write;
                 let mut encoder =
                     flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                encoder.write_all(&tar)?;
+                encoder.write_all(tar)?;
                 (
                     encoder.finish()?,
                     "application/vnd.oci.image.layer.v1.tar+gzip",
                 )
             }
             Compression::Zstd => (
-                zstd::encode_all(tar.as_slice(), 1)?,
+                zstd::encode_all(tar, 1)?,
                 "application/vnd.oci.image.layer.v1.tar+zstd",
             ),
         };
@@ -224,6 +228,56 @@ pub fn incompressible(len: usize) -> Vec<u8> {
             state.to_le_bytes()[0]
         })
         .collect()
+}
+
+/// Long enough to need a PAX or GNU long-name record (ustar holds 100 + 155 bytes).
+const LONG_DIR: &str = "usr/share/a-directory-name-that-goes-on-and-on-past-what-ustar-holds/\
+    and-a-second-level-that-is-just-as-long-as-the-first-one-to-pass-two-hundred-and-fifty-five";
+
+/// A tar stream written by Python's `tarfile` in `format` (`PAX_FORMAT`, `GNU_FORMAT`), which
+/// fills fields an entry does not use its own way (NUL device numbers on FIFOs): a directory, a
+/// file and a hard link under a long path, a FIFO, a character and a block device, a symlink.
+/// Returns the tar and the long directory's path.
+pub fn python_tar(format: &str) -> anyhow::Result<(Vec<u8>, &'static str)> {
+    let script = format!(
+        r#"
+import io, sys, tarfile
+out = io.BytesIO()
+with tarfile.open(fileobj=out, mode="w", format=tarfile.{format}) as tar:
+    def add(name, kind, data=b"", **fields):
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.mode = fields.pop("mode", 0o644)
+        info.mtime = 1_600_000_000
+        info.size = len(data)
+        for key, value in fields.items():
+            setattr(info, key, value)
+        tar.addfile(info, io.BytesIO(data) if data else None)
+    long = "{LONG_DIR}"
+    add("usr", tarfile.DIRTYPE, mode=0o755)
+    add(long, tarfile.DIRTYPE, mode=0o755)
+    add(long + "/file-with-a-long-name", tarfile.REGTYPE, b"long\n")
+    add("usr/linked", tarfile.LNKTYPE, linkname=long + "/file-with-a-long-name")
+    add("usr/to-long", tarfile.SYMTYPE, linkname=long + "/file-with-a-long-name", mode=0o777)
+    add("run", tarfile.DIRTYPE, mode=0o755)
+    add("run/fifo", tarfile.FIFOTYPE, mode=0o620)
+    add("dev", tarfile.DIRTYPE, mode=0o755)
+    add("dev/null", tarfile.CHRTYPE, mode=0o666, devmajor=1, devminor=3)
+    add("dev/loop0", tarfile.BLKTYPE, mode=0o660, devmajor=7, devminor=0)
+sys.stdout.buffer.write(out.getvalue())
+"#
+    );
+    crate::registry::require("python3", "python3")?;
+    let output = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .context("running python3")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "python3 tarfile failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.stdout, LONG_DIR))
 }
 
 /// A layer with static busybox as `/bin/busybox` and the applets tests use as hard links.
