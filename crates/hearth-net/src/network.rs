@@ -15,7 +15,7 @@ use crate::link::{self, LinkError};
 use crate::names::{InvalidSandboxId, NetNames};
 use crate::netns::{self, NetnsError};
 use crate::nft::{self, IfaceIndexes, NftError};
-use crate::policy::{namespace_rules, BlockedDestinations, EgressPolicy};
+use crate::policy::{host_rules, namespace_rules, BlockedDestinations, EgressPolicy, NamespaceEnd};
 use crate::pool::{
     self, LinkSlot, LinkSlot6, PoolError, GATEWAY_ADDR, GATEWAY_ADDR6, GUEST_ADDR, GUEST_ADDR6,
     GUEST_PREFIX_LEN, GUEST_PREFIX_LEN6,
@@ -364,7 +364,7 @@ impl SandboxNetwork {
             if let Some(slot6) = slot6 {
                 l.add_default_route(IpAddr::V6(slot6.host)).await?;
             }
-            Ok(IfaceIndexes {
+            Ok(IfaceIndexes::Namespace {
                 tap,
                 uplink,
                 loopback,
@@ -394,8 +394,13 @@ impl SandboxNetwork {
             keep_router_advertisements()?;
         }
         enable_forwarding(self.slot6.is_some())?;
-        nft::write_host_nat_table(
+        let rules = host_rules(NamespaceEnd {
+            v4: self.slot.ns,
+            v6: self.slot6.map(|slot6| slot6.ns),
+        });
+        nft::write_host_table(
             &names.table_cstring(),
+            &rules,
             self.slot.net,
             self.slot6.map(|slot6| slot6.net),
             index,

@@ -36,6 +36,10 @@ pub enum NftError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "nftables: a rule for table `{table}` refers to {what}, which that table does not have"
+    )]
+    NotInTable { table: String, what: String },
     #[error("nftables: failed to build the element {addr} for table `{table}`")]
     Element {
         table: String,
@@ -45,20 +49,27 @@ pub enum NftError {
     },
 }
 
-/// Interface indexes the rules refer to, inside the namespace.
+/// Interface indexes the rules of one table refer to.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct IfaceIndexes {
-    pub tap: u32,
-    pub uplink: u32,
-    pub loopback: u32,
+pub(crate) enum IfaceIndexes {
+    /// Inside the namespace.
+    Namespace {
+        tap: u32,
+        uplink: u32,
+        loopback: u32,
+    },
+    /// On the host: the host end of the sandbox's veth pair.
+    Host { link: u32 },
 }
 
 impl IfaceIndexes {
-    fn of(&self, iface: Iface) -> u32 {
-        match iface {
-            Iface::Tap => self.tap,
-            Iface::Uplink => self.uplink,
-            Iface::Loopback => self.loopback,
+    fn of(&self, iface: Iface) -> Option<u32> {
+        match (self, iface) {
+            (IfaceIndexes::Namespace { tap, .. }, Iface::Tap) => Some(*tap),
+            (IfaceIndexes::Namespace { uplink, .. }, Iface::Uplink) => Some(*uplink),
+            (IfaceIndexes::Namespace { loopback, .. }, Iface::Loopback) => Some(*loopback),
+            (IfaceIndexes::Host { link }, Iface::HostLink) => Some(*link),
+            _ => None,
         }
     }
 }
@@ -87,12 +98,12 @@ pub(crate) fn write_namespace_table(
     let table = Table::new(name, ProtoFamily::Inet);
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);
-    let forward = filter_chain(&table, FORWARD, Hook::Forward);
-    let input = filter_chain(&table, INPUT, Hook::In);
-    let post = nat_postrouting_chain(&table);
-    for chain in [&forward, &input, &post] {
-        batch.add(chain, MsgType::Add);
-    }
+    let chains = Chains {
+        forward: filter_chain(&table, FORWARD, Hook::Forward, Policy::Drop),
+        input: filter_chain(&table, INPUT, Hook::In, Policy::Drop),
+        postrouting: nat_postrouting_chain(&table),
+    };
+    chains.add_to(&mut batch);
     let resolved4 = resolved_set::<Ipv4Addr>(&table, RESOLVED4, RESOLVED4_ID);
     let resolved6 = resolved_set::<Ipv6Addr>(&table, RESOLVED6, RESOLVED6_ID);
     batch.add(&resolved4, MsgType::Add);
@@ -101,15 +112,102 @@ pub(crate) fn write_namespace_table(
         v4: Lookup::new(&resolved4),
         v6: Lookup::new(&resolved6),
     };
+    let context = RuleContext {
+        table: name,
+        ifaces,
+        lookups: Some(&lookups),
+    };
+    add_rules(&mut batch, &chains, rules, &context)?;
+    send(&batch.finalize(), name)
+}
+
+/// Writes the host's table (family `inet`) for one sandbox's link: the filter `rules` (see
+/// [`crate::policy::host_rules`]) in chains that accept by default, and NAT: traffic from the
+/// sandbox's links (IPv4, and IPv6 when it has one) that leaves by another interface is
+/// masqueraded to that interface's address (NAT66 for IPv6, so the guest's ULA never shows
+/// outside).
+pub(crate) fn write_host_table(
+    name: &CStr,
+    rules: &[RuleSpec],
+    link_net: Ipv4Network,
+    link_net6: Option<Ipv6Network>,
+    veth_host_index: u32,
+) -> Result<(), NftError> {
+    let table = Table::new(name, HOST_FAMILY);
+    let mut batch = Batch::new();
+    batch.add(&table, MsgType::Add);
+    let chains = Chains {
+        forward: filter_chain(&table, FORWARD, Hook::Forward, Policy::Accept),
+        input: filter_chain(&table, INPUT, Hook::In, Policy::Accept),
+        postrouting: nat_postrouting_chain(&table),
+    };
+    chains.add_to(&mut batch);
+    let context = RuleContext {
+        table: name,
+        ifaces: IfaceIndexes::Host {
+            link: veth_host_index,
+        },
+        lookups: None,
+    };
+    add_rules(&mut batch, &chains, rules, &context)?;
+    let links = std::iter::once(IpNetwork::V4(link_net)).chain(link_net6.map(IpNetwork::V6));
+    for net in links {
+        let mut rule = Rule::new(&chains.postrouting);
+        add_addr_match(&mut rule, net, Field::Source, CmpOp::Eq);
+        rule.add_expr(&nft_expr!(meta oif));
+        rule.add_expr(&Cmp::new(CmpOp::Neq, veth_host_index));
+        rule.add_expr(&Masquerade);
+        batch.add(&rule, MsgType::Add);
+    }
+    send(&batch.finalize(), name)
+}
+
+/// The chains of one table.
+struct Chains<'a> {
+    forward: Chain<'a>,
+    input: Chain<'a>,
+    postrouting: Chain<'a>,
+}
+
+impl Chains<'_> {
+    fn add_to(&self, batch: &mut Batch) {
+        batch.add(&self.forward, MsgType::Add);
+        batch.add(&self.input, MsgType::Add);
+        batch.add(&self.postrouting, MsgType::Add);
+    }
+}
+
+/// What a table offers its rules to refer to.
+struct RuleContext<'a> {
+    table: &'a CStr,
+    ifaces: IfaceIndexes,
+    lookups: Option<&'a Lookups>,
+}
+
+impl RuleContext<'_> {
+    fn missing(&self, what: String) -> NftError {
+        NftError::NotInTable {
+            table: self.table.to_string_lossy().into_owned(),
+            what,
+        }
+    }
+}
+
+fn add_rules(
+    batch: &mut Batch,
+    chains: &Chains<'_>,
+    rules: &[RuleSpec],
+    context: &RuleContext<'_>,
+) -> Result<(), NftError> {
     for spec in rules {
         let chain = match spec.chain {
-            ChainKind::Forward => &forward,
-            ChainKind::Input => &input,
-            ChainKind::Postrouting => &post,
+            ChainKind::Forward => &chains.forward,
+            ChainKind::Input => &chains.input,
+            ChainKind::Postrouting => &chains.postrouting,
         };
         let mut rule = Rule::new(chain);
         for m in &spec.matches {
-            add_match(&mut rule, m, ifaces, &lookups);
+            add_match(&mut rule, m, context)?;
         }
         match spec.verdict {
             Verdict::Accept => rule.add_expr(&nft_expr!(verdict accept)),
@@ -118,33 +216,7 @@ pub(crate) fn write_namespace_table(
         }
         batch.add(&rule, MsgType::Add);
     }
-    send(&batch.finalize(), name)
-}
-
-/// Writes the host's NAT table (family `inet`): traffic from the sandbox's links (IPv4, and
-/// IPv6 when it has one) that leaves by another interface is masqueraded to that interface's
-/// address (NAT66 for IPv6, so the guest's ULA never shows outside).
-pub(crate) fn write_host_nat_table(
-    name: &CStr,
-    link_net: Ipv4Network,
-    link_net6: Option<Ipv6Network>,
-    veth_host_index: u32,
-) -> Result<(), NftError> {
-    let table = Table::new(name, HOST_FAMILY);
-    let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    let post = nat_postrouting_chain(&table);
-    batch.add(&post, MsgType::Add);
-    let links = std::iter::once(IpNetwork::V4(link_net)).chain(link_net6.map(IpNetwork::V6));
-    for net in links {
-        let mut rule = Rule::new(&post);
-        add_addr_match(&mut rule, net, Field::Source);
-        rule.add_expr(&nft_expr!(meta oif));
-        rule.add_expr(&Cmp::new(CmpOp::Neq, veth_host_index));
-        rule.add_expr(&Masquerade);
-        batch.add(&rule, MsgType::Add);
-    }
-    send(&batch.finalize(), name)
+    Ok(())
 }
 
 /// Deletes table `name` of `family`; a table that does not exist is not an error.
@@ -285,12 +357,12 @@ struct Lookups {
     v6: Lookup,
 }
 
-/// A filter chain that drops what no rule accepts.
-fn filter_chain<'a>(table: &'a Table, name: &CStr, hook: Hook) -> Chain<'a> {
+/// A filter chain whose verdict for what no rule decides is `policy`.
+fn filter_chain<'a>(table: &'a Table, name: &CStr, hook: Hook, policy: Policy) -> Chain<'a> {
     let mut chain = Chain::new(name, table);
     chain.set_hook(hook, 0);
     chain.set_type(ChainType::Filter);
-    chain.set_policy(Policy::Drop);
+    chain.set_policy(policy);
     chain
 }
 
@@ -303,21 +375,41 @@ fn nat_postrouting_chain(table: &Table) -> Chain<'_> {
     chain
 }
 
-fn add_match(rule: &mut Rule<'_>, m: &Match, ifaces: IfaceIndexes, lookups: &Lookups) {
+fn add_match(rule: &mut Rule<'_>, m: &Match, context: &RuleContext<'_>) -> Result<(), NftError> {
+    let index_of = |iface: Iface| {
+        context
+            .ifaces
+            .of(iface)
+            .ok_or_else(|| context.missing(format!("interface {iface:?}")))
+    };
+    let lookups = || {
+        context
+            .lookups
+            .ok_or_else(|| context.missing("resolved-address sets".to_owned()))
+    };
     match m {
         Match::Iif(iface) => {
             rule.add_expr(&nft_expr!(meta iif));
-            rule.add_expr(&Cmp::new(CmpOp::Eq, ifaces.of(*iface)));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, index_of(*iface)?));
         }
         Match::Oif(iface) => {
             rule.add_expr(&nft_expr!(meta oif));
-            rule.add_expr(&Cmp::new(CmpOp::Eq, ifaces.of(*iface)));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, index_of(*iface)?));
         }
-        Match::Saddr(net) => add_addr_match(rule, *net, Field::Source),
-        Match::Daddr(net) => add_addr_match(rule, *net, Field::Destination),
+        Match::Saddr(net) => add_addr_match(rule, *net, Field::Source, CmpOp::Eq),
+        Match::SaddrOutside(net) => add_addr_match(rule, *net, Field::Source, CmpOp::Neq),
+        Match::Daddr(net) => add_addr_match(rule, *net, Field::Destination, CmpOp::Eq),
+        Match::DaddrType(kind) => {
+            rule.add_expr(&sys::FibDaddrType);
+            rule.add_expr(&Cmp::new(CmpOp::Eq, *kind as u32));
+        }
         Match::L4Proto(proto) => {
             rule.add_expr(&Meta::L4Proto);
             rule.add_expr(&Cmp::new(CmpOp::Eq, *proto));
+        }
+        Match::L4ProtoNot(proto) => {
+            rule.add_expr(&Meta::L4Proto);
+            rule.add_expr(&Cmp::new(CmpOp::Neq, *proto));
         }
         Match::DPort(port) => {
             // TCP and UDP both keep the destination port at bytes 2..4 of their header, so the
@@ -326,12 +418,14 @@ fn add_match(rule: &mut Rule<'_>, m: &Match, ifaces: IfaceIndexes, lookups: &Loo
             rule.add_expr(&Cmp::new(CmpOp::Eq, port.to_be()));
         }
         Match::DaddrIn(ResolvedSet::V4) => {
+            let lookups = lookups()?;
             rule.add_expr(&nft_expr!(meta nfproto));
             rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV4 as u8));
             rule.add_expr(&nft_expr!(payload ipv4 daddr));
             rule.add_expr(&lookups.v4);
         }
         Match::DaddrIn(ResolvedSet::V6) => {
+            let lookups = lookups()?;
             rule.add_expr(&nft_expr!(meta nfproto));
             rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV6 as u8));
             rule.add_expr(&nft_expr!(payload ipv6 daddr));
@@ -348,12 +442,18 @@ fn add_match(rule: &mut Rule<'_>, m: &Match, ifaces: IfaceIndexes, lookups: &Loo
             rule.add_expr(&Cmp::new(CmpOp::Eq, *kind));
         }
         Match::EstablishedOrRelated => {
-            let states = (States::ESTABLISHED | States::RELATED).bits();
-            rule.add_expr(&Conntrack::State);
-            rule.add_expr(&Bitwise::new(states, 0u32));
-            rule.add_expr(&Cmp::new(CmpOp::Neq, 0u32));
+            add_ct_state_match(rule, States::ESTABLISHED | States::RELATED);
         }
+        Match::Invalid => add_ct_state_match(rule, States::INVALID),
     }
+    Ok(())
+}
+
+/// Matches packets whose conntrack state is any of `states`.
+fn add_ct_state_match(rule: &mut Rule<'_>, states: States) {
+    rule.add_expr(&Conntrack::State);
+    rule.add_expr(&Bitwise::new(states.bits(), 0u32));
+    rule.add_expr(&Cmp::new(CmpOp::Neq, 0u32));
 }
 
 /// Which address of the IP header a match reads.
@@ -363,8 +463,9 @@ enum Field {
     Destination,
 }
 
-/// Matches packets of `net`'s family whose `field` address is in `net`.
-fn add_addr_match(rule: &mut Rule<'_>, net: IpNetwork, field: Field) {
+/// Matches packets of `net`'s family whose `field` address is in `net` (`op` Eq) or outside
+/// it (`op` Neq).
+fn add_addr_match(rule: &mut Rule<'_>, net: IpNetwork, field: Field, op: CmpOp) {
     match net {
         IpNetwork::V4(net) => {
             rule.add_expr(&nft_expr!(meta nfproto));
@@ -374,7 +475,7 @@ fn add_addr_match(rule: &mut Rule<'_>, net: IpNetwork, field: Field) {
                 Field::Destination => rule.add_expr(&nft_expr!(payload ipv4 daddr)),
             }
             rule.add_expr(&Bitwise::new(net.mask(), Ipv4Addr::UNSPECIFIED));
-            rule.add_expr(&Cmp::new(CmpOp::Eq, net.network()));
+            rule.add_expr(&Cmp::new(op, net.network()));
         }
         IpNetwork::V6(net) => {
             rule.add_expr(&nft_expr!(meta nfproto));
@@ -384,7 +485,7 @@ fn add_addr_match(rule: &mut Rule<'_>, net: IpNetwork, field: Field) {
                 Field::Destination => rule.add_expr(&nft_expr!(payload ipv6 daddr)),
             }
             rule.add_expr(&Bitwise::new(net.mask(), Ipv6Addr::UNSPECIFIED));
-            rule.add_expr(&Cmp::new(CmpOp::Eq, net.network()));
+            rule.add_expr(&Cmp::new(op, net.network()));
         }
     }
 }

@@ -2,14 +2,14 @@
 //! policy allows is unit-tested without a kernel; `nft.rs` turns them into netlink messages.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use hickory_proto::rr::Name;
 pub use ipnetwork::IpNetwork;
 
 pub use crate::domain::{DomainError, DomainPattern};
-use crate::pool::{GATEWAY_ADDR, GUEST_ADDR};
+use crate::pool::{GATEWAY_ADDR, GUEST_ADDR, GUEST_ADDR6};
 
 /// DNS's port; the guest may send to it only on the gateway, where hearth's forwarder listens.
 pub const DNS_PORT: u16 = 53;
@@ -213,6 +213,17 @@ pub enum Iface {
     /// The namespace end of the veth pair, towards the host.
     Uplink,
     Loopback,
+    /// On the host: the host end of the sandbox's veth pair, where all its traffic arrives.
+    HostLink,
+}
+
+/// What the routing table says a destination address is (`fib daddr type`), for the kinds a
+/// sandbox must never send to on the host. Values are the kernel's `RTN_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrType {
+    Local = 2,
+    Broadcast = 3,
+    Multicast = 5,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,10 +232,16 @@ pub enum Match {
     Oif(Iface),
     /// Source inside this network (IPv4 or IPv6 rules match only their family).
     Saddr(IpNetwork),
+    /// A packet of `net`'s family whose source is outside `net`.
+    SaddrOutside(IpNetwork),
     /// Destination inside this network (IPv4 or IPv6 rules match only their family).
     Daddr(IpNetwork),
+    /// Destination is an address of this type on the host running the rule.
+    DaddrType(AddrType),
     /// Transport protocol number (`IPPROTO_*`).
     L4Proto(u8),
+    /// Transport protocol other than this one; several in a rule all have to hold.
+    L4ProtoNot(u8),
     /// TCP or UDP destination port; follows an `L4Proto` match, which says how to read it.
     DPort(u16),
     /// Destination is in one of the table's sets of addresses that allowed names resolved to.
@@ -233,6 +250,9 @@ pub enum Match {
     Icmpv6Type(u8),
     /// Conntrack state is established or related.
     EstablishedOrRelated,
+    /// Conntrack could not place the packet in any connection (a lone RST, SYN|FIN, a bad
+    /// checksum): NAT skips such packets, so they would leave with the guest's own source.
+    Invalid,
 }
 
 /// The namespace table's sets of resolved addresses, one per family. hearth's DNS forwarder
@@ -252,9 +272,10 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainKind {
-    /// Traffic routed through the namespace: the guest's egress. Policy drop.
+    /// Traffic routed through the namespace: the guest's egress. Policy drop (on the host,
+    /// accept: the host's other traffic is not hearth's).
     Forward,
-    /// Traffic to the namespace itself. Policy drop.
+    /// Traffic to the namespace itself. Policy drop (on the host, accept).
     Input,
     /// NAT towards the host. Policy accept.
     Postrouting,
@@ -281,11 +302,13 @@ fn rule(chain: ChainKind, matches: Vec<Match>, verdict: Verdict) -> RuleSpec {
 pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> Vec<RuleSpec> {
     use ChainKind::{Forward, Input, Postrouting};
     let from_guest = || Match::Iif(Iface::Tap);
-    let mut rules = vec![rule(
+    let mut rules = vec![rule(Forward, vec![Match::Invalid], Verdict::Drop)];
+    rules.extend(spoofed_from_guest(Forward));
+    rules.push(rule(
         Forward,
         vec![Match::EstablishedOrRelated],
         Verdict::Accept,
-    )];
+    ));
     let mut always_blocked: Vec<IpNetwork> = [LINK_LOCAL_V4, LINK_LOCAL_V6, UNIQUE_LOCAL_V6]
         .iter()
         .filter_map(|net| net.parse().ok())
@@ -309,22 +332,11 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
             Verdict::Drop,
         ));
     }
-    if !policy.allow_icmp {
-        for proto in [libc_proto::ICMP, libc_proto::ICMPV6] {
-            rules.push(rule(
-                Forward,
-                vec![from_guest(), Match::L4Proto(proto)],
-                Verdict::Drop,
-            ));
-        }
-    }
-    if !policy.allow_udp {
-        rules.push(rule(
-            Forward,
-            vec![from_guest(), Match::L4Proto(libc_proto::UDP)],
-            Verdict::Drop,
-        ));
-    }
+    // Egress by protocol allowlist, not blocklist: UDP-Lite, SCTP, GRE, IPIP, ESP and the rest
+    // carry data (and tunnels) just as well as the UDP they would stand in for.
+    let mut not_allowed = vec![from_guest()];
+    not_allowed.extend(allowed_protocols(policy).into_iter().map(Match::L4ProtoNot));
+    rules.push(rule(Forward, not_allowed, Verdict::Drop));
     match &policy.egress {
         Egress::AllowAll => rules.push(rule(Forward, vec![from_guest()], Verdict::Accept)),
         Egress::DenyAll => {}
@@ -349,6 +361,19 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
             }
         }
     }
+    rules.push(rule(Input, vec![Match::Invalid], Verdict::Drop));
+    // Neighbour discovery before the source check: the guest may solicit from its link-local
+    // address, and these only ever reach the namespace itself.
+    for iface in [Iface::Tap, Iface::Uplink] {
+        for kind in NEIGHBOUR_DISCOVERY {
+            rules.push(rule(
+                Input,
+                vec![Match::Iif(iface), Match::Icmpv6Type(kind)],
+                Verdict::Accept,
+            ));
+        }
+    }
+    rules.extend(spoofed_from_guest(Input));
     // Only from the guest's own address: the forwarder answers a query's source, so a forged
     // source would send the answer out to wherever the guest chose.
     for proto in [libc_proto::UDP, libc_proto::TCP] {
@@ -363,15 +388,6 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
             ],
             Verdict::Accept,
         ));
-    }
-    for iface in [Iface::Tap, Iface::Uplink] {
-        for kind in NEIGHBOUR_DISCOVERY {
-            rules.push(rule(
-                Input,
-                vec![Match::Iif(iface), Match::Icmpv6Type(kind)],
-                Verdict::Accept,
-            ));
-        }
     }
     rules.push(rule(
         Input,
@@ -388,6 +404,86 @@ pub fn namespace_rules(policy: &EgressPolicy, blocked: &BlockedDestinations) -> 
         vec![Match::Oif(Iface::Uplink)],
         Verdict::Masquerade,
     ));
+    rules
+}
+
+/// Drops in `chain` what comes from the tap with a source other than the guest's own v4 or v6
+/// address: a guest forging sources could blame others or slip past NAT.
+fn spoofed_from_guest(chain: ChainKind) -> Vec<RuleSpec> {
+    [IpAddr::V4(GUEST_ADDR), IpAddr::V6(GUEST_ADDR6)]
+        .into_iter()
+        .map(|guest| {
+            rule(
+                chain,
+                vec![
+                    Match::Iif(Iface::Tap),
+                    Match::SaddrOutside(IpNetwork::from(guest)),
+                ],
+                Verdict::Drop,
+            )
+        })
+        .collect()
+}
+
+/// The transport protocols a guest may send with `policy`: TCP always, UDP and ICMP (both
+/// versions) when allowed.
+fn allowed_protocols(policy: &EgressPolicy) -> Vec<u8> {
+    let mut allowed = vec![libc_proto::TCP];
+    if policy.allow_udp {
+        allowed.push(libc_proto::UDP);
+    }
+    if policy.allow_icmp {
+        allowed.extend([libc_proto::ICMP, libc_proto::ICMPV6]);
+    }
+    allowed
+}
+
+/// The namespace end of a sandbox's veth pair: the only source its traffic may have on the
+/// host, since the namespace masquerades everything the guest sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceEnd {
+    pub v4: Ipv4Addr,
+    /// `None` when the host has no IPv6.
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// The host table's filter rules for one sandbox's link (its chains accept what no rule
+/// drops). Forwarded packets from the link must carry the namespace end's address; packets
+/// from the link to the host itself (any of its addresses, now or later, its broadcasts and
+/// multicast groups: `fib daddr type`, not a list taken once) are dropped, but replies to the
+/// host's own connections and the neighbour discovery the link needs.
+pub fn host_rules(end: NamespaceEnd) -> Vec<RuleSpec> {
+    use ChainKind::{Forward, Input};
+    let from_link = || Match::Iif(Iface::HostLink);
+    let sources = std::iter::once(IpAddr::V4(end.v4)).chain(end.v6.map(IpAddr::V6));
+    let mut rules: Vec<RuleSpec> = sources
+        .map(|source| {
+            rule(
+                Forward,
+                vec![from_link(), Match::SaddrOutside(IpNetwork::from(source))],
+                Verdict::Drop,
+            )
+        })
+        .collect();
+    rules.push(rule(
+        Input,
+        vec![from_link(), Match::EstablishedOrRelated],
+        Verdict::Accept,
+    ));
+    for kind in NEIGHBOUR_DISCOVERY {
+        rules.push(rule(
+            Input,
+            vec![from_link(), Match::Icmpv6Type(kind)],
+            Verdict::Accept,
+        ));
+    }
+    for kind in [AddrType::Local, AddrType::Broadcast, AddrType::Multicast] {
+        rules.push(rule(
+            Input,
+            vec![from_link(), Match::DaddrType(kind)],
+            Verdict::Drop,
+        ));
+    }
     rules
 }
 
@@ -456,13 +552,11 @@ mod tests {
             forward_verdict_for(&rules, "10.213.0.0/16"),
             Some(Verdict::Drop)
         );
-        for proto in [libc_proto::UDP, libc_proto::ICMP, libc_proto::ICMPV6] {
-            assert!(rules.contains(&rule(
-                ChainKind::Forward,
-                vec![Match::Iif(Iface::Tap), Match::L4Proto(proto)],
-                Verdict::Drop
-            )));
-        }
+        assert!(rules.contains(&rule(
+            ChainKind::Forward,
+            vec![Match::Iif(Iface::Tap), Match::L4ProtoNot(libc_proto::TCP)],
+            Verdict::Drop
+        )));
     }
 
     #[test]
@@ -473,10 +567,84 @@ mod tests {
             allow_icmp: true,
         };
         let rules = namespace_rules(&policy, &blocked());
-        assert!(!rules
-            .iter()
-            .any(|r| matches!(r.matches.last(), Some(Match::L4Proto(_)))));
+        let allowlist = vec![
+            Match::Iif(Iface::Tap),
+            Match::L4ProtoNot(libc_proto::TCP),
+            Match::L4ProtoNot(libc_proto::UDP),
+            Match::L4ProtoNot(libc_proto::ICMP),
+            Match::L4ProtoNot(libc_proto::ICMPV6),
+        ];
+        assert!(rules.contains(&rule(ChainKind::Forward, allowlist, Verdict::Drop)));
         assert!(!accepts_all_from_guest(&rules));
+    }
+
+    #[test]
+    fn test_invalid_packets_are_dropped_before_anything_else_in_each_chain() {
+        let rules = namespace_rules(&EgressPolicy::default(), &blocked());
+        for chain in [ChainKind::Forward, ChainKind::Input] {
+            let first = rules.iter().find(|r| r.chain == chain).unwrap();
+            assert_eq!(first, &rule(chain, vec![Match::Invalid], Verdict::Drop));
+        }
+    }
+
+    #[test]
+    fn test_tap_sources_other_than_the_guest_are_dropped_before_any_accept() {
+        let rules = namespace_rules(&EgressPolicy::default(), &blocked());
+        for guest in [IpAddr::V4(GUEST_ADDR), IpAddr::V6(GUEST_ADDR6)] {
+            let spoof = vec![
+                Match::Iif(Iface::Tap),
+                Match::SaddrOutside(IpNetwork::from(guest)),
+            ];
+            for chain in [ChainKind::Forward, ChainKind::Input] {
+                let drop = rules
+                    .iter()
+                    .position(|r| r.chain == chain && r.matches == spoof)
+                    .unwrap();
+                let first_tap_accept = rules
+                    .iter()
+                    .position(|r| {
+                        r.chain == chain
+                            && r.verdict == Verdict::Accept
+                            && r.matches.contains(&Match::Iif(Iface::Tap))
+                            && !r.matches.iter().any(|m| matches!(m, Match::Icmpv6Type(_)))
+                    })
+                    .unwrap();
+                assert!(drop < first_tap_accept, "{chain:?} {guest}");
+            }
+        }
+    }
+
+    #[test]
+    fn test_host_rules_pin_the_link_source_and_drop_local_broadcast_multicast_by_type() {
+        let end = NamespaceEnd {
+            v4: "10.213.0.2".parse().unwrap(),
+            v6: Some("fd7a:6865:6172:7400::2".parse().unwrap()),
+        };
+        let rules = host_rules(end);
+        let forward: Vec<_> = rules
+            .iter()
+            .filter(|r| r.chain == ChainKind::Forward)
+            .collect();
+        assert_eq!(forward.len(), 2);
+        assert!(forward.iter().all(|r| r.verdict == Verdict::Drop
+            && r.matches[0] == Match::Iif(Iface::HostLink)
+            && matches!(r.matches[1], Match::SaddrOutside(_))));
+        let input: Vec<_> = rules
+            .iter()
+            .filter(|r| r.chain == ChainKind::Input)
+            .map(|r| (r.matches.last().unwrap().clone(), r.verdict))
+            .collect();
+        assert_eq!(
+            input,
+            vec![
+                (Match::EstablishedOrRelated, Verdict::Accept),
+                (Match::Icmpv6Type(135), Verdict::Accept),
+                (Match::Icmpv6Type(136), Verdict::Accept),
+                (Match::DaddrType(AddrType::Local), Verdict::Drop),
+                (Match::DaddrType(AddrType::Broadcast), Verdict::Drop),
+                (Match::DaddrType(AddrType::Multicast), Verdict::Drop),
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The calls without a safe wrapper here: creating a persistent tap (TUNSETIFF and
 //! TUNSETPERSIST ioctls on `/dev/net/tun`; rtnetlink cannot create tun devices), and the
 //! libnftnl set attributes the `nftnl` crate does not expose (a set's `timeout` flag and size,
-//! an element's timeout).
+//! an element's timeout), and the `fib` expression it lacks.
 #![expect(
     unsafe_code,
     reason = "TUNSETIFF/TUNSETPERSIST ioctls on a file descriptor we own; libnftnl setters on \
@@ -11,10 +11,13 @@
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::ptr;
 use std::time::Duration;
 
+use nftnl::expr::Expression;
 use nftnl::nftnl_sys as nft_sys;
 use nftnl::set::{Set, SetKey};
+use nftnl::Rule;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
@@ -100,4 +103,43 @@ pub(crate) fn add_elem_with_timeout<K: SetKey>(
         nft_sys::nftnl_set_elem_add(set.as_ptr().as_ptr(), elem);
     }
     Ok(())
+}
+
+/// `fib daddr type`: what the routing table says the destination address is (an `RTN_*`
+/// value in register 1), which the `nftnl` crate has no expression for.
+pub(crate) struct FibDaddrType;
+
+/// `NFTA_FIB_F_DADDR`: look the destination address up.
+const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+/// `NFT_FIB_RESULT_ADDRTYPE`: the result is the address's type.
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+
+impl Expression for FibDaddrType {
+    fn to_expr(&self, _rule: &Rule) -> ptr::NonNull<nft_sys::nftnl_expr> {
+        // SAFETY: allocating an expression by its kernel name; the result is checked for NULL
+        // before use, and setting u32 attributes copies the values.
+        unsafe {
+            let expr = nft_sys::nftnl_expr_alloc(c"fib".as_ptr());
+            let Some(expr) = ptr::NonNull::new(expr) else {
+                // The `nftnl` crate's own expressions treat this the same way.
+                std::alloc::handle_alloc_error(std::alloc::Layout::new::<u8>());
+            };
+            nft_sys::nftnl_expr_set_u32(
+                expr.as_ptr(),
+                nft_sys::NFTNL_EXPR_FIB_FLAGS as u16,
+                NFTA_FIB_F_DADDR,
+            );
+            nft_sys::nftnl_expr_set_u32(
+                expr.as_ptr(),
+                nft_sys::NFTNL_EXPR_FIB_RESULT as u16,
+                NFT_FIB_RESULT_ADDRTYPE,
+            );
+            nft_sys::nftnl_expr_set_u32(
+                expr.as_ptr(),
+                nft_sys::NFTNL_EXPR_FIB_DREG as u16,
+                libc::NFT_REG_1 as u32,
+            );
+            expr
+        }
+    }
 }
