@@ -64,7 +64,8 @@ pub use hearth_agent_proto::{ExecRequest, ExitStatus, FileKind, FileStat, TermSi
 pub use hearth_host::backend::BackendError;
 pub use hearth_host::human_size;
 pub use hearth_image::{
-    Credentials, Digest, ImageRecord, ImageSummary, Imported, NoReporter, PruneReport, PullReporter,
+    Credentials, Digest, ImageRecord, ImageSummary, Imported, NoReporter, PruneReport,
+    PullReporter, DEFAULT_MAX_UNPACKED_BYTES,
 };
 pub use hearth_net::policy::{parse_allow, EgressMode, DNS_PORT};
 pub use hearth_net::view::NetworkView;

@@ -2,9 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::{Digest, DigestError};
+
 #[derive(Debug, thiserror::Error)]
-#[error("the image config is not valid OCI JSON")]
-pub struct ConfigError(#[source] oci_spec::OciSpecError);
+pub enum ConfigError {
+    #[error("the image config is not valid OCI JSON")]
+    Json(#[source] oci_spec::OciSpecError),
+    #[error("the image config's rootfs.diff_ids holds a malformed digest")]
+    DiffId(#[source] DigestError),
+}
 
 /// Entrypoint, Cmd, Env, WorkingDir and User, plus the platform the image was built for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +27,8 @@ pub struct ImageConfig {
 
 impl ImageConfig {
     pub fn parse(json: &[u8]) -> Result<Self, ConfigError> {
-        let parsed = oci_spec::image::ImageConfiguration::from_reader(json).map_err(ConfigError)?;
+        let parsed =
+            oci_spec::image::ImageConfiguration::from_reader(json).map_err(ConfigError::Json)?;
         let config = parsed.config().clone().unwrap_or_default();
         let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
         Ok(ImageConfig {
@@ -33,6 +40,18 @@ impl ImageConfig {
             working_dir: non_empty(config.working_dir()),
             user: non_empty(config.user()),
         })
+    }
+
+    /// `rootfs.diff_ids` of a config: the digest of each layer's uncompressed tar, in order.
+    pub(crate) fn diff_ids(json: &[u8]) -> Result<Vec<Digest>, ConfigError> {
+        let parsed =
+            oci_spec::image::ImageConfiguration::from_reader(json).map_err(ConfigError::Json)?;
+        parsed
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .map(|d| d.parse().map_err(ConfigError::DiffId))
+            .collect()
     }
 
     /// The process to run, as docker decides it: `--entrypoint` replaces the image's Entrypoint

@@ -307,7 +307,8 @@ fn build(
             path: dir.to_owned(),
         });
     }
-    Ok(store.build(manifest, &config, layers)?)
+    let diff_ids = ImageConfig::diff_ids(&json)?;
+    Ok(store.build(manifest, &config, layers, &diff_ids)?)
 }
 
 /// Copies a layout blob into the cache, checking it against the digest it is filed under.

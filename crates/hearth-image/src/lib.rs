@@ -23,6 +23,7 @@ mod registry;
 mod rootfs;
 mod space;
 mod store;
+mod unpack_limit;
 
 pub use blob_cache::{BlobCache, BlobError};
 pub use config::{ConfigError, ImageConfig};
@@ -35,3 +36,4 @@ pub use reference::{is_loopback_host, ImageRef, ReferenceError};
 pub use registry::PullConfig;
 pub use rootfs::{make_ext4, Ext4Size, RootfsError};
 pub use store::{ImageRecord, ImageStore, ImageSummary, PruneReport, StoreError};
+pub use unpack_limit::DEFAULT_MAX_UNPACKED_BYTES;

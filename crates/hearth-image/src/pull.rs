@@ -204,10 +204,12 @@ pub async fn pull(
             source,
         })
     })?;
-    let image_config = ImageConfig::parse(&config_json).map_err(|source| PullError::Config {
+    let config_err = |source| PullError::Config {
         reference: reference.to_string(),
         source,
-    })?;
+    };
+    let image_config = ImageConfig::parse(&config_json).map_err(config_err)?;
+    let diff_ids = ImageConfig::diff_ids(&config_json).map_err(config_err)?;
     if image_config.architecture != "amd64" || image_config.os != "linux" {
         return Err(PullError::NoPlatform {
             reference: reference.to_string(),
@@ -228,7 +230,7 @@ pub async fn pull(
         layers.push(layer_digest);
     }
     reporter.on_build(&digest);
-    let record = build(store, &digest, &image_config, &layers).await?;
+    let record = build(store, &digest, &image_config, &layers, &diff_ids).await?;
     store.tag(&reference.to_string(), &digest)?;
     Ok(record)
 }
@@ -292,14 +294,16 @@ pub async fn build(
     digest: &Digest,
     config: &ImageConfig,
     layers: &[Digest],
+    diff_ids: &[Digest],
 ) -> Result<ImageRecord, PullError> {
-    let (store, digest, config, layers) = (
+    let (store, digest, config, layers, diff_ids) = (
         store.clone(),
         digest.clone(),
         config.clone(),
         layers.to_vec(),
+        diff_ids.to_vec(),
     );
-    tokio::task::spawn_blocking(move || store.build(&digest, &config, &layers))
+    tokio::task::spawn_blocking(move || store.build(&digest, &config, &layers, &diff_ids))
         .await
         .map_err(PullError::Cancelled)?
         .map_err(PullError::Store)

@@ -20,6 +20,7 @@ use crate::digest::Digest;
 use crate::layer::{self, LayerError};
 use crate::rootfs::{self, RootfsError};
 use crate::space;
+use crate::unpack_limit::{UnpackBudget, DEFAULT_MAX_UNPACKED_BYTES};
 
 const RECORD: &str = "image.json";
 const ROOTFS: &str = "rootfs.erofs";
@@ -58,6 +59,22 @@ pub enum StoreError {
         digest: Digest,
         #[source]
         source: RootfsError,
+    },
+    #[error(
+        "layer {layer} unpacks to {actual}, but the image config's rootfs.diff_ids says {expected}"
+    )]
+    DiffIdMismatch {
+        layer: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("the image has {layers} layers but its config lists {diff_ids} rootfs.diff_ids")]
+    DiffIdCount { layers: usize, diff_ids: usize },
+    #[error("image {digest} unpacks to more than {limit} bytes, the limit (HEARTH_MAX_IMAGE_SIZE, --max-image-size); stopped at layer {layer}")]
+    TooBig {
+        digest: Digest,
+        layer: Digest,
+        limit: u64,
     },
     #[error("blob cache")]
     Blob(#[from] BlobError),
@@ -103,6 +120,7 @@ pub struct ImageStore {
     dir: PathBuf,
     blobs: BlobCache,
     mkfs: PathBuf,
+    max_unpacked_bytes: u64,
 }
 
 impl ImageStore {
@@ -112,7 +130,15 @@ impl ImageStore {
             dir: dir.into(),
             blobs: BlobCache::new(blobs_dir),
             mkfs,
+            max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
         }
+    }
+
+    /// Bounds what one image may unpack to (uncompressed layer bytes, all layers together);
+    /// [`DEFAULT_MAX_UNPACKED_BYTES`] unless set.
+    pub fn with_max_unpacked_bytes(mut self, bytes: u64) -> Self {
+        self.max_unpacked_bytes = bytes;
+        self
     }
 
     pub fn blobs(&self) -> &BlobCache {
@@ -153,25 +179,28 @@ impl ImageStore {
         }
     }
 
-    /// Builds the base image of `digest` from cached layers, unless it is already there. The
-    /// staging dir goes on any failure, so a full disk is left as it was found.
+    /// Builds the base image of `digest` from cached layers, unless it is already there; each
+    /// layer's uncompressed digest must be its entry in `diff_ids`. The staging dir goes on any
+    /// failure, so a full disk is left as it was found.
     pub fn build(
         &self,
         digest: &Digest,
         config: &ImageConfig,
         layers: &[Digest],
+        diff_ids: &[Digest],
     ) -> Result<ImageRecord, StoreError> {
-        self.build_staged(digest, config, layers).map_err(|e| {
-            if space::is_no_space(&e) {
-                StoreError::NoSpace {
-                    dir: self.dir.clone(),
-                    digest: digest.clone(),
-                    source: Box::new(e),
+        self.build_staged(digest, config, layers, diff_ids)
+            .map_err(|e| {
+                if space::is_no_space(&e) {
+                    StoreError::NoSpace {
+                        dir: self.dir.clone(),
+                        digest: digest.clone(),
+                        source: Box::new(e),
+                    }
+                } else {
+                    e
                 }
-            } else {
-                e
-            }
-        })
+            })
     }
 
     fn build_staged(
@@ -179,9 +208,16 @@ impl ImageStore {
         digest: &Digest,
         config: &ImageConfig,
         layers: &[Digest],
+        diff_ids: &[Digest],
     ) -> Result<ImageRecord, StoreError> {
         if let Some(record) = self.record(digest)? {
             return Ok(record);
+        }
+        if layers.len() != diff_ids.len() {
+            return Err(StoreError::DiffIdCount {
+                layers: layers.len(),
+                diff_ids: diff_ids.len(),
+            });
         }
         fs::create_dir_all(&self.dir).map_err(Self::io_err(&self.dir))?;
         let staging = tempfile::Builder::new()
@@ -193,8 +229,17 @@ impl ImageStore {
         // The guest's `/` is this directory: world-searchable like any root.
         fs::set_permissions(&tree, fs::Permissions::from_mode(0o755))
             .map_err(Self::io_err(&tree))?;
-        for layer in layers {
-            self.apply_cached(layer, &tree)?;
+        let mut budget = UnpackBudget::new(self.max_unpacked_bytes);
+        for (layer, diff_id) in layers.iter().zip(diff_ids) {
+            self.apply_cached(layer, diff_id, &tree, &mut budget)
+                .map_err(|e| match budget.exceeded() {
+                    true => StoreError::TooBig {
+                        digest: digest.clone(),
+                        layer: layer.clone(),
+                        limit: budget.limit(),
+                    },
+                    false => e,
+                })?;
         }
         let image = staging.path().join(ROOTFS);
         rootfs::build(&self.mkfs, &tree, &image).map_err(|source| StoreError::Rootfs {
@@ -235,8 +280,15 @@ impl ImageStore {
         Ok(record)
     }
 
-    /// Applies one cached layer (gzip, zstd or plain tar), checking the blob's digest as it goes.
-    fn apply_cached(&self, digest: &Digest, tree: &Path) -> Result<(), StoreError> {
+    /// Applies one cached layer (gzip, zstd or plain tar), checking the blob's digest and its
+    /// uncompressed digest (`diff_id`) as it goes and counting what it unpacks to in `budget`.
+    fn apply_cached(
+        &self,
+        digest: &Digest,
+        diff_id: &Digest,
+        tree: &Path,
+        budget: &mut UnpackBudget,
+    ) -> Result<(), StoreError> {
         let path = self.blobs.path(digest);
         let file = fs::File::open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::MissingLayer {
@@ -255,21 +307,29 @@ impl ImageStore {
             digest: digest.clone(),
             source,
         };
-        match magic {
-            [0x1f, 0x8b, ..] => layer::apply(flate2::read::GzDecoder::new(head), tree),
+        let decompressed: Box<dyn Read + '_> = match magic {
+            [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(head)),
             [0x28, 0xb5, 0x2f, 0xfd] => {
-                let decoder =
-                    zstd::Decoder::new(head).map_err(|e| layer_err(LayerError::Read(e)))?;
-                layer::apply(decoder, tree)
+                Box::new(zstd::Decoder::new(head).map_err(|e| layer_err(LayerError::Read(e)))?)
             }
-            _ => layer::apply(head, tree),
-        }
-        .map_err(layer_err)?;
+            _ => Box::new(head),
+        };
+        let mut tar = HashingReader::new(budget.reader(decompressed));
+        layer::apply(&mut tar, tree).map_err(layer_err)?;
+        // The rest of the stream (tar padding) counts too: diff_ids hash all of it.
+        let unpacked = tar.finish().map_err(|e| layer_err(LayerError::Read(e)))?;
         let actual = reader.finish().map_err(Self::io_err(&path))?;
         if actual != *digest {
             return Err(StoreError::CorruptLayer {
                 expected: digest.clone(),
                 actual,
+            });
+        }
+        if unpacked != *diff_id {
+            return Err(StoreError::DiffIdMismatch {
+                layer: digest.clone(),
+                expected: diff_id.clone(),
+                actual: unpacked,
             });
         }
         Ok(())

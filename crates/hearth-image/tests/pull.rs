@@ -350,6 +350,57 @@ async fn test_pull_out_of_space_fails_clearly_and_leaves_the_store_usable() {
     assert!(s.store.rootfs(&record.digest).is_file());
 }
 
+#[tokio::test]
+async fn test_pull_layer_whose_diff_id_differs_is_refused_naming_both_digests() {
+    let registry = LocalRegistry::start().unwrap();
+    let image = TestImage::new(TestConfig::default())
+        .layer(&[Entry::file("a", "1")], Compression::Gzip)
+        .unwrap()
+        .layer(&[Entry::file("b", "2")], Compression::Zstd)
+        .unwrap()
+        .wrong_last_diff_id();
+    push(&registry, &image, "diffid");
+    let s = store();
+    let err = pull(&s.store, &reference(&registry, "diffid"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PullError::Store(StoreError::DiffIdMismatch { .. })),
+        "{err:?}"
+    );
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert!(chain.contains("rootfs.diff_ids says sha256:"), "{chain}");
+    assert!(s.store.list().unwrap().is_empty());
+    assert!(leftovers(s.dir.path(), ".building").is_empty());
+}
+
+#[tokio::test]
+async fn test_pull_layer_expanding_past_the_limit_stops_early_and_leaves_nothing() {
+    let registry = LocalRegistry::start().unwrap();
+    // 64 MiB of zeros gzip to about 64 KiB: a small bomb against a 4 MiB limit.
+    let bomb = one_file_image("zeros", vec![0; 64 << 20]);
+    push(&registry, &bomb, "bomb");
+    let s = store();
+    let limited = s.store.clone().with_max_unpacked_bytes(4 << 20);
+    let err = pull(&limited, &reference(&registry, "bomb"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PullError::Store(StoreError::TooBig { limit, .. }) if limit == 4 << 20),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("failed to store"), "{err}");
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert!(
+        chain.contains("unpacks to more than 4194304 bytes"),
+        "{chain}"
+    );
+    assert!(leftovers(s.dir.path(), ".building").is_empty());
+    assert!(limited.list().unwrap().is_empty());
+    // Within the default limit the same image builds.
+    pull(&s.store, &reference(&registry, "bomb")).await.unwrap();
+}
+
 /// The tree inside a stored image's erofs base, extracted with `fsck.erofs`.
 fn extract(store: &ImageStore, digest: &Digest) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -112,6 +112,15 @@ impl TestImage {
         Ok(self)
     }
 
+    /// Lists a wrong uncompressed digest for the last layer in the config's `rootfs.diff_ids`,
+    /// as a tampered or mis-built image would.
+    pub fn wrong_last_diff_id(mut self) -> Self {
+        if let Some(last) = self.layers.last_mut() {
+            last.2 = sha256(b"not this layer");
+        }
+        self
+    }
+
     /// Writes the layout into `dir` with `tag`; returns the manifest digest.
     pub fn write_layout(&self, dir: &Path, tag: &str) -> anyhow::Result<String> {
         let blobs = dir.join("blobs/sha256");

@@ -26,7 +26,8 @@ impl Engine {
             insecure_registries: registry.insecure_registries.clone(),
             credentials: saved_credentials(reference.registry())?,
         };
-        hearth_image::pull(&images::store(self.state()), &reference, &config, reporter)
+        let store = images::store(self.state()).with_max_unpacked_bytes(registry.max_image_bytes);
+        hearth_image::pull(&store, &reference, &config, reporter)
             .await
             .map_err(|source| EngineError::Pull {
                 reference: reference.to_string(),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hearth_agent_proto::{ExecRequest, TermSize};
+use hearth_image::DEFAULT_MAX_UNPACKED_BYTES;
 use hearth_net::NetworkConfig;
 
 use crate::engine::{DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCPUS};
@@ -65,11 +66,22 @@ pub struct ProcessSpec {
     pub stdin: bool,
 }
 
-/// How to reach registries.
-#[derive(Debug, Clone, Default)]
+/// How to reach registries and how much a pulled image may unpack to.
+#[derive(Debug, Clone)]
 pub struct RegistryOptions {
     /// Registries spoken to over plain HTTP (loopback ones always are).
     pub insecure_registries: Vec<String>,
+    /// Most bytes one image's layers may unpack to, all together.
+    pub max_image_bytes: u64,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            insecure_registries: Vec::new(),
+            max_image_bytes: DEFAULT_MAX_UNPACKED_BYTES,
+        }
+    }
 }
 
 /// What only a detached sandbox has.

@@ -438,6 +438,17 @@ pub struct RegistryArgs {
         value_delimiter = ','
     )]
     pub insecure_registry: Vec<String>,
+
+    /// Refuse an image whose layers unpack to more than SIZE in all (a decompression bomb
+    /// stops there, its partial files removed). Default 16G.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        env = "HEARTH_MAX_IMAGE_SIZE",
+        value_parser = parse_bytes,
+        default_value = "16G"
+    )]
+    pub max_image_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -557,22 +568,29 @@ fn split_number<'a>(value: &'a str, example: &str) -> Result<(u64, &'a str), Str
     Ok((number, suffix))
 }
 
-/// Parses `512M`, `2G`, `1048576` into MiB.
-pub fn parse_memory_mib(value: &str) -> Result<u32, String> {
+/// Parses `512M`, `2G`, `1T`, `1048576` (binary units) into bytes.
+pub fn parse_bytes(value: &str) -> Result<u64, String> {
     let value = value.trim();
     let (number, suffix) = split_number(value, "a size like 512M or 2G")?;
-    let bytes = match suffix.to_ascii_lowercase().as_str() {
+    match suffix.to_ascii_lowercase().as_str() {
         "" | "b" => Some(number),
         "k" | "kb" | "kib" => number.checked_mul(1 << 10),
         "m" | "mb" | "mib" => number.checked_mul(1 << 20),
         "g" | "gb" | "gib" => number.checked_mul(1 << 30),
+        "t" | "tb" | "tib" => number.checked_mul(1 << 40),
         _ => {
             return Err(format!(
-                "unknown size suffix `{suffix}` in `{value}`; use k, m or g"
+                "unknown size suffix `{suffix}` in `{value}`; use k, m, g or t"
             ))
         }
     }
-    .ok_or_else(|| format!("`{value}` is too large"))?;
+    .ok_or_else(|| format!("`{value}` is too large"))
+}
+
+/// Parses `512M`, `2G`, `1048576` into MiB.
+pub fn parse_memory_mib(value: &str) -> Result<u32, String> {
+    let value = value.trim();
+    let bytes = parse_bytes(value)?;
     let mib = bytes / (1 << 20);
     if mib < 64 {
         return Err(format!(

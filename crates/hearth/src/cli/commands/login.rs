@@ -4,9 +4,10 @@
 use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Context};
-use hearth_engine::{Credentials, Engine, RegistryOptions};
+use hearth_engine::{Credentials, Engine};
 
 use crate::cli::args::{LoginArgs, LogoutArgs};
+use crate::cli::commands::pull::registry_options;
 use crate::cli::terminal;
 
 pub async fn login(engine: &Engine, args: &LoginArgs) -> anyhow::Result<i32> {
@@ -15,9 +16,7 @@ pub async fn login(engine: &Engine, args: &LoginArgs) -> anyhow::Result<i32> {
         username: username(args)?,
         password: password(args)?,
     };
-    let options = RegistryOptions {
-        insecure_registries: args.insecure.insecure_registry.clone(),
-    };
+    let options = registry_options(&args.insecure);
     let saved_in = engine.login(registry, &credentials, &options).await?;
     eprintln!("Credentials for {registry} saved in {}", saved_in.display());
     println!("Login Succeeded");

@@ -2,14 +2,12 @@
 
 use hearth_engine::{Engine, RegistryOptions};
 
-use crate::cli::args::PullArgs;
+use crate::cli::args::{PullArgs, RegistryArgs};
 use crate::cli::progress;
 
 pub async fn pull(engine: &Engine, args: &PullArgs) -> anyhow::Result<i32> {
     let reporter = progress::pull_reporter(args.quiet);
-    let registry = RegistryOptions {
-        insecure_registries: args.registry.insecure_registry.clone(),
-    };
+    let registry = registry_options(&args.registry);
     let record = engine
         .pull(&args.reference, &registry, reporter.as_ref())
         .await;
@@ -17,4 +15,12 @@ pub async fn pull(engine: &Engine, args: &PullArgs) -> anyhow::Result<i32> {
     drop(reporter);
     println!("{}", record?.digest);
     Ok(0)
+}
+
+/// The registry flags as the engine takes them (`pull`, `run`, `login`).
+pub fn registry_options(args: &RegistryArgs) -> RegistryOptions {
+    RegistryOptions {
+        insecure_registries: args.insecure_registry.clone(),
+        max_image_bytes: args.max_image_size,
+    }
 }

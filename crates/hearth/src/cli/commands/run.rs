@@ -2,11 +2,10 @@
 //! this terminal, or a detached sandbox.
 
 use anyhow::bail;
-use hearth_engine::{
-    DetachOptions, Engine, HealthCheck, ProcessSpec, RegistryOptions, SandboxSpec,
-};
+use hearth_engine::{DetachOptions, Engine, HealthCheck, ProcessSpec, SandboxSpec};
 
 use crate::cli::args::RunArgs;
+use crate::cli::commands::pull::registry_options;
 use crate::cli::progress;
 use crate::cli::session::{self, Completion, Interrupts, OnInterrupt};
 
@@ -17,9 +16,7 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
     let process = session::exec_request(args.command.clone(), &args.process);
     let spec = SandboxSpec {
         image: args.image.clone(),
-        registry: RegistryOptions {
-            insecure_registries: args.registry.insecure_registry.clone(),
-        },
+        registry: registry_options(&args.registry),
         vcpus: args.cpus,
         mem_size_mib: args.memory,
         boot_timeout: args.boot_timeout,
