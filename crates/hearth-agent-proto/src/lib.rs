@@ -1,15 +1,19 @@
 //! hearth-agent-proto: the wire protocol between the host and the guest agent.
 //!
-//! Every connection carries length-prefixed frames (`u32` little-endian length, then a postcard
-//! body). The host sends [`HostMessage`]s, the guest answers with [`GuestMessage`]s. Each
-//! operation uses its own vsock connection and opens with a versioned hello, so a host and an
-//! agent built from different releases fail with a clear error instead of misreading frames.
+//! One byte stream per VM (a virtio-serial port under QEMU) carries a [`session`] of multiplexed
+//! channels with per-channel flow control. Each channel carries one operation as
+//! length-prefixed frames (`u32` little-endian length, then a postcard body): the host sends
+//! [`HostMessage`]s, the guest answers with [`GuestMessage`]s, and every operation opens with a
+//! versioned hello, so a host and an agent built from different releases fail with a clear error
+//! instead of misreading frames.
 //!
 //! - [`frame`]: encoding/decoding of frames, bounded by [`MAX_FRAME_LEN`].
 //! - [`message`]: the message types and the exec/exit data they carry.
+//! - [`session`]: the multiplexed stream: channels, credit, half-close, reset, session hello.
 
 pub mod frame;
 pub mod message;
+pub mod session;
 
 pub use frame::{decode_frame, encode_frame, read_frame, write_frame, FrameError, MAX_FRAME_LEN};
 #[cfg(feature = "tokio")]
@@ -20,14 +24,10 @@ pub use message::{
 };
 
 /// Version of this protocol; bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
-/// Guest vsock port on which the agent accepts operations from the host.
-pub const AGENT_PORT: u32 = 1024;
-
-/// Host vsock port the agent connects to once it is ready to serve (guest-initiated, so the host
-/// learns of readiness without polling a guest that may still be booting).
-pub const READY_PORT: u32 = 1025;
+/// Name of the virtio-serial port that carries the agent's session stream.
+pub const AGENT_PORT_NAME: &str = "org.hearth.agent";
 
 /// Largest data chunk the agent or host puts in one stdio frame.
 pub const MAX_CHUNK_LEN: usize = 64 * 1024;

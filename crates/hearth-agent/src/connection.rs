@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use hearth_agent_proto::HostMessage;
 use nix::sys::socket::Shutdown;
 
-/// A byte stream to the host: vsock in the guest, a Unix socket pair in tests. Duplicating the
+/// A byte stream to the host: one end of a channel's socket pair (see [`crate::session`]). Duplicating the
 /// fd gives the output pump its own handle for writing.
 pub trait Connection: Read + Write + AsFd + From<OwnedFd> + Send + 'static {}
 

@@ -1,12 +1,15 @@
-//! hearth-agent: `/init` inside a hearth guest, and the server the host drives over vsock.
+//! hearth-agent: `/init` inside a hearth guest, and the server the host drives over one
+//! virtio-serial port.
 //!
 //! As PID 1 it mounts the pseudo filesystems ([`boot`]), loads the initramfs's kernel modules
 //! ([`modules`]), switches to the image's overlay root ([`boot`], configured by [`cmdline`]),
-//! announces readiness to the host ([`ready`]) and then serves one operation per vsock connection
-//! ([`server`]): ping, shutdown ([`power`]), file operations ([`fs`]) and exec ([`exec`]: processes on pipes or a PTY, their
-//! output pumped back by [`output`]); what these handlers share about the stream is in
-//! [`connection`]. [`net`] brings up the guest's network from the command line. Every child is reaped by one [`reaper`] thread that hands
-//! each exec its own child's status. The few unsafe calls live in `sys`.
+//! opens the agent's port ([`port`]) and runs the host's sessions on it ([`session`]: the
+//! answer to the host's hello is the ready signal), serving one operation per channel
+//! ([`server`]): ping, shutdown ([`power`]), file operations ([`fs`]) and exec ([`exec`]:
+//! processes on pipes or a PTY, their output pumped back by [`output`]); what these handlers
+//! share about the stream is in [`connection`]. [`net`] brings up the guest's network from the
+//! command line. Every child is reaped by one [`reaper`] thread that hands each exec its own
+//! child's status. The few unsafe calls live in `sys`.
 
 #[macro_use]
 pub mod log;
@@ -20,12 +23,12 @@ mod fs;
 pub mod modules;
 pub mod net;
 mod output;
+pub mod port;
 pub mod power;
 mod pty;
-pub mod ready;
 pub mod reaper;
 pub mod server;
+pub mod session;
 mod spawn;
 mod sys;
 mod user;
-pub mod vsock;

@@ -2,14 +2,15 @@
 //! other process it only serves (handy for trying it inside a VM by hand).
 
 use std::convert::Infallible;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::Context as _;
 use hearth_agent::cmdline::KernelCmdline;
-use hearth_agent::server::{self, Context};
-use hearth_agent::vsock::VsockListener;
-use hearth_agent::{boot, log, modules, net, power, ready};
-use hearth_agent_proto::AGENT_PORT;
+use hearth_agent::port::Port;
+use hearth_agent::server::Context;
+use hearth_agent::{boot, log, modules, net, power, session};
+use hearth_agent_proto::AGENT_PORT_NAME;
 
 fn main() {
     if std::process::id() == 1 {
@@ -58,9 +59,14 @@ fn boot_and_serve() -> anyhow::Result<Infallible> {
     serve(&Context::new(|| power::shut_down_gracefully()))
 }
 
+/// Serves one host session after another: a host that goes away (its process ended, or a
+/// snapshot was restored under a new one) is followed by the next that connects.
 fn serve(context: &Context) -> anyhow::Result<Infallible> {
-    let listener = VsockListener::bind(AGENT_PORT)?;
-    ready::announce()?;
-    log!("ready on vsock port {AGENT_PORT}");
-    server::serve(&listener, context).context("failed to accept connections")
+    let port = Port::open(AGENT_PORT_NAME)?;
+    log!("serving on {}", port.path().display());
+    loop {
+        port.wait_for_host()?;
+        session::run(port.as_fd(), context).context("the session stream failed")?;
+        log!("host disconnected; waiting for the next");
+    }
 }

@@ -1,10 +1,9 @@
-//! The agent's server: one thread per host connection, each carrying one operation.
+//! The agent's per-operation handler: one thread per channel of the session stream, each
+//! carrying one operation.
 
-use std::convert::Infallible;
 use std::io::{self, BufReader};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hearth_agent_proto::{
     check_version, read_frame, write_frame, ErrorCode, FrameError, GuestMessage, HostMessage,
@@ -17,7 +16,6 @@ use nix::sys::socket::Shutdown;
 use crate::connection::{kind, Connection};
 use crate::exec::{self, ExecError};
 use crate::fs::{self, FsError};
-use crate::vsock::VsockListener;
 
 /// How long a shutdown waits for the host to close after hearing `ShuttingDown`, so the reply is
 /// not lost in a virtqueue when the VM powers off.
@@ -57,35 +55,6 @@ pub enum ConnectionError {
     Exec(#[from] ExecError),
     #[error("filesystem operation failed")]
     Fs(#[from] FsError),
-}
-
-/// Accepts host connections, each served on its own thread, until accepting fails for good.
-pub fn serve(listener: &VsockListener, context: &Context) -> io::Result<Infallible> {
-    loop {
-        let stream = match listener.accept() {
-            Ok(stream) => stream,
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                log!("accept failed: {e}; retrying");
-                // Out of fds: give running execs a moment to finish rather than spin.
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
-            Err(e) => return Err(e),
-        };
-        let context = context.clone();
-        let spawned = std::thread::Builder::new()
-            .name("connection".into())
-            .spawn(move || {
-                if let Err(e) = handle_connection(stream, &context) {
-                    log!("connection: {}", crate::log::one_line(&e));
-                }
-            });
-        if let Err(e) = spawned {
-            log!("failed to start a connection thread: {e}; dropping the connection");
-        }
-    }
 }
 
 /// Serves one connection: the versioned hello, then one request.
@@ -132,7 +101,7 @@ pub fn handle_connection<C: Connection>(conn: C, context: &Context) -> Result<()
     }
 }
 
-/// The agent's hello, on every connection and on the ready connection.
+/// The agent's hello, the answer to the hello that opens every operation.
 pub fn hello_message() -> GuestMessage {
     GuestMessage::Hello {
         version: PROTOCOL_VERSION,

@@ -1,12 +1,12 @@
-//! The agent's few raw system calls: terminal ioctls, the hook that runs in a forked child before
-//! exec, and adopting the descriptor `accept4` returns.
+//! The agent's few raw system calls: terminal ioctls and the hook that runs in a forked child
+//! before exec.
 #![expect(
     unsafe_code,
     reason = "ioctls, pre-exec hooks and raw fds have no safe wrapper in nix 0.29"
 )]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -65,11 +65,4 @@ pub fn prepare_child(
     unsafe {
         command.pre_exec(hook);
     }
-}
-
-/// Takes ownership of a descriptor that `accept4` just returned.
-pub fn adopt_accepted(fd: RawFd) -> OwnedFd {
-    // SAFETY: `accept4` returned this fd to us a moment ago and nothing else has seen it, so
-    // this is its only owner and it is open.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
