@@ -74,7 +74,7 @@ fn tar_request(script: &str, args: &[&str], stdin: bool) -> ExecRequest {
 
 /// Copies host `src` (file or directory) into the guest: into `dest` when it is a directory
 /// there, else as `dest`.
-pub async fn to_guest(vsock: &Path, src: &Path, dest: &str) -> Result<(), CopyError> {
+pub async fn to_guest(agent: &Path, src: &Path, dest: &str) -> Result<(), CopyError> {
     let meta = std::fs::symlink_metadata(src).map_err(|_| CopyError::NoSource {
         path: src.to_owned(),
     })?;
@@ -103,7 +103,7 @@ pub async fn to_guest(vsock: &Path, src: &Path, dest: &str) -> Result<(), CopyEr
                   tar -x -C \"$t\"; \
                   if [ -d \"$1\" ]; then mv \"$t/payload\" \"$1/$4\"; else mv \"$t/payload\" \"$2/$3\"; fi";
     let request = tar_request(script, &[dest, &parent, &name, &src_name], true);
-    let (_pid, mut input, output) = exec::start(vsock, request).await?;
+    let (_pid, mut input, output) = exec::start(agent, request).await?;
     for chunk in archive.chunks(MAX_CHUNK_LEN) {
         input.stdin(chunk.to_vec()).await?;
     }
@@ -116,10 +116,10 @@ pub async fn to_guest(vsock: &Path, src: &Path, dest: &str) -> Result<(), CopyEr
 }
 
 /// Copies guest `src` to the host: into `dest` when it is a directory, else as `dest`.
-pub async fn from_guest(vsock: &Path, src: &str, dest: &Path) -> Result<(), CopyError> {
+pub async fn from_guest(agent: &Path, src: &str, dest: &Path) -> Result<(), CopyError> {
     let (parent, name) = guest_path(src)?;
     let request = tar_request("tar -c -C \"$1\" \"$2\"", &[&parent, &name], false);
-    let (_pid, _input, output) = exec::start(vsock, request).await?;
+    let (_pid, _input, output) = exec::start(agent, request).await?;
     let (archive, stderr, code) = collect(output).await?;
     if code != 0 {
         return Err(CopyError::GuestTar { code, stderr });

@@ -16,11 +16,11 @@ pub enum ExecEvent {
     Exited(ExitStatus),
 }
 
-/// Sends input and control to a running guest process.
+/// Sends input and control to a running guest process. Dropping it half-closes the connection;
+/// the output keeps coming.
 #[derive(Debug)]
 pub struct ExecInput {
-    /// Always `Some` until drop; see the `Drop` impl.
-    writer: Option<OwnedWriteHalf>,
+    writer: OwnedWriteHalf,
 }
 
 /// Receives a running guest process's output and exit status.
@@ -84,9 +84,7 @@ pub(crate) async fn start(
     let (reader, writer) = stream.into_split();
     Ok((
         pid,
-        ExecInput {
-            writer: Some(writer),
-        },
+        ExecInput { writer },
         ExecOutput {
             reader,
             done: false,
@@ -119,24 +117,9 @@ impl ExecInput {
     }
 
     async fn send(&mut self, message: HostMessage) -> Result<(), ExecError> {
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or(ExecError::Stream(AgentError::Closed))?;
-        write_frame_async(writer, &message)
+        write_frame_async(&mut self.writer, &message)
             .await
             .map_err(|e| ExecError::Stream(e.into()))
-    }
-}
-
-impl Drop for ExecInput {
-    fn drop(&mut self) {
-        // A dropped write half would shut down the write side, and vhost-device-vsock turns a
-        // half-close into closing the whole connection, losing the output still to come. The
-        // socket closes for real when the output half is dropped too.
-        if let Some(writer) = self.writer.take() {
-            writer.forget();
-        }
     }
 }
 

@@ -42,8 +42,8 @@ impl FilesError {
 }
 
 /// Opens a connection and sends `request`.
-async fn send(vsock: &Path, request: FsRequest) -> Result<UnixStream, FilesError> {
-    Ok(agent::open(vsock, &HostMessage::Fs(request)).await?)
+async fn send(agent: &Path, request: FsRequest) -> Result<UnixStream, FilesError> {
+    Ok(agent::open(agent, &HostMessage::Fs(request)).await?)
 }
 
 /// The next reply, with a guest error turned into [`FilesError::Guest`].
@@ -62,8 +62,8 @@ async fn expect_done(stream: &mut UnixStream) -> Result<(), FilesError> {
 }
 
 /// Metadata of `path` itself (symlinks are not followed).
-pub async fn stat(vsock: &Path, path: &str) -> Result<FileStat, FilesError> {
-    let mut stream = send(vsock, FsRequest::Stat { path: path.into() }).await?;
+pub async fn stat(agent: &Path, path: &str) -> Result<FileStat, FilesError> {
+    let mut stream = send(agent, FsRequest::Stat { path: path.into() }).await?;
     match next(&mut stream).await? {
         GuestMessage::Stat(stat) => Ok(stat),
         other => Err(agent::unexpected("stat", &other).into()),
@@ -71,8 +71,8 @@ pub async fn stat(vsock: &Path, path: &str) -> Result<FileStat, FilesError> {
 }
 
 /// The entries of directory `path`, sorted by name.
-pub async fn list(vsock: &Path, path: &str) -> Result<Vec<FileStat>, FilesError> {
-    let mut stream = send(vsock, FsRequest::List { path: path.into() }).await?;
+pub async fn list(agent: &Path, path: &str) -> Result<Vec<FileStat>, FilesError> {
+    let mut stream = send(agent, FsRequest::List { path: path.into() }).await?;
     let mut entries = Vec::new();
     loop {
         match next(&mut stream).await? {
@@ -88,30 +88,30 @@ pub async fn list(vsock: &Path, path: &str) -> Result<Vec<FileStat>, FilesError>
     }
 }
 
-pub async fn mkdir(vsock: &Path, path: &str, mode: u32, parents: bool) -> Result<(), FilesError> {
+pub async fn mkdir(agent: &Path, path: &str, mode: u32, parents: bool) -> Result<(), FilesError> {
     let request = FsRequest::Mkdir {
         path: path.into(),
         mode,
         parents,
     };
-    expect_done(&mut send(vsock, request).await?).await
+    expect_done(&mut send(agent, request).await?).await
 }
 
-pub async fn remove(vsock: &Path, path: &str, recursive: bool) -> Result<(), FilesError> {
+pub async fn remove(agent: &Path, path: &str, recursive: bool) -> Result<(), FilesError> {
     let request = FsRequest::Remove {
         path: path.into(),
         recursive,
     };
-    expect_done(&mut send(vsock, request).await?).await
+    expect_done(&mut send(agent, request).await?).await
 }
 
 /// Copies the guest file `path` into `out`; returns its metadata.
 pub async fn read(
-    vsock: &Path,
+    agent: &Path,
     path: &str,
     out: &mut (impl AsyncWrite + Unpin),
 ) -> Result<FileStat, FilesError> {
-    let mut stream = send(vsock, FsRequest::Read { path: path.into() }).await?;
+    let mut stream = send(agent, FsRequest::Read { path: path.into() }).await?;
     let stat = match next(&mut stream).await? {
         GuestMessage::Stat(stat) => stat,
         other => return Err(agent::unexpected("stat", &other).into()),
@@ -133,7 +133,7 @@ pub async fn read(
 /// Replaces the guest file `path` with everything `input` yields; returns the bytes written.
 /// The guest only puts the file in place once all of it is written.
 pub async fn write(
-    vsock: &Path,
+    agent: &Path,
     path: &str,
     mode: u32,
     input: &mut (impl AsyncRead + Unpin),
@@ -142,7 +142,7 @@ pub async fn write(
         path: path.into(),
         mode,
     };
-    let mut stream = send(vsock, request).await?;
+    let mut stream = send(agent, request).await?;
     match next(&mut stream).await? {
         GuestMessage::ReadyForData => {}
         other => return Err(agent::unexpected("ready for data", &other).into()),

@@ -6,11 +6,14 @@
 //!
 //! Inside: [`Sandbox`] is one booted VM with a ready agent (prepare → launch → await ready);
 //! `supervisor` owns a detached sandbox for its life; `state` is the SQLite database; `gc`
-//! collects what crashed owners left; `agent`, `exec`, `files` and `copy` speak the agent
-//! protocol; `images` is the OCI image store of the state dir. Host checks and boot assets
+//! collects what crashed owners left; `agent_session` holds the agent's session stream and
+//! `agent_relay` serves it to local clients over the run dir's `agent.sock`, where `agent`,
+//! `exec`, `files` and `copy` speak the per-operation protocol; `images` is the OCI image store of the state dir. Host checks and boot assets
 //! (`setup`, `doctor`, the state dir layout) come from `hearth-host`.
 
 mod agent;
+mod agent_relay;
+mod agent_session;
 mod chain;
 mod control;
 mod copy;

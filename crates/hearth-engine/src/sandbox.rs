@@ -5,14 +5,14 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hearth_agent_proto::{ExecRequest, GuestMessage, HostMessage, READY_PORT};
+use hearth_agent_proto::{ExecRequest, GuestMessage, HostMessage};
 use hearth_net::{NetworkConfig, NetworkError, SandboxNetwork};
-use hearth_vmm::{vsock, DiskConfig, NetConfig, StartVmError, Vm, VmConfig, VmExit, Vmm};
+use hearth_vmm::{DiskConfig, NetConfig, StartVmError, Vm, VmConfig, VmExit, Vmm};
 use nix::fcntl::{Flock, FlockArg};
-use tokio::net::UnixListener;
 use tokio::time::timeout;
 
 use crate::agent::{self, AgentError};
+use crate::agent_relay::{self, AgentRelay, RECONNECT_TIMEOUT};
 use crate::exec::{self, ExecError, ExecInput, ExecOutput};
 
 /// Lines of the guest console shown when a boot fails.
@@ -56,7 +56,7 @@ pub enum BootError {
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to listen for the guest agent on `{}`", path.display())]
+    #[error("failed to listen for agent clients on `{}`", path.display())]
     Listen {
         path: PathBuf,
         #[source]
@@ -87,6 +87,8 @@ pub enum BootError {
 pub struct Sandbox {
     id: String,
     run_dir: PathBuf,
+    /// Declared before `vm`, so the agent's channels end before the VM is killed.
+    relay: AgentRelay,
     vm: Box<dyn Vm>,
     /// Declared after `vm`, so on drop the VMM is killed before its namespace is removed.
     network: Option<SandboxNetwork>,
@@ -113,8 +115,8 @@ impl Sandbox {
             .await
     }
 
-    /// Everything but the VM: the run dir (locked as this process's), the listener the agent's
-    /// ready hello will reach, and the network. Dropping the result undoes all of it.
+    /// Everything but the VM: the run dir (locked as this process's) and the network. Dropping
+    /// the result undoes all of it.
     async fn prepare(
         vms_dir: &Path,
         id: String,
@@ -128,11 +130,6 @@ impl Sandbox {
         // Removes the run dir if anything below fails.
         let guard = RunDirGuard(Some(run_dir.clone()));
         let owner_lock = lock_owner(&run_dir)?;
-        let ready_path = vsock::listener_path(&vsock_path(&run_dir), READY_PORT);
-        let listener = UnixListener::bind(&ready_path).map_err(|source| BootError::Listen {
-            path: ready_path,
-            source,
-        })?;
         let network = match &config.network {
             Some(net_config) => Some(create_network(&id, net_config).await?),
             None => None,
@@ -142,7 +139,6 @@ impl Sandbox {
             run_dir,
             guard,
             owner_lock,
-            listener,
             network,
         })
     }
@@ -169,7 +165,25 @@ impl Sandbox {
         &self,
         request: ExecRequest,
     ) -> Result<(u32, ExecInput, ExecOutput), ExecError> {
-        exec::start(self.vm.vsock_uds(), request).await
+        exec::start(self.relay.path(), request).await
+    }
+
+    /// The Unix socket through which any local process of the owner's user reaches the agent,
+    /// one connection per operation.
+    pub fn agent_socket(&self) -> &Path {
+        self.relay.path()
+    }
+
+    /// Drops the agent session and starts a fresh one on the same guest, as a new owner process
+    /// (or a restored snapshot) would: operations under way are aborted, later ones are served.
+    pub async fn reconnect_agent(&self) -> Result<(), AgentError> {
+        // The guest's stream has one host end at a time, so the old session goes first.
+        self.relay.end_session();
+        let session = timeout(RECONNECT_TIMEOUT, agent_relay::connect(self.vm.agent_stream()))
+            .await
+            .map_err(|_| AgentError::ReadyTimeout(RECONNECT_TIMEOUT))??;
+        self.relay.set_session(session);
+        Ok(())
     }
 
     /// Waits until the VM exits by itself. Cancel-safe.
@@ -179,7 +193,7 @@ impl Sandbox {
 
     /// Checks that the agent answers.
     pub async fn ping(&self) -> Result<(), AgentError> {
-        let mut stream = agent::open(self.vm.vsock_uds(), &HostMessage::Ping).await?;
+        let mut stream = agent::open(self.relay.path(), &HostMessage::Ping).await?;
         match agent::next_message(&mut stream).await? {
             GuestMessage::Pong => Ok(()),
             other => Err(agent::unexpected("pong", &other)),
@@ -244,7 +258,7 @@ impl Sandbox {
     }
 
     async fn request_shutdown(&self) -> Result<(), AgentError> {
-        let mut stream = agent::open(self.vm.vsock_uds(), &HostMessage::Shutdown).await?;
+        let mut stream = agent::open(self.relay.path(), &HostMessage::Shutdown).await?;
         match agent::next_message(&mut stream).await? {
             GuestMessage::ShuttingDown => Ok(()),
             other => Err(agent::unexpected("shutting down", &other)),
@@ -263,13 +277,12 @@ impl Drop for Sandbox {
     }
 }
 
-/// A sandbox with its run dir, ready listener and network, but no VM yet.
+/// A sandbox with its run dir and network, but no VM yet.
 struct Prepared {
     id: String,
     run_dir: PathBuf,
     guard: RunDirGuard,
     owner_lock: Flock<File>,
-    listener: UnixListener,
     /// Dropping it on any failure removes the network again.
     network: Option<SandboxNetwork>,
 }
@@ -297,7 +310,6 @@ impl Prepared {
                 .console_log
                 .clone()
                 .unwrap_or_else(|| self.run_dir.join("console.log")),
-            vsock_uds: vsock_path(&self.run_dir),
             net: self.network.as_ref().map(|n| NetConfig {
                 netns: n.netns_path().to_owned(),
                 tap: n.names().tap.clone(),
@@ -343,17 +355,20 @@ struct Launched {
 }
 
 impl Launched {
-    /// Waits for the agent's ready hello, the VM's exit or the timeout, whichever is first.
+    /// Says hello on the agent's stream and waits for its Ready (the hello waits in the stream
+    /// until the agent opens its port), the VM's exit or the timeout, whichever is first; then
+    /// serves the agent socket.
     async fn await_ready(self, boot_timeout: Duration) -> Result<Sandbox, BootError> {
         let Launched { prepared, mut vm } = self;
+        let stream = vm.agent_stream().to_owned();
         let ready = tokio::select! {
-            ready = timeout(boot_timeout, agent::accept_ready(&prepared.listener)) => ready,
+            ready = timeout(boot_timeout, agent_relay::connect(&stream)) => ready,
             exit = vm.wait() => {
                 return Err(BootError::VmExited { exit, console: console_tail(vm.console_log()) });
             }
         };
-        let agent_version = match ready {
-            Ok(Ok(version)) => version,
+        let session = match ready {
+            Ok(Ok(session)) => session,
             Ok(Err(source)) => {
                 vm.stop(Duration::ZERO).await;
                 let console = console_tail(vm.console_log());
@@ -367,11 +382,24 @@ impl Launched {
                 });
             }
         };
+        let agent_version = session.agent_version().to_owned();
         tracing::info!(sandbox = %prepared.id, %agent_version, "agent ready");
+        let socket = agent_socket_path(&prepared.run_dir);
+        let relay = match AgentRelay::bind(&socket, session) {
+            Ok(relay) => relay,
+            Err(source) => {
+                vm.stop(Duration::ZERO).await;
+                return Err(BootError::Listen {
+                    path: socket,
+                    source,
+                });
+            }
+        };
         prepared.guard.disarm();
         Ok(Sandbox {
             id: prepared.id,
             run_dir: prepared.run_dir,
+            relay,
             vm,
             network: prepared.network,
             agent_version,
@@ -428,9 +456,9 @@ fn lock_owner(run_dir: &Path) -> Result<Flock<File>, BootError> {
     Ok(lock)
 }
 
-/// The host side of a sandbox's hybrid vsock, inside its run dir.
-pub(crate) fn vsock_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("vsock.sock")
+/// The owner's agent socket (see `agent_relay`), inside the run dir.
+pub(crate) fn agent_socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("agent.sock")
 }
 
 /// A fresh sandbox id: 12 hex digits, like a short container id.

@@ -301,7 +301,7 @@ async fn run_until_end(
         },
         None => None,
     };
-    let vsock = crate::sandbox::vsock_path(sandbox.run_dir());
+    let agent = sandbox.agent_socket().to_owned();
     let main_done = async {
         match main {
             // The input half stays alive until the end: dropping it early is harmless, but
@@ -321,7 +321,7 @@ async fn run_until_end(
     };
     let health = async {
         match &spec.health {
-            Some(check) => watch_health(&vsock, db, id, check).await,
+            Some(check) => watch_health(&agent, db, id, check).await,
             None => std::future::pending().await,
         }
     };
@@ -340,7 +340,7 @@ async fn run_until_end(
 /// Runs the health command every interval for as long as the sandbox lives, recording each
 /// change of verdict.
 async fn watch_health(
-    vsock: &Path,
+    agent: &Path,
     db: &StateDb,
     id: &str,
     check: &HealthCheck,
@@ -353,7 +353,7 @@ async fn watch_health(
             argv: vec!["sh".to_owned(), "-c".to_owned(), check.command.clone()],
             ..ExecRequest::default()
         };
-        let passed = match crate::exec::start(vsock, request).await {
+        let passed = match crate::exec::start(agent, request).await {
             Ok((_pid, _input, output)) => exit_status(output).await == 0,
             Err(_) => false,
         };

@@ -9,7 +9,6 @@ use crate::find_program;
 use crate::kvm;
 
 pub const QEMU: &str = "qemu-system-x86_64";
-pub const VHOST_VSOCK: &str = "vhost-device-vsock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -24,13 +23,9 @@ pub enum BackendError {
 /// KVM only where it is hardware KVM this process can open (see [`kvm::accelerator`]).
 pub fn detect() -> Result<Box<dyn Vmm>, BackendError> {
     let qemu = require(QEMU, "install it with `apt-get install qemu-system-x86`")?;
-    let vhost = require(
-        VHOST_VSOCK,
-        "install it with `cargo install vhost-device-vsock --version 0.3.0 --locked`",
-    )?;
     let choice = kvm::accelerator();
     tracing::debug!(accel = %choice.accel, reason = %choice.reason, "accelerator chosen");
-    Ok(Box::new(QemuVmm::new(qemu, vhost, choice.accel)))
+    Ok(Box::new(QemuVmm::new(qemu, choice.accel)))
 }
 
 fn require(program: &'static str, fix: &'static str) -> Result<PathBuf, BackendError> {

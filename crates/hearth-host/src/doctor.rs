@@ -34,7 +34,7 @@ pub enum CheckStatus {
 /// One thing hearth looked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
-    /// Stable identifier: `qemu`, `kvm`, `accelerator`, `vhost-device-vsock`, `kernel`,
+    /// Stable identifier: `qemu`, `kvm`, `accelerator`, `kernel`,
     /// `initramfs`, `default-image`, `mkfs.ext4`, `mkfs.erofs`, `busybox`, `host-kernel`.
     pub name: &'static str,
     pub status: CheckStatus,
@@ -87,8 +87,8 @@ pub struct DoctorReport {
 }
 
 impl DoctorReport {
-    /// False when hearth cannot run a VM here: a required check is missing (QEMU,
-    /// vhost-device-vsock, or a boot asset from `hearth setup`).
+    /// False when hearth cannot run a VM here: a required check is missing (QEMU, or a boot
+    /// asset from `hearth setup`).
     pub fn ok(&self) -> bool {
         !self
             .checks
@@ -111,11 +111,6 @@ pub fn diagnose(state: &StateDir) -> DoctorReport {
             "accelerator",
             true,
             format!("{}: {}", accel.accel, accel.reason),
-        ),
-        program_check(
-            "vhost-device-vsock",
-            backend::VHOST_VSOCK,
-            "cargo install vhost-device-vsock --version 0.3.0 --locked",
         ),
     ];
     checks.push(asset_check("kernel", &state.kernel(), kernel_detail));

@@ -1,4 +1,4 @@
-//! Where hearth looks for the programs it runs (QEMU, vhost-device-vsock, mkfs tools, busybox).
+//! Where hearth looks for the programs it runs (QEMU, mkfs tools, busybox).
 
 use std::path::PathBuf;
 

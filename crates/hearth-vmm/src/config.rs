@@ -21,9 +21,6 @@ pub struct VmConfig {
     /// Where the guest's console output is kept, size-capped (see [`crate::console`]); may lie
     /// outside the run dir so it outlives the VM.
     pub console_log: PathBuf,
-    /// Where the host side of the hybrid vsock is created. Chosen by the caller so it can listen
-    /// for guest-initiated connections before the guest boots.
-    pub vsock_uds: PathBuf,
     /// The guest's network interface, if any.
     pub net: Option<NetConfig>,
 }

@@ -1,15 +1,15 @@
 //! hearth-vmm: the [`Vmm`] backend trait and its backends.
 //!
 //! A backend starts a VM from a [`VmConfig`] (kernel, initramfs, disks, command line, resources)
-//! and exposes the guest's vsock as a hybrid Unix socket (Firecracker's `CONNECT <port>` scheme,
-//! see [`vsock`]), so everything above this crate talks to the guest the same way whichever
-//! backend runs it. Today: QEMU `microvm` ([`qemu::QemuVmm`]) with KVM or TCG.
+//! and exposes one byte stream to the guest agent as a Unix socket that accepts one client at a
+//! time ([`Vm::agent_stream`]), so everything above this crate talks to the guest the same way
+//! whichever backend runs it. Today: QEMU `microvm` ([`qemu::QemuVmm`]) with KVM or TCG, where
+//! the stream is a virtio-serial port.
 
 pub mod config;
 pub mod console;
 pub mod qemu;
 mod sys;
-pub mod vsock;
 
 use std::path::Path;
 use std::time::Duration;
@@ -39,12 +39,12 @@ impl std::fmt::Display for BackendInfo {
     }
 }
 
-/// A running VM. Dropping it kills the VM and its helper processes.
+/// A running VM. Dropping it kills the VM.
 #[async_trait::async_trait]
 pub trait Vm: Send + std::fmt::Debug {
-    /// Host side of the guest's vsock: connect with [`vsock::connect`], or listen on
-    /// [`vsock::listener_path`] for guest-initiated connections.
-    fn vsock_uds(&self) -> &Path;
+    /// The Unix socket whose (single) client holds the byte stream to the guest agent. A new
+    /// client may connect once the previous one has gone.
+    fn agent_stream(&self) -> &Path;
 
     /// File that receives the guest's serial console (kernel log and agent messages).
     fn console_log(&self) -> &Path;
@@ -56,7 +56,7 @@ pub trait Vm: Send + std::fmt::Debug {
     async fn wait(&mut self) -> VmExit;
 
     /// Asks the VMM to end the VM now, waits up to `grace` for it to exit, then kills it.
-    /// Always leaves no VMM or helper process behind.
+    /// Always leaves no VMM process behind.
     async fn stop(&mut self, grace: Duration) -> VmExit;
 }
 

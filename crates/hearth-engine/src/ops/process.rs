@@ -16,6 +16,6 @@ impl Engine {
 
     /// Where the agent of sandbox `id`, owned by another process, is reached.
     pub(crate) fn agent_socket(&self, id: &str) -> std::path::PathBuf {
-        crate::sandbox::vsock_path(&self.state().vms_dir().join(id))
+        crate::sandbox::agent_socket_path(&self.state().vms_dir().join(id))
     }
 }

@@ -293,8 +293,8 @@ fn guest_modules(
         _ => {
             warnings.add(format!(
                 "no modules dir found for the kernel `{}` (version {}): the initramfs gets no \
-                 modules, so the kernel must have virtio-mmio, virtio-blk, virtio-net, vsock, \
-                 overlay and erofs built in",
+                 modules, so the kernel must have virtio-mmio, virtio-blk, virtio-net, \
+                 virtio-console, overlay and erofs built in",
                 kernel.path.display(),
                 kernel.version.as_deref().unwrap_or("unknown"),
             ));
@@ -460,10 +460,7 @@ mod tests {
         assert!(position(&list, "/virtio_mmio.ko") < position(&list, "/virtio_blk.ko"));
         assert!(position(&list, "/failover.ko") < position(&list, "/net_failover.ko"));
         assert!(position(&list, "/net_failover.ko") < position(&list, "/virtio_net.ko"));
-        assert!(
-            position(&list, "/vmw_vsock_virtio_transport_common.ko")
-                < position(&list, "/vmw_vsock_virtio_transport.ko")
-        );
+        assert!(position(&list, "/virtio.ko") < position(&list, "/virtio_console.ko"));
 
         let image = state.default_image();
         run_tool("e2fsck", &["-n", "-f"], &image);

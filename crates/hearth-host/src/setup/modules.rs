@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::fingerprint::Fingerprint;
 
 /// What the guest needs that Debian's cloud kernel builds as modules: virtio over MMIO for
-/// disks and network, vsock for the agent, overlay for the root and erofs for images.
+/// disks, network and the agent's virtio-serial port, overlay for the root and erofs for images.
 /// Their dependencies come from `modules.dep`.
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_ring",
@@ -19,9 +19,7 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_mmio",
     "virtio_blk",
     "virtio_net",
-    "vsock",
-    "vmw_vsock_virtio_transport_common",
-    "vmw_vsock_virtio_transport",
+    "virtio_console",
     "overlay",
     "erofs",
 ];
@@ -403,9 +401,8 @@ kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drive
 kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
 kernel/net/core/failover.ko:
+kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/net/vmw_vsock/vsock.ko:
-kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
-kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
 kernel/lib/libcrc32c.ko:
 kernel/arch/x86/crypto/crc32c-intel.ko:
 ";
@@ -463,9 +460,7 @@ kernel/arch/x86/crypto/crc32c-intel.ko:
                 "failover",
                 "net_failover",
                 "virtio_net",
-                "vsock",
-                "vmw_vsock_virtio_transport_common",
-                "vmw_vsock_virtio_transport",
+                "virtio_console",
                 "overlay",
                 "libcrc32c",
                 "erofs",

@@ -1,4 +1,4 @@
-//! Starting, watching and stopping one QEMU `microvm` with its vhost-device-vsock helper.
+//! Starting, watching and stopping one QEMU `microvm`.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -11,34 +11,29 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
-use super::cmdline::{qemu_args, vhost_vsock_args, RunFiles};
+use super::cmdline::{qemu_args, RunFiles};
 use super::qmp::Qmp;
 use crate::config::{Accel, VmConfig};
 use crate::console::{self, CappedLog, CONSOLE_LOG_CAP};
 use crate::{BackendInfo, StartVmError, Vm, VmExit, Vmm};
 
-/// How long a helper gets to create its socket before start-up is declared failed.
+/// How long QEMU gets to create a socket before start-up is declared failed.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
 const SOCKET_POLL: Duration = Duration::from_millis(2);
 
-/// sockaddr_un holds 108 bytes including the terminating NUL; `_<port>` suffixes need room too.
-const MAX_SOCKET_PATH: usize = 100;
+/// sockaddr_un holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
 
-/// The QEMU backend, holding the paths of the programs it runs and the accelerator its VMs use.
+/// The QEMU backend, holding the path of the program it runs and the accelerator its VMs use.
 #[derive(Debug, Clone)]
 pub struct QemuVmm {
     qemu: PathBuf,
-    vhost_vsock: PathBuf,
     accel: Accel,
 }
 
 impl QemuVmm {
-    pub fn new(qemu: PathBuf, vhost_vsock: PathBuf, accel: Accel) -> Self {
-        QemuVmm {
-            qemu,
-            vhost_vsock,
-            accel,
-        }
+    pub fn new(qemu: PathBuf, accel: Accel) -> Self {
+        QemuVmm { qemu, accel }
     }
 }
 
@@ -46,7 +41,6 @@ impl QemuVmm {
 #[derive(Debug)]
 pub struct QemuVm {
     qemu: Child,
-    vhost: Child,
     qmp: Option<Qmp>,
     /// The thread copying the console into its log; ends when QEMU does.
     console: Option<JoinHandle<()>>,
@@ -66,31 +60,13 @@ impl Vmm for QemuVmm {
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError> {
         check_inputs(config)?;
         let files = RunFiles::new(config);
-        for socket in [
-            &files.qmp,
-            &files.vhost_user,
-            &files.vsock,
-            &files.console_socket,
-        ] {
+        for socket in [&files.qmp, &files.agent_stream, &files.console_socket] {
             if socket.as_os_str().len() > MAX_SOCKET_PATH {
                 return Err(StartVmError::PathTooLong {
                     path: socket.clone(),
                 });
             }
         }
-        let mut vhost = spawn(
-            &self.vhost_vsock,
-            vhost_vsock_args(&files),
-            &config.run_dir.join("vhost-vsock.log"),
-            None,
-        )?;
-        wait_for_socket(
-            &mut vhost,
-            &self.vhost_vsock,
-            &files.vhost_user,
-            &config.run_dir.join("vhost-vsock.log"),
-        )
-        .await?;
         let qemu_log = config.run_dir.join("qemu.log");
         let args = qemu_args(config, self.accel, &files, super::tsc::host_tsc_khz());
         let netns =
@@ -127,6 +103,7 @@ impl Vmm for QemuVmm {
             }
         };
         wait_for_socket(&mut qemu, &self.qemu, &files.qmp, &qemu_log).await?;
+        wait_for_socket(&mut qemu, &self.qemu, &files.agent_stream, &qemu_log).await?;
         // QMP is how the VM is stopped; a VM that cannot be controlled is not worth keeping.
         let qmp = match connect_retrying(&files.qmp, UnixStream::connect).await {
             Ok(stream) => Qmp::negotiate(stream).await.map_err(|e| e.to_string()),
@@ -139,7 +116,6 @@ impl Vmm for QemuVmm {
         tracing::debug!(pid = ?qemu.id(), "qemu started");
         Ok(Box::new(QemuVm {
             qemu,
-            vhost,
             qmp: Some(qmp),
             console: Some(console),
             files,
@@ -273,8 +249,6 @@ async fn helper_exited(child: &mut Child, program: &Path, log: &Path, why: &str)
 
 impl QemuVm {
     async fn reap(&mut self, exit: VmExit) -> VmExit {
-        let _ = self.vhost.start_kill();
-        let _ = self.vhost.wait().await;
         self.qmp = None;
         // QEMU is gone, so the pump is at the end of its stream: once it has written the last
         // bytes, the console log is complete for whoever reads it next (a boot error's tail).
@@ -288,8 +262,8 @@ impl QemuVm {
 
 #[async_trait::async_trait]
 impl Vm for QemuVm {
-    fn vsock_uds(&self) -> &Path {
-        &self.files.vsock
+    fn agent_stream(&self) -> &Path {
+        &self.files.agent_stream
     }
 
     fn console_log(&self) -> &Path {

@@ -1,8 +1,10 @@
-//! Builds QEMU's and vhost-device-vsock's argument vectors. Pure, so the exact command lines are
-//! unit-tested without starting anything.
+//! Builds QEMU's argument vector. Pure, so the exact command line is unit-tested without
+//! starting anything.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+use hearth_agent_proto::AGENT_PORT_NAME;
 
 use crate::config::{Accel, VmConfig};
 
@@ -13,10 +15,8 @@ pub struct RunFiles {
     /// The serial console's socket; the backend reads it into the capped console log.
     pub console_socket: PathBuf,
     pub console_log: PathBuf,
-    /// vhost-user control socket between QEMU and vhost-device-vsock.
-    pub vhost_user: PathBuf,
-    /// Host side of the hybrid vsock.
-    pub vsock: PathBuf,
+    /// Host end of the agent's virtio-serial port: a socket QEMU serves to one client.
+    pub agent_stream: PathBuf,
 }
 
 impl RunFiles {
@@ -25,29 +25,14 @@ impl RunFiles {
             qmp: config.run_dir.join("qmp.sock"),
             console_socket: config.run_dir.join("console.sock"),
             console_log: config.console_log.clone(),
-            vhost_user: config.run_dir.join("vhost-vsock.sock"),
-            vsock: config.vsock_uds.clone(),
+            agent_stream: config.run_dir.join("agent-port.sock"),
         }
     }
 }
 
-/// Every VM has its own vhost-device-vsock, so all guests can use the first free CID.
-pub const GUEST_CID: u32 = 3;
-
 /// Kernel arguments the backend always adds: serial console, and a panic that ends the VM
 /// (`panic=-1` reboots at once, and `-no-reboot` turns the reboot into QEMU exiting).
 const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=t";
-
-pub fn vhost_vsock_args(files: &RunFiles) -> Vec<OsString> {
-    vec![
-        "--guest-cid".into(),
-        GUEST_CID.to_string().into(),
-        "--socket".into(),
-        files.vhost_user.clone().into(),
-        "--uds-path".into(),
-        files.vsock.clone().into(),
-    ]
-}
 
 /// Kernel arguments for TCG guests: a TSC rate given rather than calibrated (see `tsc.rs`), and
 /// no clocksource watchdog, which would otherwise distrust the TSC when the host is busy.
@@ -70,8 +55,7 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
     };
     push(&[
         &"-M",
-        // vhost-user needs guest RAM in shared memory, hence the memfd backend.
-        &"microvm,acpi=on,pcie=off,rtc=on,memory-backend=ram",
+        &"microvm,acpi=on,pcie=off,rtc=on",
         &"-accel",
         &accel.name(),
         &"-cpu",
@@ -80,8 +64,6 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
         &config.vcpus.to_string(),
         &"-m",
         &mem,
-        &"-object",
-        &format!("memory-backend-memfd,id=ram,size={mem},share=on"),
         &"-nodefaults",
         &"-no-user-config",
         &"-display",
@@ -102,10 +84,18 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
         ),
         &"-serial",
         &"chardev:console",
-        &"-chardev",
-        &chardev_arg("socket", "vsock", &files.vhost_user),
+        // The agent's stream: a virtio-serial port (it migrates, unlike vhost-user-vsock) on a
+        // socket the host connects to; wait=off, as the host connects once QEMU runs and may
+        // reconnect later.
         &"-device",
-        &"vhost-user-vsock-device,chardev=vsock",
+        &"virtio-serial-device,id=vser0",
+        &"-chardev",
+        &format!(
+            "{},server=on,wait=off",
+            chardev_arg("socket", "agent", &files.agent_stream)
+        ),
+        &"-device",
+        &format!("virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT_NAME}"),
         &"-chardev",
         &format!(
             "{},server=on,wait=off",
@@ -165,7 +155,6 @@ mod tests {
             mem_size_mib: 512,
             run_dir: "/run/vm".into(),
             console_log: "/logs/console.log".into(),
-            vsock_uds: "/run/vm/vsock.sock".into(),
             net: None,
         }
     }
@@ -180,11 +169,21 @@ mod tests {
     }
 
     #[test]
-    fn test_qemu_args_use_shared_memfd_ram_for_vhost_user() {
+    fn test_qemu_args_use_plain_ram() {
         let args = joined(Accel::Tcg);
-        assert!(args.contains("memory-backend=ram"));
-        assert!(args.contains("-object memory-backend-memfd,id=ram,size=512M,share=on"));
         assert!(args.contains("-m 512M"));
+        assert!(!args.contains("memory-backend"));
+    }
+
+    #[test]
+    fn test_qemu_args_put_the_agent_on_a_named_virtio_serial_port() {
+        let args = joined(Accel::Tcg);
+        assert!(args.contains(
+            "-device virtio-serial-device,id=vser0 \
+             -chardev socket,id=agent,path=/run/vm/agent-port.sock,server=on,wait=off \
+             -device virtserialport,bus=vser0.0,chardev=agent,name=org.hearth.agent"
+        ));
+        assert!(!args.contains("vsock"));
     }
 
     #[test]

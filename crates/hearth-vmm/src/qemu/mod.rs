@@ -1,4 +1,4 @@
-//! The QEMU `microvm` backend: QEMU for the machine, `vhost-device-vsock` for the guest's vsock.
+//! The QEMU `microvm` backend: the machine, its QMP control socket and its serial console.
 
 mod backend;
 pub mod cmdline;
