@@ -80,7 +80,10 @@ pub enum SessionFrame {
 
 impl SessionFrame {
     fn needs_sync(&self) -> bool {
-        matches!(self, SessionFrame::Hello { .. } | SessionFrame::Ready { .. })
+        matches!(
+            self,
+            SessionFrame::Hello { .. } | SessionFrame::Ready { .. }
+        )
     }
 }
 
@@ -113,7 +116,7 @@ pub fn encode_session_frame(frame: &SessionFrame, out: &mut Vec<u8>) -> Result<(
 }
 
 /// Splits an incoming session stream into frames. Bytes go in with [`SessionDecoder::extend`];
-/// [`SessionDecoder::next`] takes frames out. Unsynced (at first, and after an error) it skips
+/// [`SessionDecoder::next_frame`] takes frames out. Unsynced (at first, and after an error) it skips
 /// everything up to the next sync mark.
 #[derive(Debug, Default)]
 pub struct SessionDecoder {
@@ -143,7 +146,7 @@ impl SessionDecoder {
 
     /// The next whole frame, `Ok(None)` when more bytes are needed. After an error the decoder
     /// is unsynced and skips to the next sync mark, so the caller may go on calling it.
-    pub fn next(&mut self) -> Result<Option<SessionFrame>, SessionError> {
+    pub fn next_frame(&mut self) -> Result<Option<SessionFrame>, SessionError> {
         loop {
             if !self.synced && !self.skip_to_sync() {
                 return Ok(None);
@@ -338,7 +341,10 @@ mod tests {
                 }
             ),
             any::<u32>().prop_map(|channel| SessionFrame::Open { channel }),
-            (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..2048))
+            (
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..2048)
+            )
                 .prop_map(|(channel, data)| SessionFrame::Data { channel, data }),
             (any::<u32>(), any::<u32>())
                 .prop_map(|(channel, bytes)| SessionFrame::Credit { channel, bytes }),
@@ -382,7 +388,7 @@ mod tests {
         for piece in bytes.chunks(step.max(1)) {
             decoder.extend(piece);
             loop {
-                match decoder.next() {
+                match decoder.next_frame() {
                     Ok(Some(frame)) => frames.push(frame),
                     Ok(None) => break,
                     Err(e) => errors.push(e),
@@ -438,7 +444,7 @@ mod tests {
             decoder.reset();
             decoder.extend(&encode_all(&next));
             let mut got = Vec::new();
-            while let Some(frame) = decoder.next().unwrap() {
+            while let Some(frame) = decoder.next_frame().unwrap() {
                 got.push(frame);
             }
             prop_assert_eq!(got, next);
@@ -504,7 +510,10 @@ mod tests {
         assert_eq!(window.consume(10, false), None);
         assert_eq!(window.consume(990, true), Some(1000));
         window.receive(1, CHANNEL_WINDOW as usize).unwrap();
-        assert_eq!(window.consume(CREDIT_BATCH as usize, false), Some(CREDIT_BATCH));
+        assert_eq!(
+            window.consume(CREDIT_BATCH as usize, false),
+            Some(CREDIT_BATCH)
+        );
     }
 
     #[test]
@@ -514,7 +523,10 @@ mod tests {
         window.grant(3, 100).unwrap();
         assert!(matches!(
             window.grant(3, 1),
-            Err(SessionError::OverCredit { channel: 3, bytes: 1 })
+            Err(SessionError::OverCredit {
+                channel: 3,
+                bytes: 1
+            })
         ));
     }
 

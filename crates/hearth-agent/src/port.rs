@@ -23,7 +23,9 @@ const HOST_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
-    #[error("no virtio-serial port named `{name}` appeared in {PORTS_DIR} within {APPEAR_TIMEOUT:?}")]
+    #[error(
+        "no virtio-serial port named `{name}` appeared in {PORTS_DIR} within {APPEAR_TIMEOUT:?}"
+    )]
     Missing { name: String },
     #[error("failed to open the virtio-serial port `{}`", path.display())]
     Open {

@@ -158,7 +158,7 @@ impl Relay<'_> {
             Err(e) => return Err(SessionLoopError::Read(e)),
         }
         loop {
-            match self.decoder.next() {
+            match self.decoder.next_frame() {
                 Ok(Some(frame)) => self.handle(frame),
                 Ok(None) => return Ok(Step::Continue),
                 Err(e) => {
@@ -194,7 +194,10 @@ impl Relay<'_> {
     fn push(&mut self, frame: &SessionFrame) {
         // Our frames are far below the frame limit, so encoding cannot fail.
         if let Err(e) = encode_session_frame(frame, &mut self.out) {
-            log!("session: failed to encode a frame: {}", crate::log::one_line(&e));
+            log!(
+                "session: failed to encode a frame: {}",
+                crate::log::one_line(&e)
+            );
         }
     }
 
@@ -328,7 +331,10 @@ impl Relay<'_> {
     }
 
     fn reset(&mut self, channel: ChannelId, error: &dyn std::error::Error) {
-        log!("session: resetting channel {channel}: {}", crate::log::one_line(error));
+        log!(
+            "session: resetting channel {channel}: {}",
+            crate::log::one_line(error)
+        );
         self.channels.remove(&channel);
         self.push(&SessionFrame::Reset {
             channel,

@@ -15,9 +15,7 @@ use hearth_agent::session::{self, SessionLoopError};
 use hearth_agent_proto::session::{
     encode_session_frame, ChannelId, SessionDecoder, SessionFrame, CHANNEL_WINDOW,
 };
-use hearth_agent_proto::{
-    decode_frame, encode_frame, GuestMessage, HostMessage, PROTOCOL_VERSION,
-};
+use hearth_agent_proto::{decode_frame, encode_frame, GuestMessage, HostMessage, PROTOCOL_VERSION};
 
 struct Host {
     stream: UnixStream,
@@ -58,7 +56,7 @@ impl Host {
 
     fn recv(&mut self) -> SessionFrame {
         loop {
-            if let Some(frame) = self.decoder.next().unwrap() {
+            if let Some(frame) = self.decoder.next_frame().unwrap() {
                 return frame;
             }
             let mut buf = [0u8; 65536];
@@ -75,7 +73,9 @@ impl Host {
         });
         match self.recv() {
             SessionFrame::Ready {
-                version, session: s, ..
+                version,
+                session: s,
+                ..
             } => {
                 assert_eq!((version, s), (PROTOCOL_VERSION, session));
             }
@@ -97,7 +97,10 @@ impl Host {
         let mut data = Vec::new();
         loop {
             match self.recv() {
-                SessionFrame::Data { channel: c, data: d } if c == channel => {
+                SessionFrame::Data {
+                    channel: c,
+                    data: d,
+                } if c == channel => {
                     let bytes = d.len() as u32;
                     data.extend(d);
                     self.send(&SessionFrame::Credit { channel, bytes });
@@ -127,7 +130,10 @@ fn test_ping_on_a_channel_gets_hello_and_pong() {
     host.hello(1);
     host.open(5, &HostMessage::Ping);
     let replies = messages(&host.read_until_close(5));
-    assert!(matches!(replies[0], GuestMessage::Hello { .. }), "{replies:?}");
+    assert!(
+        matches!(replies[0], GuestMessage::Hello { .. }),
+        "{replies:?}"
+    );
     assert_eq!(replies[1], GuestMessage::Pong);
 }
 
@@ -157,7 +163,10 @@ fn test_stalled_channel_does_not_stop_the_others() {
     }
     for output in &outputs[2..12] {
         let replies = messages(output);
-        assert!(replies.contains(&GuestMessage::Stdout(b"ok\n".to_vec())), "{replies:?}");
+        assert!(
+            replies.contains(&GuestMessage::Stdout(b"ok\n".to_vec())),
+            "{replies:?}"
+        );
     }
     assert!(
         flooded <= CHANNEL_WINDOW as usize,
@@ -206,7 +215,9 @@ fn test_second_hello_starts_a_fresh_session() {
 fn test_garbage_gets_no_panic_and_a_later_hello_is_served() {
     let mut host = start();
     host.hello(6);
-    host.stream.write_all(&[0x10, 0, 0, 0, 0xff, 0xff, 0xff]).unwrap();
+    host.stream
+        .write_all(&[0x10, 0, 0, 0, 0xff, 0xff, 0xff])
+        .unwrap();
     host.stream.write_all(&[0xab; 64]).unwrap();
     host.hello(7);
     host.open(9, &HostMessage::Ping);

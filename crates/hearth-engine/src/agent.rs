@@ -44,13 +44,12 @@ pub(crate) async fn next_message(stream: &mut UnixStream) -> Result<GuestMessage
 /// on every exec), then checks the agent's hello. An agent of another version answers the
 /// hello with an error and never reads the request.
 pub(crate) async fn open(socket: &Path, request: &HostMessage) -> Result<UnixStream, AgentError> {
-    let mut stream =
-        UnixStream::connect(socket)
-            .await
-            .map_err(|source| AgentError::Connect {
-                path: socket.to_owned(),
-                source,
-            })?;
+    let mut stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| AgentError::Connect {
+            path: socket.to_owned(),
+            source,
+        })?;
     let mut frames = Vec::new();
     let hello = HostMessage::Hello {
         version: PROTOCOL_VERSION,

@@ -96,7 +96,10 @@ async fn accept_loop(listener: UnixListener, session: watch::Receiver<Option<Arc
         match client.peer_cred() {
             Ok(cred) if cred.uid() == owner || cred.uid() == 0 => {}
             Ok(cred) => {
-                tracing::warn!(uid = cred.uid(), "agent socket: refusing a client of another user");
+                tracing::warn!(
+                    uid = cred.uid(),
+                    "agent socket: refusing a client of another user"
+                );
                 continue;
             }
             Err(e) => {
@@ -190,9 +193,7 @@ mod tests {
         let guest = Guest::start();
         let relay = guest.relay().await;
         // Its output fills the channel's window and nobody reads it.
-        let (_pid, _input, _stalled) = exec::start(relay.path(), request(&["yes"]))
-            .await
-            .unwrap();
+        let (_pid, _input, _stalled) = exec::start(relay.path(), request(&["yes"])).await.unwrap();
         let execs: Vec<_> = (0..20)
             .map(|i| {
                 let socket = relay.path().to_owned();
@@ -263,7 +264,7 @@ mod tests {
             let mut decoder = SessionDecoder::new();
             let mut buf = [0u8; 4096];
             let session = loop {
-                if let Some(SessionFrame::Hello { session, .. }) = decoder.next().unwrap() {
+                if let Some(SessionFrame::Hello { session, .. }) = decoder.next_frame().unwrap() {
                     break session;
                 }
                 let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
@@ -324,6 +325,9 @@ mod tests {
         let port = dir.path().join("port");
         let _listener = std::os::unix::net::UnixListener::bind(&port).unwrap();
         let waited = tokio::time::timeout(Duration::from_millis(300), connect(&port)).await;
-        assert!(waited.is_err(), "the caller's deadline bounds the handshake");
+        assert!(
+            waited.is_err(),
+            "the caller's deadline bounds the handshake"
+        );
     }
 }

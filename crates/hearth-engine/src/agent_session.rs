@@ -255,7 +255,9 @@ impl AgentSession {
                     }
                     let idle = inbound.is_empty();
                     if let Some(bytes) = lock(&state.recv).consume(data.len(), idle) {
-                        let _ = self.frames.send(SessionFrame::Credit { channel: id, bytes });
+                        let _ = self
+                            .frames
+                            .send(SessionFrame::Credit { channel: id, bytes });
                     }
                 }
                 Inbound::Close => {
@@ -304,7 +306,7 @@ async fn next_frame(
 ) -> Result<SessionFrame, AgentError> {
     let mut buf = vec![0; READ_CHUNK];
     loop {
-        if let Some(frame) = decoder.next()? {
+        if let Some(frame) = decoder.next_frame()? {
             return Ok(frame);
         }
         match stream.read(&mut buf).await {

@@ -179,9 +179,12 @@ impl Sandbox {
     pub async fn reconnect_agent(&self) -> Result<(), AgentError> {
         // The guest's stream has one host end at a time, so the old session goes first.
         self.relay.end_session();
-        let session = timeout(RECONNECT_TIMEOUT, agent_relay::connect(self.vm.agent_stream()))
-            .await
-            .map_err(|_| AgentError::ReadyTimeout(RECONNECT_TIMEOUT))??;
+        let session = timeout(
+            RECONNECT_TIMEOUT,
+            agent_relay::connect(self.vm.agent_stream()),
+        )
+        .await
+        .map_err(|_| AgentError::ReadyTimeout(RECONNECT_TIMEOUT))??;
         self.relay.set_session(session);
         Ok(())
     }

@@ -22,7 +22,10 @@ fn test_doctor_reports_accelerator_and_assets() {
         assert_eq!(check["status"], "ok", "{check}");
     }
     // The agent's stream is a virtio-serial port: no vsock helper is needed any more.
-    assert!(checks.iter().all(|c| c["name"] != "vhost-device-vsock"), "{report}");
+    assert!(
+        checks.iter().all(|c| c["name"] != "vhost-device-vsock"),
+        "{report}"
+    );
 }
 
 #[test]
