@@ -3,7 +3,6 @@
 # Safe to re-run: each step is skipped or fast when already done.
 set -euo pipefail
 
-VHOST_VSOCK_VERSION=0.3.0
 PREFIX=${PREFIX:-/usr/local}
 cd "$(dirname "$0")"
 
@@ -29,11 +28,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     step "Installing Debian packages: ${missing[*]}"
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
-
-if ! "$PREFIX/bin/vhost-device-vsock" --version 2>/dev/null | grep -q "$VHOST_VSOCK_VERSION"; then
-    step "Installing vhost-device-vsock $VHOST_VSOCK_VERSION (cargo install)"
-    cargo install --quiet --locked --root "$PREFIX" vhost-device-vsock --version "$VHOST_VSOCK_VERSION"
 fi
 
 step "Building hearth"

@@ -69,9 +69,8 @@ import json, sys
 results = json.load(open(sys.argv[1]))["results"]
 print(" ".join("%.2f" % (r["median"] * 1000) for r in results))' "$tmp/exec.json")
 
-# Host processes of the idle sandbox: its supervisor, QEMU and vhost-device-vsock (the guest's
-# RAM is a shared memfd, so PSS splits it between QEMU and the vsock device instead of counting
-# it twice).
+# Host processes of the idle sandbox: its supervisor (which also relays the agent's channels)
+# and QEMU (the guest's RAM is QEMU's own, so its touched pages count once).
 sleep 2
 sandbox_pids=$(pgrep -f "supervise $id|vms/$id/" | tr '\n' ' ')
 ours_kib=$(pss_kib $sandbox_pids)

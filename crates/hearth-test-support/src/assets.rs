@@ -15,10 +15,6 @@ const REQUIRED: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "apt-get install qemu-system-x86"),
     ("mkfs.ext4", "apt-get install e2fsprogs"),
     ("mkfs.erofs", "apt-get install erofs-utils"),
-    (
-        "vhost-device-vsock",
-        "cargo install vhost-device-vsock --version 0.3.0 --locked (or run ./install.sh)",
-    ),
 ];
 
 fn workspace_root() -> PathBuf {

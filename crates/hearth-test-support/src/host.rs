@@ -65,7 +65,7 @@ impl TestHost {
     }
 
     /// What VMs of this state dir left behind: run dirs, and live processes whose command line
-    /// names the state dir (QEMU, vhost-device-vsock). Empty when all is clean.
+    /// names the state dir (QEMU). Empty when all is clean.
     pub fn leftovers(&self) -> Vec<String> {
         let mut found = Vec::new();
         if let Ok(entries) = std::fs::read_dir(self.state_dir().join("vms")) {
