@@ -2,6 +2,7 @@
 //! on machines without hardware KVM) through the same command line a user types.
 
 mod auth;
+mod channels;
 mod detached;
 mod doctor;
 mod engine;
