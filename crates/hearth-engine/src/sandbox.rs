@@ -18,6 +18,9 @@ use crate::exec::{self, ExecError, ExecInput, ExecOutput};
 /// Lines of the guest console shown when a boot fails.
 const CONSOLE_TAIL_LINES: usize = 40;
 
+/// How long a VM whose agent stream broke during boot gets to show that it exited.
+const VM_EXIT_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a clean power-off may take before the VM is killed.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -373,6 +376,12 @@ impl Launched {
         let session = match ready {
             Ok(Ok(session)) => session,
             Ok(Err(source)) => {
+                // QEMU closes the agent's stream as it exits (a kernel panic, say), which can
+                // reach us before its exit status does: the exit is the better report.
+                if let Ok(exit) = timeout(VM_EXIT_GRACE, vm.wait()).await {
+                    let console = console_tail(vm.console_log());
+                    return Err(BootError::VmExited { exit, console });
+                }
                 vm.stop(Duration::ZERO).await;
                 let console = console_tail(vm.console_log());
                 return Err(BootError::Handshake { console, source });
