@@ -85,8 +85,10 @@ async fn test_reconnected_host_gets_a_fresh_session_and_the_agent_keeps_serving(
         StateDir::new(host.state_dir()),
         Box::new(ReexecLauncher::new(HEARTH.into())),
     );
-    let mut spec = SandboxSpec::default();
-    spec.network = None;
+    let spec = SandboxSpec {
+        network: None,
+        ..SandboxSpec::default()
+    };
     let spec = engine.resolve(spec, &NoReporter).await.expect("resolve");
     let sandbox = engine.boot(&spec).await.expect("boot");
     let (_pid, _input, mut old) = sandbox
