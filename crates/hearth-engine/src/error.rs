@@ -224,6 +224,7 @@ fn pull_kind(error: &PullError) -> ErrorKind {
     match error {
         PullError::NotFound { .. } | PullError::NoPlatform { .. } => ErrorKind::NotFound,
         PullError::Denied { .. } => ErrorKind::PermissionDenied,
+        PullError::Unavailable { .. } => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
     }
 }

@@ -68,7 +68,7 @@ pub use hearth_host::backend::BackendError;
 pub use hearth_host::human_size;
 pub use hearth_image::{
     Credentials, Digest, ImageRecord, ImageSummary, Imported, NoReporter, PruneReport,
-    PullReporter, DEFAULT_MAX_UNPACKED_BYTES,
+    PullReporter, RegistryTimeouts, DEFAULT_MAX_UNPACKED_BYTES,
 };
 pub use hearth_net::policy::{parse_allow, EgressMode, DNS_PORT};
 pub use hearth_net::view::NetworkView;

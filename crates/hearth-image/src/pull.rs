@@ -18,14 +18,10 @@ use crate::config::{ConfigError, ImageConfig};
 use crate::digest::{Digest, DigestError};
 use crate::reference::ImageRef;
 use crate::refusal::{message_of, refusal_message};
-use crate::registry::PullConfig;
+use crate::registry::{PullConfig, RegistryTimeouts};
+use crate::retry::{self, retrying, Attempts};
 use crate::space;
 use crate::store::{ImageRecord, ImageStore, StoreError};
-
-/// Attempts per blob: a dropped connection or a short read is retried, a bad digest too (the
-/// next attempt may come from a healthy mirror), then the pull fails.
-const BLOB_ATTEMPTS: u32 = 3;
-const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// Progress of a pull, for bars or log lines. Implementations must be cheap.
 pub trait PullReporter: Send + Sync {
@@ -77,6 +73,14 @@ pub enum PullError {
         #[source]
         source: OciDistributionError,
     },
+    #[error("registry {registry} is unavailable: gave up on the manifest of `{reference}` after {} attempts over {:.1} s", attempts.count, attempts.elapsed.as_secs_f64())]
+    Unavailable {
+        registry: String,
+        reference: String,
+        attempts: Attempts,
+        #[source]
+        source: Box<OciDistributionError>,
+    },
     #[error("the registry sent a malformed digest")]
     Digest(#[from] DigestError),
     #[error("failed to read the image config of `{reference}`")]
@@ -85,12 +89,13 @@ pub enum PullError {
         #[source]
         source: ConfigError,
     },
-    #[error("failed to download blob {digest} after {attempts} attempts")]
+    #[error("failed to download blob {digest} from registry {registry} ({} attempts over {:.1} s)", attempts.count, attempts.elapsed.as_secs_f64())]
     Blob {
+        registry: String,
         digest: Digest,
-        attempts: u32,
+        attempts: Attempts,
         #[source]
-        source: BlobFetchError,
+        source: Box<BlobFetchError>,
     },
     #[error("no space left in `{}` for blob {digest}: it needs {needed} bytes, {available} are free", dir.display())]
     NoSpaceForBlob {
@@ -108,9 +113,17 @@ pub enum PullError {
 /// Why one download attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobFetchError {
-    #[error("registry request failed")]
-    Registry(#[from] OciDistributionError),
-    #[error("downloaded blob is invalid")]
+    #[error("the registry sent nothing for {} s (read timeout)", timeout.as_secs_f64())]
+    Timeout {
+        timeout: Duration,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("could not connect to the registry")]
+    Unreachable(#[source] OciDistributionError),
+    #[error("the registry's reply failed")]
+    Registry(#[source] OciDistributionError),
+    #[error("the downloaded blob is invalid")]
     Verify(#[from] BlobError),
     #[error("failed to write the download to `{}`", path.display())]
     Write {
@@ -122,15 +135,51 @@ pub enum BlobFetchError {
     NegativeSize(i64),
 }
 
+impl BlobFetchError {
+    /// Sorts a registry error from a blob download.
+    fn from_registry(source: OciDistributionError, timeouts: &RegistryTimeouts) -> Self {
+        match &source {
+            OciDistributionError::RequestError(e) if e.is_timeout() => BlobFetchError::Timeout {
+                timeout: timeouts.read,
+                source,
+            },
+            OciDistributionError::RequestError(e) if e.is_connect() => {
+                BlobFetchError::Unreachable(source)
+            }
+            _ => BlobFetchError::Registry(source),
+        }
+    }
+
+    /// True when another attempt may succeed; a bad digest or size, a full disk or a 4xx will
+    /// not change.
+    fn is_transient(&self) -> bool {
+        match self {
+            BlobFetchError::Timeout { .. } | BlobFetchError::Unreachable(_) => true,
+            BlobFetchError::Registry(e) => retry::is_transient(e),
+            BlobFetchError::Verify(_)
+            | BlobFetchError::Write { .. }
+            | BlobFetchError::NegativeSize(_) => false,
+        }
+    }
+}
+
 impl PullError {
     /// Sorts a registry error by what the user can do about it; a refusal gets the registry's
     /// reason.
     async fn from_registry(
         image: &ImageRef,
         config: &PullConfig,
-        source: OciDistributionError,
+        (source, attempts): (OciDistributionError, Attempts),
     ) -> Self {
         let reference = image.to_string();
+        if retry::is_transient(&source) {
+            return PullError::Unavailable {
+                registry: image.registry().to_owned(),
+                reference,
+                attempts,
+                source: Box::new(source),
+            };
+        }
         let status = match &source {
             OciDistributionError::ServerError { code, .. } => Some(*code),
             OciDistributionError::UnauthorizedError { .. }
@@ -190,6 +239,7 @@ pub async fn pull(
     let config_digest: Digest = manifest.config.digest.parse()?;
     let fetcher = Fetcher {
         client: &client,
+        timeouts: &config.timeouts,
         store,
         reference,
         reporter,
@@ -244,7 +294,18 @@ async fn image_manifest(
     config: &PullConfig,
     auth: &RegistryAuth,
 ) -> Result<(OciImageManifest, String), PullError> {
-    let (manifest, digest) = match client.pull_manifest(reference.oci(), auth).await {
+    let fetch = |target: oci_client::Reference| {
+        retrying(
+            config.timeouts.retry_window,
+            "fetching a manifest",
+            retry::is_transient,
+            move || {
+                let target = target.clone();
+                async move { client.pull_manifest(&target, auth).await }
+            },
+        )
+    };
+    let (manifest, digest) = match fetch(reference.oci().clone()).await {
         Ok(found) => found,
         Err(e) => return Err(PullError::from_registry(reference, config, e).await),
     };
@@ -260,7 +321,7 @@ async fn image_manifest(
         return Err(no_platform(platforms(&index.manifests)));
     };
     let entry = reference.oci().clone_with_digest(chosen.clone());
-    match client.pull_manifest(&entry, auth).await {
+    match fetch(entry).await {
         Ok((OciManifest::Image(manifest), _)) => Ok((manifest, chosen)),
         Ok((OciManifest::ImageIndex(_), _)) => {
             Err(no_platform(format!("a nested index at {chosen}")))
@@ -316,6 +377,8 @@ fn client(reference: &ImageRef, config: &PullConfig) -> Client {
     }
     Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(plain_http),
+        connect_timeout: Some(config.timeouts.connect),
+        read_timeout: Some(config.timeouts.read),
         ..ClientConfig::default()
     })
 }
@@ -323,6 +386,7 @@ fn client(reference: &ImageRef, config: &PullConfig) -> Client {
 /// What downloading blobs of one pull needs.
 struct Fetcher<'a> {
     client: &'a Client,
+    timeouts: &'a RegistryTimeouts,
     store: &'a ImageStore,
     reference: &'a ImageRef,
     reporter: &'a dyn PullReporter,
@@ -341,25 +405,19 @@ impl Fetcher<'_> {
             return Ok(());
         }
         self.check_space(descriptor, digest)?;
-        let mut attempt = 1;
-        loop {
-            match self.once(descriptor, digest, report).await {
-                Ok(()) => return Ok(()),
-                // The disk filled up while writing: another attempt would too.
-                Err(source) if attempt >= BLOB_ATTEMPTS || space::is_no_space(&source) => {
-                    return Err(PullError::Blob {
-                        digest: digest.clone(),
-                        attempts: attempt,
-                        source,
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!(blob = %digest, attempt, error = %e, "blob download failed; retrying");
-                    tokio::time::sleep(RETRY_DELAY).await;
-                    attempt += 1;
-                }
-            }
-        }
+        retrying(
+            self.timeouts.retry_window,
+            &format!("downloading blob {digest}"),
+            BlobFetchError::is_transient,
+            || self.once(descriptor, digest, report),
+        )
+        .await
+        .map_err(|(source, attempts)| PullError::Blob {
+            registry: self.reference.registry().to_owned(),
+            digest: digest.clone(),
+            attempts,
+            source: Box::new(source),
+        })
     }
 
     /// Refuses a download that cannot fit, before a byte of it is written.
@@ -413,7 +471,7 @@ impl Fetcher<'_> {
             .map_err(|e| match e {
                 // oci-client reports our writer's failures as its own.
                 OciDistributionError::IoError(source) => write_err(source),
-                e => BlobFetchError::Registry(e),
+                e => BlobFetchError::from_registry(e, self.timeouts),
             })?;
         writer.inner.flush().await.map_err(write_err)?;
         // Size and digest are checked again on the file itself: what is cached is what was

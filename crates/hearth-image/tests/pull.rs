@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use hearth_image::{
     layer::LayerError, BlobFetchError, Digest, ImageRef, ImageStore, PullConfig, PullError,
-    PullReporter, StoreError,
+    PullReporter, RegistryTimeouts, StoreError,
 };
 use hearth_test_support::cutting_proxy::CuttingProxy;
 use hearth_test_support::oci_layout::{
@@ -75,17 +76,23 @@ fn reference(registry: &LocalRegistry, repo: &str) -> ImageRef {
     format!("{}/{repo}:1", registry.host()).parse().unwrap()
 }
 
+/// Short limits, so tests of a failing registry end in seconds.
+fn quick() -> PullConfig {
+    PullConfig {
+        timeouts: RegistryTimeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+            retry_window: Duration::from_secs(3),
+        },
+        ..PullConfig::default()
+    }
+}
+
 async fn pull(
     store: &ImageStore,
     reference: &ImageRef,
 ) -> Result<hearth_image::ImageRecord, PullError> {
-    hearth_image::pull(
-        store,
-        reference,
-        &PullConfig::default(),
-        &Counter::default(),
-    )
-    .await
+    hearth_image::pull(store, reference, &quick(), &Counter::default()).await
 }
 
 /// Files left anywhere under `dir` whose name starts with `prefix`.
@@ -182,14 +189,10 @@ async fn test_pull_blob_with_wrong_digest_fails_and_caches_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            PullError::Blob {
-                source: BlobFetchError::Registry(_) | BlobFetchError::Verify(_),
-                ..
-            }
-        ),
-        "{err:?}"
+        matches!(&err, PullError::Blob { source, attempts, .. }
+            if matches!(**source, BlobFetchError::Registry(_) | BlobFetchError::Verify(_))
+                && attempts.count == 1),
+        "a digest mismatch is not retried: {err:?}"
     );
     assert!(s.store.list().unwrap().is_empty());
     let cached = s.store.blobs().list().unwrap();
@@ -297,16 +300,17 @@ async fn test_pull_download_cut_short_is_retried_then_fails_and_caches_nothing()
     assert_eq!(once.cuts_made(), 1);
     assert!(s.store.rootfs(&record.digest).is_file());
 
-    // Cut every time: every attempt is made, then a failure naming the blob.
+    // Cut every time: retried over the window, then a failure naming the blob and registry.
     let always = CuttingProxy::start(&registry.host(), &layer, usize::MAX).unwrap();
     let s = store();
     let err = pull(&s.store, &via(&always)).await.unwrap_err();
-    assert!(
-        matches!(err, PullError::Blob { attempts: 3, .. }),
-        "{err:?}"
-    );
-    assert_eq!(always.cuts_made(), 3);
+    let PullError::Blob { attempts, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(attempts.count >= 3, "{attempts:?}");
+    assert_eq!(always.cuts_made(), attempts.count as usize);
     assert!(err.to_string().contains(&layer), "{err}");
+    assert!(err.to_string().contains(&always.host()), "{err}");
     // Nothing half-written, nothing under the blob's digest, no image.
     assert!(leftovers(s.dir.path(), ".partial").is_empty());
     let cached = s.store.blobs().list().unwrap();
@@ -399,6 +403,101 @@ async fn test_pull_layer_expanding_past_the_limit_stops_early_and_leaves_nothing
     assert!(limited.list().unwrap().is_empty());
     // Within the default limit the same image builds.
     pull(&s.store, &reference(&registry, "bomb")).await.unwrap();
+}
+
+/// Pauses the registry (SIGSTOP) when the first bytes of a layer arrive.
+struct PauseOnFirstBytes<'a> {
+    registry: &'a LocalRegistry,
+    paused: std::sync::atomic::AtomicBool,
+}
+
+impl PullReporter for PauseOnFirstBytes<'_> {
+    fn on_layer_start(&self, _: &Digest, _: u64) {}
+    fn on_layer_cached(&self, _: &Digest, _: u64) {}
+    fn on_layer_progress(&self, _: &Digest, _: u64) {
+        if !self.paused.swap(true, Ordering::SeqCst) {
+            self.registry.pause().unwrap();
+        }
+    }
+    fn on_layer_done(&self, _: &Digest) {}
+    fn on_build(&self, _: &Digest) {}
+}
+
+#[tokio::test]
+async fn test_pull_from_a_registry_paused_mid_blob_times_out_naming_it() {
+    let registry = LocalRegistry::start().unwrap();
+    // Far more than the socket buffers hold, so most of it is still to come when it stops;
+    // zstd: gzip of this much is slow in a debug build.
+    let image = TestImage::new(TestConfig::default())
+        .layer(
+            &[Entry::File(
+                "big".into(),
+                incompressible(32 << 20),
+                0o644,
+                0,
+                0,
+            )],
+            Compression::Zstd,
+        )
+        .unwrap();
+    push(&registry, &image, "paused");
+    let s = store();
+    let reporter = PauseOnFirstBytes {
+        registry: &registry,
+        paused: false.into(),
+    };
+    let started = Instant::now();
+    let err = hearth_image::pull(
+        &s.store,
+        &reference(&registry, "paused"),
+        &quick(),
+        &reporter,
+    )
+    .await
+    .unwrap_err();
+    let took = started.elapsed();
+    registry.resume().unwrap();
+    assert!(
+        matches!(&err, PullError::Blob { source, .. }
+            if matches!(**source, BlobFetchError::Timeout { .. })),
+        "{err:?}"
+    );
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert!(chain.contains(&registry.host()), "{chain}");
+    assert!(
+        chain.contains("sent nothing for 1 s (read timeout)"),
+        "{chain}"
+    );
+    // The 3 s window plus the last attempt's 1 s timeout, and some slack for a busy machine.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(leftovers(s.dir.path(), ".partial").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_pull_rides_out_a_registry_restart() {
+    let mut registry = LocalRegistry::start().unwrap();
+    let image = one_file_image("f", b"restarted".to_vec());
+    push(&registry, &image, "restart");
+    registry.stop().unwrap();
+    let s = store();
+    let config = PullConfig {
+        timeouts: RegistryTimeouts {
+            retry_window: Duration::from_secs(20),
+            ..quick().timeouts
+        },
+        ..PullConfig::default()
+    };
+    let reference = reference(&registry, "restart");
+    let counter = Counter::default();
+    let pulling = hearth_image::pull(&s.store, &reference, &config, &counter);
+    // Down for two seconds while the pull keeps trying, then back.
+    let restart = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::task::block_in_place(|| registry.start_again()).unwrap();
+    };
+    let (record, ()) = tokio::join!(pulling, restart);
+    let record = record.unwrap();
+    assert!(s.store.rootfs(&record.digest).is_file());
 }
 
 /// The tree inside a stored image's erofs base, extracted with `fsck.erofs`.

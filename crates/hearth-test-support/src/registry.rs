@@ -83,22 +83,50 @@ impl LocalRegistry {
             ),
         )
         .context("writing the registry config")?;
-        let log = std::fs::File::create(dir.path().join("registry.log"))
-            .context("creating the registry log")?;
-        let child = Command::new(PROGRAM)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("sharing the registry log")?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {PROGRAM}"))?;
+        let child = spawn(dir.path())?;
         let mut registry = LocalRegistry {
             child,
             addr,
             dir,
             account,
         };
+        registry.wait_up()?;
+        Ok(registry)
+    }
+
+    /// Stops the registry process (SIGSTOP): connections stay open and the kernel still
+    /// accepts new ones, but nothing is sent, as with a hung server.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a paused registry go on (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
+        nix::sys::signal::kill(pid, signal)
+            .with_context(|| format!("sending {signal} to {PROGRAM}"))
+    }
+
+    /// Kills the registry: its port refuses connections until [`LocalRegistry::start_again`].
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("killing the registry")?;
+        self.child.wait().context("reaping the registry")?;
+        Ok(())
+    }
+
+    /// Starts a stopped registry again on the same port with the same storage.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.child = spawn(self.dir.path())?;
+        self.wait_up()
+    }
+
+    fn wait_up(&mut self) -> anyhow::Result<()> {
+        let addr = self.addr;
+        let registry = self;
         let up = crate::wait_until(Duration::from_secs(15), || registry.answers().then_some(()));
         if up.is_none() {
             let log = std::fs::read_to_string(registry.dir.path().join("registry.log"))
@@ -108,7 +136,7 @@ impl LocalRegistry {
             }
             bail!("{PROGRAM} did not answer on {addr} within 15 s: {log}");
         }
-        Ok(registry)
+        Ok(())
     }
 
     /// `127.0.0.1:PORT`, the registry part of image references.
@@ -166,6 +194,23 @@ impl Drop for LocalRegistry {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Runs `docker-registry serve` on the config in `dir`, logging to `dir/registry.log`.
+fn spawn(dir: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("registry.log"))
+        .context("opening the registry log")?;
+    Command::new(PROGRAM)
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("sharing the registry log")?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {PROGRAM}"))
 }
 
 /// Writes a bcrypt htpasswd file for one account into `dir`; the config's `auth:` section.

@@ -25,6 +25,7 @@ impl Engine {
         let config = PullConfig {
             insecure_registries: registry.insecure_registries.clone(),
             credentials: saved_credentials(reference.registry())?,
+            timeouts: registry.timeouts,
         };
         let store = images::store(self.state()).with_max_unpacked_bytes(registry.max_image_bytes);
         hearth_image::pull(&store, &reference, &config, reporter)
@@ -93,6 +94,7 @@ impl Engine {
         let config = PullConfig {
             insecure_registries: options.insecure_registries.clone(),
             credentials: None,
+            timeouts: options.timeouts,
         };
         hearth_image::verify_login(registry, credentials, &config)
             .await

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hearth_agent_proto::{ExecRequest, TermSize};
-use hearth_image::DEFAULT_MAX_UNPACKED_BYTES;
+use hearth_image::{RegistryTimeouts, DEFAULT_MAX_UNPACKED_BYTES};
 use hearth_net::NetworkConfig;
 
 use crate::engine::{DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCPUS};
@@ -73,6 +73,7 @@ pub struct RegistryOptions {
     pub insecure_registries: Vec<String>,
     /// Most bytes one image's layers may unpack to, all together.
     pub max_image_bytes: u64,
+    pub timeouts: RegistryTimeouts,
 }
 
 impl Default for RegistryOptions {
@@ -80,6 +81,7 @@ impl Default for RegistryOptions {
         RegistryOptions {
             insecure_registries: Vec::new(),
             max_image_bytes: DEFAULT_MAX_UNPACKED_BYTES,
+            timeouts: RegistryTimeouts::default(),
         }
     }
 }

@@ -449,6 +449,37 @@ pub struct RegistryArgs {
         default_value = "16G"
     )]
     pub max_image_size: u64,
+
+    /// Give up on a registry connection that does not open within DURATION.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "HEARTH_REGISTRY_CONNECT_TIMEOUT",
+        value_parser = parse_duration,
+        default_value = "10s"
+    )]
+    pub registry_connect_timeout: Duration,
+
+    /// Fail a registry request (or a download mid-blob) that sends nothing for DURATION.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "HEARTH_REGISTRY_READ_TIMEOUT",
+        value_parser = parse_duration,
+        default_value = "30s"
+    )]
+    pub registry_read_timeout: Duration,
+
+    /// Retry transient registry failures (refused, reset, timeout, 5xx, 429) with backoff for
+    /// up to DURATION before failing.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "HEARTH_REGISTRY_RETRY_WINDOW",
+        value_parser = parse_duration,
+        default_value = "60s"
+    )]
+    pub registry_retry_window: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -600,17 +631,19 @@ pub fn parse_memory_mib(value: &str) -> Result<u32, String> {
     u32::try_from(mib).map_err(|_| format!("`{value}` is too large"))
 }
 
-/// Parses `30s`, `2m`, `1h` or a bare number of seconds.
+/// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let value = value.trim();
     let (number, unit) = split_number(value, "a duration like 30s or 2m")?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "m" => number.saturating_mul(60),
-        "h" => number.saturating_mul(3600),
-        _ => return Err(format!("unknown unit `{unit}` in `{value}`; use s, m or h")),
-    };
-    Ok(Duration::from_secs(seconds))
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(number.saturating_mul(3600))),
+        _ => Err(format!(
+            "unknown unit `{unit}` in `{value}`; use ms, s, m or h"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -637,6 +670,7 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5d").is_err());
     }
 

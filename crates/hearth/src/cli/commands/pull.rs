@@ -1,6 +1,6 @@
 //! `hearth pull`: fetch an image into the local store.
 
-use hearth_engine::{Engine, RegistryOptions};
+use hearth_engine::{Engine, RegistryOptions, RegistryTimeouts};
 
 use crate::cli::args::{PullArgs, RegistryArgs};
 use crate::cli::progress;
@@ -22,5 +22,10 @@ pub fn registry_options(args: &RegistryArgs) -> RegistryOptions {
     RegistryOptions {
         insecure_registries: args.insecure_registry.clone(),
         max_image_bytes: args.max_image_size,
+        timeouts: RegistryTimeouts {
+            connect: args.registry_connect_timeout,
+            read: args.registry_read_timeout,
+            retry_window: args.registry_retry_window,
+        },
     }
 }
