@@ -2,6 +2,7 @@
 //! mkdir, remove, read and write one file. Unlike `copy`, these need nothing in the image.
 
 use std::path::Path;
+use std::time::Duration;
 
 use hearth_agent_proto::{
     write_frame_async, ErrorCode, FileStat, FsRequest, GuestMessage, HostMessage, RemoteError,
@@ -15,6 +16,11 @@ use crate::agent::{self, AgentError};
 /// Most entries one listing may return: the host keeps a listing in memory, and a guest (whose
 /// agent may be compromised) must not make it grow without end.
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
+/// Most bytes of names and link targets one listing may hold, for the same reason.
+pub const MAX_LIST_BYTES: usize = 64 << 20;
+/// How long the guest's side of a file operation or copy may send nothing before it is given
+/// up: a dead agent, or a guest `tar` that never ends, must not hang the host side.
+pub const GUEST_SILENCE_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -27,8 +33,10 @@ pub enum FilesError {
     LocalRead(#[source] std::io::Error),
     #[error("failed to write the file's data locally")]
     LocalWrite(#[source] std::io::Error),
-    #[error("the directory listing passed {MAX_LIST_ENTRIES} entries")]
+    #[error("the directory listing passed {MAX_LIST_ENTRIES} entries or {MAX_LIST_BYTES} bytes of names")]
     TooManyEntries,
+    #[error("the guest sent nothing for {}s", limit.as_secs())]
+    GuestSilent { limit: Duration },
 }
 
 impl FilesError {
@@ -48,7 +56,12 @@ async fn send(agent: &Path, request: FsRequest) -> Result<UnixStream, FilesError
 
 /// The next reply, with a guest error turned into [`FilesError::Guest`].
 async fn next(stream: &mut UnixStream) -> Result<GuestMessage, FilesError> {
-    match agent::next_message(stream).await? {
+    let message = tokio::time::timeout(GUEST_SILENCE_LIMIT, agent::next_message(stream))
+        .await
+        .map_err(|_| FilesError::GuestSilent {
+            limit: GUEST_SILENCE_LIMIT,
+        })??;
+    match message {
         GuestMessage::Error(e) => Err(FilesError::Guest(e)),
         other => Ok(other),
     }
@@ -74,10 +87,15 @@ pub async fn stat(agent: &Path, path: &str) -> Result<FileStat, FilesError> {
 pub async fn list(agent: &Path, path: &str) -> Result<Vec<FileStat>, FilesError> {
     let mut stream = send(agent, FsRequest::List { path: path.into() }).await?;
     let mut entries = Vec::new();
+    let mut bytes = 0;
     loop {
         match next(&mut stream).await? {
             GuestMessage::Entries(batch) => {
-                if entries.len() + batch.len() > MAX_LIST_ENTRIES {
+                bytes += batch
+                    .iter()
+                    .map(|e| e.name.len() + e.link_target.as_ref().map_or(0, String::len))
+                    .sum::<usize>();
+                if entries.len() + batch.len() > MAX_LIST_ENTRIES || bytes > MAX_LIST_BYTES {
                     return Err(FilesError::TooManyEntries);
                 }
                 entries.extend(batch);

@@ -3,6 +3,7 @@
 pub mod args;
 mod commands;
 mod network;
+pub mod printable;
 mod progress;
 pub mod session;
 pub mod terminal;
@@ -12,6 +13,7 @@ use hearth_engine::paths::StateDir;
 use hearth_engine::{Engine, EngineError, ReexecLauncher};
 
 use self::args::{Cli, Command};
+use self::printable::printable_lines;
 
 /// Runs the chosen subcommand and returns the process exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
@@ -58,10 +60,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Prints an error and its causes, one per line, the way every hearth command reports failure.
+/// Causes can quote the guest (agent errors, guest stderr, console tails), so each is escaped.
 pub fn print_error(error: &anyhow::Error) {
-    eprintln!("error: {error}");
+    eprintln!("error: {}", printable_lines(&error.to_string(), "  "));
     for cause in error.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        eprintln!(
+            "  caused by: {}",
+            printable_lines(&cause.to_string(), "    ")
+        );
     }
     let denied = error
         .downcast_ref::<EngineError>()

@@ -10,6 +10,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Mutex;
 
 use crate::cli::args::ProcessArgs;
+use crate::cli::printable::printable_lines;
 use crate::cli::terminal::{self, RawMode};
 
 /// How much of our stdin one read takes; the engine splits it into frames as needed.
@@ -104,7 +105,10 @@ pub async fn attach(
         Err(e) => match e.process_exit_code() {
             // Not found (127) or not executable (126): the guest's answer, as docker reports it.
             Some(code) => {
-                eprintln!("hearth: {}", hearth_engine::error_chain(&e));
+                eprintln!(
+                    "hearth: {}",
+                    printable_lines(&hearth_engine::error_chain(&e), "  ")
+                );
                 return Ok(Completion::Exited(code));
             }
             None => return Err(e.into()),

@@ -3,6 +3,7 @@
 use hearth_engine::{Engine, EngineError, FileStat, FilesError};
 
 use crate::cli::args::FsCommand;
+use crate::cli::printable::printable;
 
 pub async fn fs(engine: &Engine, command: FsCommand) -> anyhow::Result<i32> {
     match command {
@@ -62,20 +63,6 @@ pub async fn fs(engine: &Engine, command: FsCommand) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// A guest-chosen name as it is safe to print: control characters (which could drive the
-/// user's terminal or forge lines) as escapes, like `ls -b`.
-fn printable(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn print_stat(path: &str, stat: &FileStat) {
