@@ -57,6 +57,13 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket is there but not ours to use: another user's sandbox.
+    #[error("you may not act on this sandbox: its control socket `{}` refuses you", path.display())]
+    Denied {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the supervisor did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the supervisor closed the control connection without an answer")]
@@ -81,13 +88,14 @@ pub async fn request(
     request: ControlRequest,
     limit: Option<Duration>,
 ) -> Result<Ended, ControlError> {
-    let mut stream =
-        UnixStream::connect(path)
-            .await
-            .map_err(|source| ControlError::NoSupervisor {
-                path: path.to_owned(),
-                source,
-            })?;
+    let mut stream = UnixStream::connect(path).await.map_err(|source| {
+        let path = path.to_owned();
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ControlError::Denied { path, source }
+        } else {
+            ControlError::NoSupervisor { path, source }
+        }
+    })?;
     let mut line = serde_json::to_string(&request)?;
     line.push('\n');
     stream.write_all(line.as_bytes()).await?;
@@ -144,6 +152,7 @@ impl ControlServer {
             _ => {}
         }
         let listener = UnixListener::bind(path).map_err(listen_error)?;
+        crate::state::make_private(path, 0o600).map_err(listen_error)?;
         let (sender, receiver) = mpsc::channel(16);
         let accept = tokio::spawn(accept_loop(listener, sender));
         let server = ControlServer {
@@ -175,8 +184,26 @@ async fn accept_loop(listener: UnixListener, sender: mpsc::Sender<Pending>) {
     }
 }
 
+/// Whether the peer of `stream` may control this supervisor's sandbox: its own uid, or root.
+fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
+    let own = nix::unistd::geteuid().as_raw();
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == own || cred.uid() == 0 => Ok(()),
+        Ok(cred) => Err(format!(
+            "uid {} may not act on a sandbox of uid {own}",
+            cred.uid()
+        )),
+        Err(e) => Err(format!("the peer's credentials are unreadable: {e}")),
+    }
+}
+
 async fn serve_client(stream: UnixStream, sender: mpsc::Sender<Pending>) {
+    let denied = peer_allowed(&stream).err();
     let (read, mut write) = stream.into_split();
+    if let Some(why) = denied {
+        send_reply(&mut write, &Reply::Error(why)).await;
+        return;
+    }
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_LEN));
     let reply = match reader.read_line(&mut line).await {
@@ -196,7 +223,12 @@ async fn serve_client(stream: UnixStream, sender: mpsc::Sender<Pending>) {
         },
         Err(e) => Reply::Error(format!("unreadable request: {e}")),
     };
-    if let Ok(mut text) = serde_json::to_string(&reply) {
+    send_reply(&mut write, &reply).await;
+}
+
+/// Writes `reply` as one JSON line; a client that went away is no error.
+async fn send_reply(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) {
+    if let Ok(mut text) = serde_json::to_string(reply) {
         text.push('\n');
         let _ = write.write_all(text.as_bytes()).await;
     }
@@ -255,6 +287,67 @@ mod tests {
         let mut reply = String::new();
         BufReader::new(stream).read_line(&mut reply).await.unwrap();
         assert!(reply.contains("not a control request"), "{reply}");
+    }
+
+    /// Set for the child that [`test_another_uid_is_refused_even_with_the_socket_open_to_all`]
+    /// runs as `nobody`: the socket it connects to.
+    const CHILD_SOCKET_ENV: &str = "HEARTH_TEST_CONTROL_SOCKET";
+
+    /// The child's half: asks to kill and prints the reply. Does nothing in a normal run.
+    #[test]
+    fn test_child_asks_to_kill() {
+        use std::io::{BufRead, Write};
+        let Some(path) = std::env::var_os(CHILD_SOCKET_ENV) else {
+            return;
+        };
+        let mut stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+        // A refused client may find the connection closed before its request is written.
+        let _ = stream.write_all(b"{\"op\":\"kill\"}\n");
+        let mut reply = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut reply)
+            .unwrap();
+        println!("REPLY {reply}");
+    }
+
+    #[tokio::test]
+    async fn test_another_uid_is_refused_even_with_the_socket_open_to_all() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIP test_another_uid_is_refused: needs root to run a child as nobody");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let (_server, mut requests) = ControlServer::bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "socket mode");
+        // Open everything, so only the peer-credential check stands in the way.
+        for (p, m) in [(dir.path(), 0o755), (path.as_path(), 0o666)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        }
+        let child = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "control::tests::test_child_asks_to_kill"])
+                .args(["--nocapture", "--test-threads=1"])
+                .env(CHILD_SOCKET_ENV, &path)
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap()
+        });
+        let output = child.await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let child_err = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stdout.contains("may not act on a sandbox"),
+            "{stdout}\n{child_err}"
+        );
+        assert!(
+            requests.try_recv().is_err(),
+            "the request reached the supervisor"
+        );
     }
 
     #[test]

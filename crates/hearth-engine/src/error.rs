@@ -57,6 +57,20 @@ pub enum EngineError {
     AlreadyLive { name: String, state: SandboxState },
     #[error("invalid name `{0}`: use up to 64 letters, digits, `-`, `_` or `.`, starting with a letter or digit")]
     InvalidName(String),
+    #[error("name `{0}` could be taken for a sandbox id (it is 12 hex digits, or begins an existing id); pick another")]
+    NameLooksLikeId(String),
+    #[error("--cpus {asked} is more than the {limit} allowed by {source_of_limit}")]
+    TooManyCpus {
+        asked: u8,
+        limit: u64,
+        source_of_limit: &'static str,
+    },
+    #[error("--memory {asked_mib}M is more than the {limit_mib}M allowed by {source_of_limit}")]
+    TooMuchMemory {
+        asked_mib: u32,
+        limit_mib: u64,
+        source_of_limit: &'static str,
+    },
     #[error("the image has no Entrypoint or Cmd; give a command")]
     NoCommand,
     #[error("hearth cannot run VMs on this host (see `hearth doctor`)")]
@@ -151,9 +165,12 @@ impl EngineError {
             EngineError::NotRunning { .. }
             | EngineError::StillLive { .. }
             | EngineError::AlreadyLive { .. } => ErrorKind::Conflict,
-            EngineError::InvalidName(_) | EngineError::NoCommand | EngineError::Reference(_) => {
-                ErrorKind::InvalidInput
-            }
+            EngineError::InvalidName(_)
+            | EngineError::NameLooksLikeId(_)
+            | EngineError::TooManyCpus { .. }
+            | EngineError::TooMuchMemory { .. }
+            | EngineError::NoCommand
+            | EngineError::Reference(_) => ErrorKind::InvalidInput,
             EngineError::Backend(_) => ErrorKind::Unavailable,
             _ if self.is_network_permission_denied() => ErrorKind::PermissionDenied,
             EngineError::Boot(BootError::Start(_)) => ErrorKind::Unavailable,
@@ -171,7 +188,9 @@ impl EngineError {
             EngineError::Images(StoreError::NotFound { .. }) => ErrorKind::NotFound,
             EngineError::Import { .. } => ErrorKind::InvalidInput,
             EngineError::Setup { .. } => ErrorKind::Unavailable,
-            EngineError::Login { .. } => ErrorKind::PermissionDenied,
+            EngineError::Login { .. } | EngineError::Control(ControlError::Denied { .. }) => {
+                ErrorKind::PermissionDenied
+            }
             EngineError::Images(_)
             | EngineError::Supervisor(_)
             | EngineError::Control(_)

@@ -17,6 +17,9 @@ use crate::state::{SandboxRecord, SandboxState, StateDb, StateError};
 /// A run dir without an owner lock (a crash between creating the dir and locking it, or a dir
 /// from an older hearth) is considered abandoned only this old and without live processes.
 const ORPHAN_DIR_AGE: Duration = Duration::from_secs(60);
+/// A `starting` row gets its supervisor pid as soon as the CLI has spawned the supervisor, a
+/// matter of milliseconds; one still without a pid after this long lost its CLI in between.
+const ORPHAN_STARTING_AGE: Duration = Duration::from_secs(300);
 
 /// What one collection removed.
 #[derive(Debug, Default, Serialize)]
@@ -48,8 +51,7 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
     let mut report = GcReport::default();
     let records = db.list()?;
     for record in &records {
-        // A row still `starting` without a supervisor pid is a CLI that is spawning it.
-        if !record.state.is_live() || record.supervisor_pid.is_none() || supervisor_alive(record) {
+        if !record.state.is_live() || supervisor_alive(record) || being_spawned(record) {
             continue;
         }
         let run_dir = state.vms_dir().join(&record.id);
@@ -117,6 +119,16 @@ fn owner_gone(dir: &Path) -> Option<bool> {
     Some(Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok())
 }
 
+/// Whether `record` is a `starting` row whose CLI may still be spawning its supervisor: no pid
+/// yet, and younger than [`ORPHAN_STARTING_AGE`].
+fn being_spawned(record: &SandboxRecord) -> bool {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let age = now.saturating_sub(u64::try_from(record.created_at).unwrap_or(0));
+    record.supervisor_pid.is_none() && age < ORPHAN_STARTING_AGE.as_secs()
+}
+
 fn is_old(dir: &Path) -> bool {
     std::fs::metadata(dir)
         .and_then(|m| m.modified())
@@ -133,4 +145,39 @@ fn kill_processes_in(run_dir: &Path) -> Vec<u32> {
         }
     }
     pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starting_row(id: &str, created_at: i64) -> SandboxRecord {
+        SandboxRecord {
+            created_at,
+            ..crate::state::test_record(id, &format!("n{id}"))
+        }
+    }
+
+    #[test]
+    fn test_gc_collects_old_starting_rows_without_a_supervisor_but_not_young_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let db = StateDb::open(&state.database()).unwrap();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        // Ids no real sandbox has, so gc's network teardown finds nothing of theirs.
+        db.insert(&starting_row("0000000000a1", now - 3600))
+            .unwrap();
+        db.insert(&starting_row("0000000000a2", now)).unwrap();
+
+        let report = collect(&state).unwrap();
+
+        assert_eq!(report.marked_exited, vec!["0000000000a1".to_owned()]);
+        assert_eq!(
+            db.find("0000000000a2").unwrap().state,
+            SandboxState::Starting
+        );
+    }
 }

@@ -25,6 +25,7 @@ mod gc;
 mod images;
 mod launcher;
 mod lifecycle;
+mod limits;
 pub mod ops;
 mod sandbox;
 mod state;

@@ -8,6 +8,7 @@
 //! ```
 
 use crate::error::EngineError;
+use crate::sandbox::ID_HEX_DIGITS;
 use crate::state::{SandboxRecord, SandboxState};
 
 const ADJECTIVES: &[&str] = &[
@@ -42,6 +43,22 @@ pub(crate) fn check_name(name: &str) -> Result<(), EngineError> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !valid || name.len() > MAX_NAME_LEN {
         return Err(EngineError::InvalidName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Refuses a name that lookups could take for an id (they match a name or an id prefix, case
+/// insensitively): twelve hex digits like every id, or hex that begins one of `ids`.
+pub(crate) fn check_not_id_like<'a>(
+    name: &str,
+    mut ids: impl Iterator<Item = &'a str>,
+) -> Result<(), EngineError> {
+    if !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    let lower = name.to_ascii_lowercase();
+    if name.len() == ID_HEX_DIGITS || ids.any(|id| id.starts_with(&lower)) {
+        return Err(EngineError::NameLooksLikeId(name.to_owned()));
     }
     Ok(())
 }
@@ -165,6 +182,18 @@ mod tests {
         let name = generated_name("0123456789ab");
         assert_eq!(name, generated_name("0123456789ab"));
         assert!(check_name(&name).is_ok(), "{name}");
+    }
+
+    #[test]
+    fn test_names_that_read_as_ids_are_refused() {
+        let ids = ["0a1b2c3d4e5f", "ffff00001111"];
+        for name in ["123456789abc", "0A1B", "ffff0"] {
+            let e = check_not_id_like(name, ids.into_iter()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{name}");
+        }
+        for name in ["cafe", "web-1", "0a1b2c3d4e5fz"] {
+            assert!(check_not_id_like(name, ids.into_iter()).is_ok(), "{name}");
+        }
     }
 
     #[test]

@@ -473,6 +473,9 @@ pub(crate) fn agent_socket_path(run_dir: &Path) -> PathBuf {
     run_dir.join("agent.sock")
 }
 
+/// How many hex digits an id has.
+pub(crate) const ID_HEX_DIGITS: usize = 12;
+
 /// A fresh sandbox id: 12 hex digits, like a short container id.
 pub fn new_id() -> String {
     format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)

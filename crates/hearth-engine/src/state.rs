@@ -41,6 +41,12 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to make `{}` private to its owner", path.display())]
+    Private {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to open the state database `{}`", path.display())]
     Open {
         path: PathBuf,
@@ -170,6 +176,17 @@ impl std::fmt::Display for Health {
     }
 }
 
+/// Gives `path` `mode` when it grants more than that to group or others: whatever the umask of
+/// whoever made it, state holds secrets (specs, logs, credentials) and sockets that drive guests.
+pub fn make_private(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if current & !mode == 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
 /// An open state database.
 #[derive(Debug)]
 pub struct StateDb {
@@ -184,12 +201,20 @@ impl StateDb {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir)
+                .and_then(|()| make_private(dir, 0o700))
+                .map_err(|source| StateError::CreateDir {
+                    path: dir.to_owned(),
+                    source,
+                })?;
         }
         let conn = Connection::open(path).map_err(open_error)?;
+        // The rows hold specs with the main process's `-e` secrets; SQLite's journals take the
+        // database file's mode.
+        make_private(path, 0o600).map_err(|source| StateError::Private {
+            path: path.to_owned(),
+            source,
+        })?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
         let mut db = StateDb { conn };
         db.migrate().map_err(|e| match e {
@@ -400,28 +425,32 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
     })
 }
 
+/// A `starting` row with no supervisor yet, made at `created_at` 1, for tests.
+#[cfg(test)]
+pub(crate) fn test_record(id: &str, name: &str) -> SandboxRecord {
+    SandboxRecord {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        image: "default".to_owned(),
+        command: vec!["sh".to_owned()],
+        state: SandboxState::Starting,
+        created_at: 1,
+        vcpus: 1,
+        mem_size_mib: 512,
+        backend: "qemu".to_owned(),
+        supervisor_pid: None,
+        exit_code: None,
+        error: None,
+        auto_remove: false,
+        health: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(id: &str, name: &str) -> SandboxRecord {
-        SandboxRecord {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            image: "default".to_owned(),
-            command: vec!["sh".to_owned()],
-            state: SandboxState::Starting,
-            created_at: 1,
-            vcpus: 1,
-            mem_size_mib: 512,
-            backend: "qemu".to_owned(),
-            supervisor_pid: None,
-            exit_code: None,
-            error: None,
-            auto_remove: false,
-            health: None,
-        }
-    }
+    use crate::state::test_record as record;
 
     fn db() -> (tempfile::TempDir, StateDb) {
         let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,9 @@ use clap::Parser;
 use crate::cli::args::Cli;
 
 fn main() {
+    // Everything hearth and its children (supervisors, QEMU) create is for this user alone:
+    // specs hold secrets, sockets drive guests as root. Not left to the caller's umask.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let failure = cli.command.failure_code();

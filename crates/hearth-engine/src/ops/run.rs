@@ -8,6 +8,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::exec::{ExecInput, ExecOutput};
 use crate::images::{self, ProcessOverrides};
+use crate::limits::HostLimits;
 use crate::ops::{ResolvedSpec, SandboxSpec, DEFAULT_IMAGE};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
@@ -32,6 +33,7 @@ impl Engine {
         spec: SandboxSpec,
         reporter: &dyn PullReporter,
     ) -> Result<ResolvedSpec, EngineError> {
+        HostLimits::of_host().check(spec.vcpus, spec.mem_size_mib)?;
         let state = self.state();
         let mut config = SandboxConfig {
             kernel: spec.kernel.unwrap_or_else(|| state.kernel()),

@@ -188,10 +188,14 @@ impl Engine {
     ) -> Result<SandboxRecord, EngineError> {
         let id = crate::sandbox::new_id();
         let name = match &options.name {
-            Some(name) => name.clone(),
+            Some(name) => {
+                lifecycle::check_name(name)?;
+                let existing = db.list()?;
+                lifecycle::check_not_id_like(name, existing.iter().map(|r| r.id.as_str()))?;
+                name.clone()
+            }
             None => lifecycle::generated_name(&id),
         };
-        lifecycle::check_name(&name)?;
         let created_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));

@@ -5,18 +5,7 @@ use std::process::{Output, Stdio};
 
 use hearth_test_support::host::TestHost;
 
-use crate::{code, first_line, host, stderr, stdout};
-
-fn hearth(host: &TestHost, args: &[&str]) -> Output {
-    host.hearth().args(args).output().unwrap()
-}
-
-/// Runs hearth and returns its stdout, failing the test on a non-zero exit.
-fn ok(host: &TestHost, args: &[&str]) -> String {
-    let output = hearth(host, args);
-    assert_eq!(code(&output), 0, "hearth {args:?}: {}", stderr(&output));
-    stdout(&output)
-}
+use crate::{code, first_line, hearth, host, ok, stderr, stdout};
 
 /// Starts hearth with its stdout and stderr piped, for a test that acts while it runs.
 fn spawn(host: &TestHost, args: &[&str]) -> std::process::Child {

@@ -7,6 +7,7 @@ mod detached;
 mod doctor;
 mod engine;
 mod failures;
+mod hostile;
 mod images;
 mod network;
 mod run;
@@ -20,6 +21,17 @@ pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
 
 pub fn host() -> TestHost {
     TestHost::new(HEARTH).expect("test host")
+}
+
+pub fn hearth(host: &TestHost, args: &[&str]) -> Output {
+    host.hearth().args(args).output().unwrap()
+}
+
+/// Runs hearth and returns its stdout, failing the test on a non-zero exit.
+pub fn ok(host: &TestHost, args: &[&str]) -> String {
+    let output = hearth(host, args);
+    assert_eq!(code(&output), 0, "hearth {args:?}: {}", stderr(&output));
+    stdout(&output)
 }
 
 pub fn stdout(output: &Output) -> String {
