@@ -222,6 +222,7 @@ fn state_kind(error: &StateError) -> ErrorKind {
     match error {
         StateError::NotFound(_) => ErrorKind::NotFound,
         StateError::NameTaken(_) => ErrorKind::Conflict,
+        StateError::NotYours { .. } => ErrorKind::PermissionDenied,
         StateError::Ambiguous { .. } => ErrorKind::InvalidInput,
         _ => ErrorKind::Internal,
     }

@@ -41,6 +41,12 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the state database `{}` is another user's: you may not act on its sandboxes", path.display())]
+    NotYours {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to make `{}` private to its owner", path.display())]
     Private {
         path: PathBuf,
@@ -207,6 +213,15 @@ impl StateDb {
                     path: dir.to_owned(),
                     source,
                 })?;
+        }
+        // SQLite would only say "unable to open database file".
+        if let Err(source) = std::fs::metadata(path) {
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                return Err(StateError::NotYours {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         }
         let conn = Connection::open(path).map_err(open_error)?;
         // The rows hold specs with the main process's `-e` secrets; SQLite's journals take the

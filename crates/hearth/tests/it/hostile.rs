@@ -118,7 +118,11 @@ fn test_state_is_private_whatever_the_umask_and_others_cannot_stop_a_sandbox() {
         .output()
         .unwrap();
     assert_ne!(code(&stop), 0, "nobody's stop succeeded: {}", stderr(&stop));
-    assert!(!stderr(&stop).is_empty());
+    assert!(
+        stderr(&stop).contains("you may not act on its sandboxes"),
+        "{}",
+        stderr(&stop)
+    );
     assert!(
         ok(&host, &["ls"]).contains("running"),
         "the sandbox stopped"
