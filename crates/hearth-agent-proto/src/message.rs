@@ -101,6 +101,7 @@ impl FsRequest {
 
 /// What kind of file a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
     File,
@@ -111,6 +112,7 @@ pub enum FileKind {
 
 /// Metadata of a guest path, as `lstat` sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileStat {
     /// The last component of the path (`/` for the root).
     pub name: String,

@@ -5,6 +5,7 @@
 //! `run --name x` at once.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -80,7 +81,7 @@ pub enum StateError {
 }
 
 /// Where a sandbox is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {
     /// Recorded by `hearth create`; `hearth start` boots it.
@@ -196,7 +197,9 @@ pub fn make_private(path: &Path, mode: u32) -> std::io::Result<()> {
 /// An open state database.
 #[derive(Debug)]
 pub struct StateDb {
-    conn: Connection,
+    /// Behind a mutex so that `&StateDb` may be held across an `.await` in a future that a
+    /// multi-threaded server moves between threads; each call holds it only for its query.
+    conn: Mutex<Connection>,
 }
 
 impl StateDb {
@@ -231,7 +234,9 @@ impl StateDb {
             source,
         })?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
-        let mut db = StateDb { conn };
+        let mut db = StateDb {
+            conn: Mutex::new(conn),
+        };
         db.migrate().map_err(|e| match e {
             StateError::Query(source) => StateError::Corrupt {
                 path: path.to_owned(),
@@ -242,18 +247,20 @@ impl StateDb {
         Ok(db)
     }
 
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic mid-query leaves nothing half-done that SQLite has not rolled back.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn migrate(&mut self) -> Result<(), StateError> {
+        let conn = self.conn.get_mut().unwrap_or_else(PoisonError::into_inner);
         // The common case reads only: a write transaction would cost every command (`exec`
         // included) a journal and an fsync.
-        let current: usize = self
-            .conn
-            .query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let current: usize = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if current == MIGRATIONS.len() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version > MIGRATIONS.len() {
             return Err(StateError::TooNew {
@@ -273,7 +280,7 @@ impl StateDb {
     pub fn insert(&self, record: &SandboxRecord) -> Result<(), StateError> {
         let command = serde_json::to_string(&record.command)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let inserted = self.conn.execute(
+        let inserted = self.conn().execute(
             "INSERT INTO sandboxes (id, name, image, command, state, created_at, vcpus,
                  mem_size_mib, backend, supervisor_pid, exit_code, error, auto_remove, health)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -308,7 +315,7 @@ impl StateDb {
     /// Finds a sandbox by exact name, exact id, or unique id prefix.
     pub fn find(&self, query: &str) -> Result<SandboxRecord, StateError> {
         let exact = self
-            .conn
+            .conn()
             .query_row(
                 "SELECT * FROM sandboxes WHERE name = ?1 OR id = ?1",
                 [query],
@@ -318,9 +325,9 @@ impl StateDb {
         if let Some(record) = exact {
             return Ok(record);
         }
-        let mut statement = self
-            .conn
-            .prepare("SELECT * FROM sandboxes WHERE id LIKE ?1 || '%' ESCAPE '\\'")?;
+        let conn = self.conn();
+        let mut statement =
+            conn.prepare("SELECT * FROM sandboxes WHERE id LIKE ?1 || '%' ESCAPE '\\'")?;
         let escaped = query
             .replace('\\', "\\\\")
             .replace('%', "\\%")
@@ -345,9 +352,8 @@ impl StateDb {
 
     /// All sandboxes, oldest first.
     pub fn list(&self) -> Result<Vec<SandboxRecord>, StateError> {
-        let mut statement = self
-            .conn
-            .prepare("SELECT * FROM sandboxes ORDER BY created_at, id")?;
+        let conn = self.conn();
+        let mut statement = conn.prepare("SELECT * FROM sandboxes ORDER BY created_at, id")?;
         let records = statement
             .query_map([], record_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
@@ -356,7 +362,7 @@ impl StateDb {
 
     /// Back to `starting` for a new supervisor: clears what the last run recorded.
     pub fn set_starting(&self, id: &str) -> Result<(), StateError> {
-        self.conn.execute(
+        self.conn().execute(
             "UPDATE sandboxes SET state = 'starting', supervisor_pid = NULL, exit_code = NULL,
                  error = NULL WHERE id = ?1",
             [id],
@@ -365,13 +371,13 @@ impl StateDb {
     }
 
     pub fn set_running(&self, id: &str) -> Result<(), StateError> {
-        self.conn
+        self.conn()
             .execute("UPDATE sandboxes SET state = 'running' WHERE id = ?1", [id])?;
         Ok(())
     }
 
     pub fn set_supervisor(&self, id: &str, pid: u32) -> Result<(), StateError> {
-        self.conn.execute(
+        self.conn().execute(
             "UPDATE sandboxes SET supervisor_pid = ?2 WHERE id = ?1",
             params![id, pid],
         )?;
@@ -386,7 +392,7 @@ impl StateDb {
         exit_code: Option<i32>,
         error: Option<&str>,
     ) -> Result<(), StateError> {
-        self.conn.execute(
+        self.conn().execute(
             "UPDATE sandboxes SET state = ?2, exit_code = ?3, error = ?4 WHERE id = ?1",
             params![id, state.as_str(), exit_code, error],
         )?;
@@ -394,7 +400,7 @@ impl StateDb {
     }
 
     pub fn set_health(&self, id: &str, health: Health) -> Result<(), StateError> {
-        self.conn.execute(
+        self.conn().execute(
             "UPDATE sandboxes SET health = ?2 WHERE id = ?1",
             params![id, health.as_str()],
         )?;
@@ -402,7 +408,7 @@ impl StateDb {
     }
 
     pub fn remove(&self, id: &str) -> Result<(), StateError> {
-        self.conn
+        self.conn()
             .execute("DELETE FROM sandboxes WHERE id = ?1", [id])?;
         Ok(())
     }

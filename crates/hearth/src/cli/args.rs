@@ -81,9 +81,37 @@ pub enum Command {
     Wait(SandboxesArgs),
     /// Remove what crashed sandboxes left behind: processes, run dirs, stale records.
     Gc,
+    /// Serve the HTTP API (REST + JSON under /v1) until SIGINT or SIGTERM. Sandboxes it
+    /// makes are the same as the CLI's and outlive it.
+    Serve(ServeArgs),
     /// Internal: the supervisor of a detached sandbox (started by `run -d`).
     #[command(hide = true)]
     Supervise(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP address to listen on [default: 127.0.0.1:4327, unless only --unix is given].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Listen on this Unix socket too (or only, without --listen).
+    #[arg(long, value_name = "PATH")]
+    pub unix: Option<PathBuf>,
+
+    /// File of accepted API keys, one a line. Without it a key is made at the first start,
+    /// printed once, and only its SHA-256 hash kept in the state dir.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_auth")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Serve without API keys: only on loopback or a Unix socket.
+    #[arg(long)]
+    pub no_auth: bool,
+
+    /// DNS server the forwarders of sandboxes made through the API ask, IP[:PORT] (default:
+    /// the first nameserver in the host's /etc/resolv.conf).
+    #[arg(long, value_name = "ADDR", env = "HEARTH_DNS_UPSTREAM", value_parser = parse_dns_upstream)]
+    pub dns_upstream: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

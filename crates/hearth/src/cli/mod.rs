@@ -8,6 +8,8 @@ mod progress;
 pub mod session;
 pub mod terminal;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use hearth_engine::paths::StateDir;
 use hearth_engine::{Engine, EngineError, ReexecLauncher};
@@ -19,12 +21,12 @@ use self::printable::printable_lines;
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let state = cli.state_dir.map_or_else(StateDir::from_env, StateDir::new);
     let launcher = ReexecLauncher::current_exe().context("finding the hearth binary")?;
-    let engine = Engine::new(state, Box::new(launcher));
+    let shared = Arc::new(Engine::new(state, Box::new(launcher)));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(async move {
-        let engine = &engine;
+        let engine = &*shared;
         match cli.command {
             Command::Run(args) => commands::run::run(engine, *args).await,
             Command::Create(mut args) => {
@@ -51,6 +53,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Command::Fs(command) => commands::fs::fs(engine, command).await,
             Command::Wait(args) => commands::stop::wait(engine, &args).await,
             Command::Gc => commands::gc::gc(engine),
+            Command::Serve(args) => commands::serve::serve(Arc::clone(&shared), &args).await,
             Command::Supervise(args) => commands::supervise::supervise(engine, &args).await,
         }
     });

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `hearth` binary. Every test here boots real microVMs (QEMU with TCG
 //! on machines without hardware KVM) through the same command line a user types.
 
+mod api;
 mod auth;
 mod channels;
 mod detached;

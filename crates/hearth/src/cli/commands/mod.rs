@@ -13,6 +13,7 @@ pub mod ls;
 pub mod pull;
 pub mod rm;
 pub mod run;
+pub mod serve;
 pub mod setup;
 pub mod stop;
 pub mod supervise;

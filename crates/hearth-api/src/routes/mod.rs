@@ -1,0 +1,8 @@
+//! One file per group of routes; each handler parses, calls one engine operation and maps the
+//! result.
+
+pub mod exec;
+pub mod files;
+pub mod images;
+pub mod sandboxes;
+pub mod system;

@@ -1,0 +1,205 @@
+//! The router and the listeners: which routes need a key, the body limits, and serving on TCP
+//! and a Unix socket until shutdown.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use hearth_engine::Engine;
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::auth::{self, ApiKeys};
+use crate::error::ApiError;
+use crate::routes::{exec, files, images, sandboxes, system};
+
+/// Largest JSON body: requests are small; file contents go to the file route.
+pub const MAX_JSON_BYTES: usize = 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    /// The DNS server sandboxes' forwarders ask; `None`: the host's.
+    pub dns_upstream: Option<SocketAddr>,
+}
+
+/// How `hearth serve` listens and who it lets in.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// A TCP address; with neither this nor `unix`, nothing is served.
+    pub listen: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    /// `None` serves without keys, which only loopback and Unix sockets allow.
+    pub keys: Option<ApiKeys>,
+    pub dns_upstream: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("refusing to serve {0} without API keys: only loopback addresses and Unix sockets may go without")]
+    PublicWithoutKeys(SocketAddr),
+    #[error("nothing to listen on: give a TCP address or a Unix socket path")]
+    NoListener,
+    #[error("failed to listen on {0}")]
+    BindTcp(SocketAddr, #[source] std::io::Error),
+    #[error("failed to listen on `{}`", .0.display())]
+    BindUnix(PathBuf, #[source] std::io::Error),
+    #[error("the server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A server bound to its listeners, not yet answering.
+#[derive(Debug)]
+pub struct Server {
+    tcp: Option<TcpListener>,
+    unix: Option<(UnixListener, PathBuf)>,
+    router: Router,
+}
+
+/// Every route; all but `/health` behind the key check when there are keys.
+pub fn router(state: AppState, keys: Option<ApiKeys>) -> Router {
+    let file_content = get(files::read)
+        .put(files::write)
+        .layer(DefaultBodyLimit::max(files::MAX_FILE_BYTES));
+    let mut v1 = Router::new()
+        .route("/version", get(system::version))
+        .route("/openapi.json", get(system::openapi))
+        .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
+        .route(
+            "/sandboxes/{sandbox}",
+            get(sandboxes::get).delete(sandboxes::delete),
+        )
+        .route("/sandboxes/{sandbox}/start", post(sandboxes::start))
+        .route("/sandboxes/{sandbox}/stop", post(sandboxes::stop))
+        .route("/sandboxes/{sandbox}/kill", post(sandboxes::kill))
+        .route("/sandboxes/{sandbox}/exec", post(exec::exec))
+        .route("/sandboxes/{sandbox}/exec/stream", post(exec::exec_stream))
+        .route("/sandboxes/{sandbox}/files/content", file_content)
+        .route("/sandboxes/{sandbox}/files/stat", get(files::stat))
+        .route("/sandboxes/{sandbox}/files/list", get(files::list))
+        .route("/sandboxes/{sandbox}/files/mkdir", post(files::mkdir))
+        .route(
+            "/sandboxes/{sandbox}/files",
+            axum::routing::delete(files::remove),
+        )
+        .route("/images", get(images::list))
+        .route("/images/pull", post(images::pull))
+        .route("/images/{*name}", axum::routing::delete(images::remove))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method);
+    if let Some(keys) = keys {
+        v1 = v1.layer(axum::middleware::from_fn_with_state(
+            Arc::new(keys),
+            auth::require_key,
+        ));
+    }
+    Router::new()
+        .route("/health", get(system::health))
+        .nest("/v1", v1)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn no_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+impl Server {
+    /// Binds the listeners `config` names. Refuses a non-loopback TCP address without keys.
+    pub async fn bind(engine: Arc<Engine>, config: ServeConfig) -> Result<Self, ServeError> {
+        if config.listen.is_none() && config.unix.is_none() {
+            return Err(ServeError::NoListener);
+        }
+        if let Some(addr) = config.listen {
+            if config.keys.is_none() && !addr.ip().is_loopback() {
+                return Err(ServeError::PublicWithoutKeys(addr));
+            }
+        }
+        let tcp = match config.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| ServeError::BindTcp(addr, e))?,
+            ),
+            None => None,
+        };
+        let unix = match config.unix {
+            Some(path) => Some((bind_unix(&path)?, path)),
+            None => None,
+        };
+        let state = AppState {
+            engine,
+            dns_upstream: config.dns_upstream,
+        };
+        Ok(Server {
+            tcp,
+            unix,
+            router: router(state, config.keys),
+        })
+    }
+
+    /// The bound TCP address (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Answers until `shutdown` completes, then lets requests in flight finish. Sandboxes are
+    /// their supervisors' and keep running.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(());
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
+            let _ = rx.changed().await;
+        };
+        let tcp = self.tcp.map(|listener| {
+            axum::serve(listener, self.router.clone())
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+        });
+        let unix_path = self.unix.as_ref().map(|(_, path)| path.clone());
+        let unix = self.unix.map(|(listener, _)| {
+            axum::serve(listener, self.router.clone())
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+        });
+        let result = match (tcp, unix) {
+            (Some(tcp), Some(unix)) => {
+                tokio::try_join!(tcp.into_future(), unix.into_future()).map(|_| ())
+            }
+            (Some(tcp), None) => tcp.await,
+            (None, Some(unix)) => unix.await,
+            (None, None) => Ok(()),
+        };
+        if let Some(path) = unix_path {
+            let _ = std::fs::remove_file(path);
+        }
+        result.map_err(ServeError::Serve)
+    }
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket a previous server left.
+fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
+    UnixListener::bind(path).map_err(|e| ServeError::BindUnix(path.to_owned(), e))
+}

@@ -1,0 +1,53 @@
+//! `hearth serve`: the HTTP API over this engine, until SIGINT or SIGTERM.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use hearth_api::{ApiKeys, ServeConfig, Server};
+use hearth_engine::Engine;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::args::ServeArgs;
+
+/// 4327 spells HEAR on a phone keypad.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 4327);
+
+pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32> {
+    let keys = if args.no_auth {
+        None
+    } else if let Some(path) = &args.api_key_file {
+        Some(ApiKeys::from_key_file(path)?)
+    } else {
+        let (keys, new_key) = ApiKeys::load_or_generate(engine.state().root())?;
+        if let Some(key) = new_key {
+            println!("api key (shown once, only its hash is kept): {key}");
+        }
+        Some(keys)
+    };
+    let listen = args
+        .listen
+        .or_else(|| args.unix.is_none().then_some(DEFAULT_LISTEN));
+    let config = ServeConfig {
+        listen,
+        unix: args.unix.clone(),
+        keys,
+        dns_upstream: args.dns_upstream,
+    };
+    let server = Server::bind(engine, config).await?;
+    if let Some(addr) = server.local_addr() {
+        println!("listening on http://{addr}");
+    }
+    if let Some(path) = &args.unix {
+        println!("listening on unix:{}", path.display());
+    }
+    let mut terminate = signal(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down; requests in flight finish first");
+    };
+    server.run(shutdown).await?;
+    Ok(0)
+}
