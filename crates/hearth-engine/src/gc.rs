@@ -86,6 +86,18 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
             remove_network(&name, &mut report);
         }
     }
+    // Staging dirs and partial downloads of pulls that died; a live pull's are locked.
+    match crate::images::store(state).remove_abandoned() {
+        Ok(removed) => report
+            .removed_dirs
+            .extend(removed.iter().map(|p| p.display().to_string())),
+        Err(e) => {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "gc could not remove what interrupted pulls left"
+            );
+        }
+    }
     Ok(report)
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
+use crate::owner_lock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -26,6 +27,27 @@ pub enum BlobError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Names of downloads in progress (or abandoned) in the cache dir.
+const PARTIAL_PREFIX: &str = ".partial-";
+
+/// A download in progress: a temporary file in the cache dir and its owner lock.
+#[derive(Debug)]
+pub struct PartialBlob {
+    file: tempfile::NamedTempFile,
+    _lock: owner_lock::OwnerLock,
+}
+
+impl PartialBlob {
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Another handle on the file, for writing.
+    pub fn reopen(&self) -> io::Result<fs::File> {
+        self.file.reopen()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -46,18 +68,28 @@ impl BlobCache {
         self.path(digest).is_file()
     }
 
-    /// A temporary file in the cache dir, to be filled and then [`BlobCache::commit`]ted.
-    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, BlobError> {
+    /// A temporary file in the cache dir, to be filled and then [`BlobCache::commit`]ted;
+    /// owner-locked, so [`BlobCache::remove_abandoned`] leaves it alone while this process lives.
+    pub fn temp_file(&self) -> Result<PartialBlob, BlobError> {
         let dir = self.dir.join("sha256");
         let io_err = |source| BlobError::Io {
             path: dir.clone(),
             source,
         };
         fs::create_dir_all(&dir).map_err(io_err)?;
-        tempfile::Builder::new()
-            .prefix(".partial-")
+        let file = tempfile::Builder::new()
+            .prefix(PARTIAL_PREFIX)
             .tempfile_in(&dir)
-            .map_err(io_err)
+            .map_err(io_err)?;
+        let lock = owner_lock::hold(file.path()).map_err(io_err)?;
+        Ok(PartialBlob { file, _lock: lock })
+    }
+
+    /// Removes the partial downloads of pulls that died; returns their paths.
+    pub fn remove_abandoned(&self) -> Result<Vec<PathBuf>, BlobError> {
+        let dir = self.dir.join("sha256");
+        owner_lock::remove_abandoned(&dir, PARTIAL_PREFIX)
+            .map_err(|source| BlobError::Io { path: dir, source })
     }
 
     /// The cache dir, made if missing: scratch space on the same filesystem as the blobs.
@@ -72,13 +104,13 @@ impl BlobCache {
     /// Checks `temp` against `digest` and `size` and moves it into place.
     pub fn commit(
         &self,
-        temp: tempfile::NamedTempFile,
+        temp: PartialBlob,
         digest: &Digest,
         size: Option<u64>,
     ) -> Result<PathBuf, BlobError> {
         verify(temp.path(), digest, size)?;
         let dest = self.path(digest);
-        temp.persist(&dest).map_err(|e| BlobError::Io {
+        temp.file.persist(&dest).map_err(|e| BlobError::Io {
             path: dest.clone(),
             source: e.error,
         })?;
@@ -186,8 +218,8 @@ mod tests {
     fn test_commit_refuses_a_blob_whose_digest_does_not_match() {
         let dir = tempfile::tempdir().unwrap();
         let cache = BlobCache::new(dir.path());
-        let mut temp = cache.temp_file().unwrap();
-        temp.write_all(b"tampered").unwrap();
+        let temp = cache.temp_file().unwrap();
+        temp.reopen().unwrap().write_all(b"tampered").unwrap();
         let claimed = Digest::of(b"original");
         let err = cache.commit(temp, &claimed, None).unwrap_err();
         assert!(matches!(err, BlobError::DigestMismatch { .. }), "{err}");
@@ -199,8 +231,8 @@ mod tests {
     fn test_commit_refuses_a_truncated_blob() {
         let dir = tempfile::tempdir().unwrap();
         let cache = BlobCache::new(dir.path());
-        let mut temp = cache.temp_file().unwrap();
-        temp.write_all(b"abc").unwrap();
+        let temp = cache.temp_file().unwrap();
+        temp.reopen().unwrap().write_all(b"abc").unwrap();
         let err = cache
             .commit(temp, &Digest::of(b"abc"), Some(4))
             .unwrap_err();

@@ -225,6 +225,7 @@ pub async fn pull(
     config: &PullConfig,
     reporter: &dyn PullReporter,
 ) -> Result<ImageRecord, PullError> {
+    store.remove_abandoned()?;
     let client = client(reference, config);
     let auth = match &config.credentials {
         Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),

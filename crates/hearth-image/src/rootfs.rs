@@ -68,6 +68,7 @@ pub fn make_ext4(
 
 /// Runs a mkfs `command` that makes `image`.
 fn run(mut command: Command, program: &Path, image: &Path) -> Result<(), RootfsError> {
+    crate::sys::die_with_parent(&mut command);
     let output = command
         .stdin(Stdio::null())
         .output()

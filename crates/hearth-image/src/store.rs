@@ -18,6 +18,7 @@ use crate::blob_cache::{BlobCache, BlobError, HashingReader};
 use crate::config::ImageConfig;
 use crate::digest::Digest;
 use crate::layer::{self, LayerError};
+use crate::owner_lock;
 use crate::rootfs::{self, RootfsError};
 use crate::space;
 use crate::unpack_limit::{UnpackBudget, DEFAULT_MAX_UNPACKED_BYTES};
@@ -27,6 +28,8 @@ const ROOTFS: &str = "rootfs.erofs";
 /// What bases were before they were erofs; such images still run.
 const EXT4_ROOTFS: &str = "rootfs.ext4";
 const REFS: &str = "refs.json";
+/// Names of base images being built (or abandoned by a pull that died).
+const BUILDING_PREFIX: &str = ".building-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -221,9 +224,11 @@ impl ImageStore {
         }
         fs::create_dir_all(&self.dir).map_err(Self::io_err(&self.dir))?;
         let staging = tempfile::Builder::new()
-            .prefix(".building-")
+            .prefix(BUILDING_PREFIX)
             .tempdir_in(&self.dir)
             .map_err(Self::io_err(&self.dir))?;
+        // Held until the staging dir is renamed into place or removed.
+        let _owner = owner_lock::hold(staging.path()).map_err(Self::io_err(staging.path()))?;
         let tree = staging.path().join("tree");
         fs::create_dir(&tree).map_err(Self::io_err(&tree))?;
         // The guest's `/` is this directory: world-searchable like any root.
@@ -401,8 +406,21 @@ impl ImageStore {
         Ok(digest)
     }
 
+    /// Removes what pulls that died left: staging dirs and partial downloads whose owner lock
+    /// is free. A live pull's are kept. Returns the paths removed.
+    pub fn remove_abandoned(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let mut removed = owner_lock::remove_abandoned(&self.dir, BUILDING_PREFIX)
+            .map_err(Self::io_err(&self.dir))?;
+        removed.extend(self.blobs.remove_abandoned()?);
+        for path in &removed {
+            tracing::info!(path = %path.display(), "removed what an interrupted pull left");
+        }
+        Ok(removed)
+    }
+
     /// Removes images no name points at, blobs no image uses, and leftovers of interrupted work.
     pub fn prune(&self) -> Result<PruneReport, StoreError> {
+        self.remove_abandoned()?;
         let mut report = PruneReport::default();
         let refs = self.refs()?;
         let mut kept_layers = Vec::new();

@@ -10,6 +10,7 @@ mod engine;
 mod failures;
 mod hostile;
 mod images;
+mod interrupted_pull;
 mod network;
 mod run;
 mod tty;
