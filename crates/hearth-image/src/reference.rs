@@ -59,9 +59,20 @@ impl FromStr for ImageRef {
         if value.is_empty() {
             return Err(error("it is empty".to_owned()));
         }
-        let inner: Reference = value.parse().map_err(|e| error(format!("{e}")))?;
+        let inner: Reference = match value.parse::<Reference>() {
+            Ok(inner) => inner,
+            // Docker's hint: the bare "invalid reference format" does not say what is wrong.
+            Err(_) if value.to_ascii_lowercase().parse::<Reference>().is_ok() => {
+                return Err(error(
+                    "invalid reference format: repository name must be lowercase".to_owned(),
+                ))
+            }
+            Err(e) => return Err(error(format!("{e}"))),
+        };
         if inner.repository().bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(error("repository names must be lowercase".to_owned()));
+            return Err(error(
+                "invalid reference format: repository name must be lowercase".to_owned(),
+            ));
         }
         if let Some(digest) = inner.digest() {
             digest
@@ -112,6 +123,20 @@ mod tests {
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn test_reference_uppercase_repository_gets_docker_hint() {
+        for upper in ["Not/Valid", "127.0.0.1:5000/MyApp:1", "Alpine"] {
+            let err = upper.parse::<ImageRef>().unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("repository name must be lowercase"),
+                "{upper}: {err}"
+            );
+        }
+        // Tags may be uppercase.
+        assert_eq!(full("alpine:Latest"), "docker.io/library/alpine:Latest");
     }
 
     #[test]
