@@ -51,11 +51,11 @@ impl PullReporter for NoReporter {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
-    #[error("`{reference}` was not found in its registry")]
+    #[error("`{reference}` was not found in its registry: {message}")]
     NotFound {
         reference: String,
-        #[source]
-        source: OciDistributionError,
+        /// The registry's words (`manifest unknown`), not its JSON envelope.
+        message: String,
     },
     #[error("the registry refused access to `{reference}`: {message}")]
     Denied {
@@ -199,7 +199,10 @@ impl PullError {
             _ => None,
         };
         match status {
-            Some(404) => PullError::NotFound { reference, source },
+            Some(404) => PullError::NotFound {
+                reference,
+                message: not_found_message(&source),
+            },
             Some(401 | 403) => {
                 let message = match &source {
                     OciDistributionError::AuthenticationFailure(body) => {
@@ -215,6 +218,20 @@ impl PullError {
             }
             _ => PullError::Manifest { reference, source },
         }
+    }
+}
+
+/// What a registry said when it did not find something: the messages of its error envelope.
+fn not_found_message(source: &OciDistributionError) -> String {
+    match source {
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let messages: Vec<&str> = envelope.errors.iter().map(|e| e.message.as_str()).collect();
+            messages.join("; ")
+        }
+        OciDistributionError::ServerError { message, .. } if !message.is_empty() => {
+            message_of(message).unwrap_or_else(|| message.clone())
+        }
+        _ => "not found".to_owned(),
     }
 }
 

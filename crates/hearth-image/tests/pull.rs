@@ -160,11 +160,12 @@ async fn test_pull_unknown_tag_is_not_found_with_the_registry_message() {
         .await
         .unwrap_err();
     assert!(matches!(err, PullError::NotFound { .. }), "{err:?}");
-    let chain = format!("{:?}", anyhow::Error::from(err));
+    let chain = format!("{:#}", anyhow::Error::from(err));
     assert!(
-        chain.contains("unknown"),
+        chain.contains("was not found in its registry: manifest unknown"),
         "the registry's own words: {chain}"
     );
+    assert!(!chain.contains('{'), "no raw JSON envelope: {chain}");
 }
 
 #[tokio::test]

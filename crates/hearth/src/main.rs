@@ -2,6 +2,8 @@
 
 mod cli;
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 use crate::cli::args::Cli;
@@ -31,8 +33,10 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person: a log file or a pipe gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
