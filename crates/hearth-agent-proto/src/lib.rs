@@ -20,7 +20,7 @@ pub use frame::{decode_frame, encode_frame, read_frame, write_frame, FrameError,
 pub use frame::{read_frame_async, write_frame_async};
 pub use message::{
     ErrorCode, ExecRequest, ExitStatus, FileKind, FileStat, FsRequest, GuestMessage, HostMessage,
-    RemoteError, TermSize,
+    Identity, RemoteError, TermSize,
 };
 
 /// Version of this protocol; bumped on any incompatible change to the messages.

@@ -27,6 +27,25 @@ pub enum HostMessage {
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The file being written is complete.
     DataEnd,
+    /// Make a guest restored from a snapshot its own machine before anything runs in it:
+    /// answered by `Done`.
+    Refresh(Identity),
+}
+
+/// What makes one restored guest differ from the others restored from the same snapshot, and
+/// what a cold boot would have read from its kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The host's wall clock, nanoseconds since the Unix epoch: the guest's resumes where it
+    /// was saved.
+    pub unix_nanos: u64,
+    /// Fresh host randomness credited to the guest's pool before a reseed: every clone of a
+    /// snapshot would otherwise produce the same random bytes.
+    #[serde(with = "serde_bytes")]
+    pub entropy: Vec<u8>,
+    pub hostname: String,
+    /// DNS server for `/etc/resolv.conf`, when the guest has a network.
+    pub nameserver: Option<String>,
 }
 
 /// What the agent sends to the host.

@@ -34,5 +34,6 @@ pub fn kind(message: &HostMessage) -> &'static str {
         HostMessage::Fs(_) => "Fs",
         HostMessage::Data(_) => "Data",
         HostMessage::DataEnd => "DataEnd",
+        HostMessage::Refresh(_) => "Refresh",
     }
 }

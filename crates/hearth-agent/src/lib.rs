@@ -20,6 +20,7 @@ pub mod connection;
 mod env;
 mod exec;
 mod fs;
+mod identity;
 pub mod modules;
 pub mod net;
 mod output;

@@ -16,6 +16,7 @@ use nix::sys::socket::Shutdown;
 use crate::connection::{kind, Connection};
 use crate::exec::{self, ExecError};
 use crate::fs::{self, FsError};
+use crate::identity;
 
 /// How long a shutdown waits for the host to close after hearing `ShuttingDown`, so the reply is
 /// not lost in a virtqueue when the VM powers off.
@@ -94,8 +95,22 @@ pub fn handle_connection<C: Connection>(conn: C, context: &Context) -> Result<()
         }
         HostMessage::Exec(request) => Ok(exec::run(&mut reader, writer, &request)?),
         HostMessage::Fs(request) => Ok(fs::run(&mut reader, &mut writer, &request)?),
+        HostMessage::Refresh(identity) => match identity::apply(&identity) {
+            Ok(()) => reply(&mut writer, &GuestMessage::Done),
+            Err(e) => {
+                log!("identity refresh failed: {e}");
+                let message = crate::log::one_line(&e);
+                reply(
+                    &mut writer,
+                    &GuestMessage::Error(RemoteError::new(ErrorCode::Internal, message)),
+                )
+            }
+        },
         other => {
-            let message = format!("expected Exec, Fs, Ping or Shutdown, got {}", kind(&other));
+            let message = format!(
+                "expected Exec, Fs, Ping, Refresh or Shutdown, got {}",
+                kind(&other)
+            );
             reply(&mut writer, &bad_request(message))
         }
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::netns::{self, NetnsError};
@@ -127,23 +128,37 @@ impl Links {
         let message = LinkUnspec::new_with_index(index)
             .setns_by_fd(ns.as_raw_fd())
             .build();
+        self.set(message, "move into its namespace", name).await
+    }
+
+    /// Applies one change to a link; `action` and `name` describe it in the error.
+    async fn set(
+        &self,
+        message: LinkMessage,
+        action: &'static str,
+        name: &str,
+    ) -> Result<(), LinkError> {
         self.handle
             .link()
             .set(message)
             .execute()
             .await
-            .map_err(nl("move into its namespace", name))
+            .map_err(nl(action, name))
+    }
+
+    /// Gives the link a hardware address.
+    pub async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), LinkError> {
+        let index = self.index(name).await?;
+        let message = LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build();
+        self.set(message, "set the address of", name).await
     }
 
     pub async fn set_up(&self, name: &str) -> Result<u32, LinkError> {
         let index = self.index(name).await?;
         let message = LinkUnspec::new_with_index(index).up().build();
-        self.handle
-            .link()
-            .set(message)
-            .execute()
-            .await
-            .map_err(nl("bring up", name))?;
+        self.set(message, "bring up", name).await?;
         Ok(index)
     }
 

@@ -18,7 +18,7 @@ use crate::nft::{self, IfaceIndexes, NftError};
 use crate::policy::{host_rules, namespace_rules, BlockedDestinations, EgressPolicy, NamespaceEnd};
 use crate::pool::{
     self, LinkSlot, LinkSlot6, PoolError, GATEWAY_ADDR, GATEWAY_ADDR6, GUEST_ADDR, GUEST_ADDR6,
-    GUEST_PREFIX_LEN, GUEST_PREFIX_LEN6,
+    GUEST_PREFIX_LEN, GUEST_PREFIX_LEN6, TAP_MAC,
 };
 use crate::publish::{PortSpec, PublishError, PublishedPorts};
 
@@ -351,6 +351,7 @@ impl SandboxNetwork {
             l.add_address(&names.veth_ns, IpAddr::V4(slot.ns), GUEST_PREFIX_LEN)
                 .await?;
             let uplink = l.set_up(&names.veth_ns).await?;
+            l.set_mac(&names.tap, TAP_MAC).await?;
             l.add_address(&names.tap, IpAddr::V4(GATEWAY_ADDR), GUEST_PREFIX_LEN)
                 .await?;
             if let Some(slot6) = slot6 {

@@ -11,6 +11,11 @@ pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(172, 30, 255, 2);
 /// The tap's address in the namespace: the guest's gateway (and later its DNS server).
 pub const GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(172, 30, 255, 1);
 pub const GUEST_PREFIX_LEN: u8 = 30;
+/// The tap's hardware address, the same in every namespace like the addresses: a guest
+/// restored from a snapshot keeps its gateway's MAC in its neighbour cache (its timers were
+/// frozen with it), so a tap with another would leave it unable to reach its gateway.
+/// Locally administered unicast; "hearth" in the low bytes.
+pub const TAP_MAC: [u8; 6] = [0x02, 0x68, 0x65, 0x61, 0x72, 0x74];
 
 /// The guest's IPv6 address inside every namespace (ULA, `fd7a:6865:6172:7468` spells
 /// "hearth"), with the tap's as its gateway: fixed like the IPv4 pair.
