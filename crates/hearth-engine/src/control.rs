@@ -1,7 +1,8 @@
 //! The control socket of a detached sandbox's supervisor, `sandboxes/<id>/control.sock`: the
-//! CLI (and any other client) asks the supervisor to stop or kill its sandbox, or waits for its
-//! end, and hears back when it happened, instead of signalling a pid and polling the database.
-//! One JSON request line per connection; one JSON reply line once the request is done.
+//! CLI (and any other client) asks the supervisor to stop or kill its sandbox, waits for its
+//! end, or has it save the VM (the supervisor owns the VMM), and hears back when it happened,
+//! instead of signalling a pid and polling the database. One JSON request line per connection;
+//! one JSON reply line once the request is done.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use crate::paths::StateDir;
 const MAX_REQUEST_LEN: u64 = 4096;
 
 /// What a client asks of a supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
     /// Power the guest off cleanly, killing it after `grace_ms`.
@@ -26,6 +27,16 @@ pub enum ControlRequest {
     Kill,
     /// Only wait for the end.
     Wait,
+    /// Pause the VM and save its state to `state`, then resume it, or end the sandbox with
+    /// `stop`. Answered with [`Saved`].
+    Snapshot { state: PathBuf, stop: bool },
+}
+
+/// What a supervisor reports of a saved VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// The agent's release, as it reported it when the sandbox booted.
+    pub agent_version: String,
 }
 
 /// How a sandbox ended, as its supervisor recorded it.
@@ -39,6 +50,7 @@ pub struct Ended {
 #[serde(rename_all = "snake_case")]
 enum Reply {
     Ended(Ended),
+    Saved(Saved),
     Error(String),
 }
 
@@ -70,6 +82,8 @@ pub enum ControlError {
     Closed,
     #[error("the supervisor refused the request: {0}")]
     Refused(String),
+    #[error("the supervisor answered with something else than {0}")]
+    Unexpected(&'static str),
     #[error("control connection failed")]
     Io(#[from] std::io::Error),
     #[error("the supervisor sent an unreadable reply")]
@@ -85,9 +99,32 @@ pub fn socket_path(state: &StateDir, id: &str) -> PathBuf {
 /// if given.
 pub async fn request(
     path: &Path,
-    request: ControlRequest,
+    request: &ControlRequest,
     limit: Option<Duration>,
 ) -> Result<Ended, ControlError> {
+    match exchange(path, request, limit).await? {
+        Reply::Ended(ended) => Ok(ended),
+        _ => Err(ControlError::Unexpected("the end of the sandbox")),
+    }
+}
+
+/// Asks the supervisor listening on `path` to save its VM to `state` and waits until it did.
+pub async fn snapshot(path: &Path, state: &Path, stop: bool) -> Result<Saved, ControlError> {
+    let request = ControlRequest::Snapshot {
+        state: state.to_owned(),
+        stop,
+    };
+    match exchange(path, &request, None).await? {
+        Reply::Saved(saved) => Ok(saved),
+        _ => Err(ControlError::Unexpected("a saved state")),
+    }
+}
+
+async fn exchange(
+    path: &Path,
+    request: &ControlRequest,
+    limit: Option<Duration>,
+) -> Result<Reply, ControlError> {
     let mut stream = UnixStream::connect(path).await.map_err(|source| {
         let path = path.to_owned();
         if source.kind() == std::io::ErrorKind::PermissionDenied {
@@ -96,7 +133,7 @@ pub async fn request(
             ControlError::NoSupervisor { path, source }
         }
     })?;
-    let mut line = serde_json::to_string(&request)?;
+    let mut line = serde_json::to_string(request)?;
     line.push('\n');
     stream.write_all(line.as_bytes()).await?;
     let mut reply = String::new();
@@ -112,23 +149,32 @@ pub async fn request(
         Err(e) => Err(e.into()),
         Ok(0) => Err(ControlError::Closed),
         Ok(_) => match serde_json::from_str(&reply)? {
-            Reply::Ended(ended) => Ok(ended),
             Reply::Error(message) => Err(ControlError::Refused(message)),
+            reply => Ok(reply),
         },
     }
 }
 
-/// A request as the supervisor receives it; answer it with [`Pending::answer`].
+/// A request as the supervisor receives it; answer it with [`Pending::answer`] (or
+/// [`Pending::answer_saved`] for a snapshot).
 #[derive(Debug)]
 pub struct Pending {
     pub request: ControlRequest,
-    reply: oneshot::Sender<Ended>,
+    reply: oneshot::Sender<Reply>,
 }
 
 impl Pending {
     /// Tells the client how the sandbox ended (a client that went away is no error).
     pub fn answer(self, ended: &Ended) {
-        let _ = self.reply.send(ended.clone());
+        let _ = self.reply.send(Reply::Ended(ended.clone()));
+    }
+
+    /// Tells the client the VM was saved, or why not.
+    pub fn answer_saved(self, saved: Result<Saved, String>) {
+        let _ = self.reply.send(match saved {
+            Ok(saved) => Reply::Saved(saved),
+            Err(message) => Reply::Error(message),
+        });
     }
 }
 
@@ -214,7 +260,7 @@ async fn serve_client(stream: UnixStream, sender: mpsc::Sender<Pending>) {
                     return;
                 }
                 match answered.await {
-                    Ok(ended) => Reply::Ended(ended),
+                    Ok(reply) => reply,
                     // The supervisor is going away without an answer; the client sees a close.
                     Err(_) => return,
                 }
@@ -253,15 +299,15 @@ mod tests {
                 let mut seen = Vec::new();
                 for _ in 0..2 {
                     let pending = requests.recv().await.unwrap();
-                    seen.push(pending.request);
+                    seen.push(pending.request.clone());
                     pending.answer(&ended);
                 }
                 seen
             })
         };
         let limit = Some(Duration::from_secs(5));
-        let waited = request(&path, ControlRequest::Wait, limit).await.unwrap();
-        let stopped = request(&path, ControlRequest::Stop { grace_ms: 10 }, limit)
+        let waited = request(&path, &ControlRequest::Wait, limit).await.unwrap();
+        let stopped = request(&path, &ControlRequest::Stop { grace_ms: 10 }, limit)
             .await
             .unwrap();
         assert_eq!((waited, stopped), (ended.clone(), ended));
@@ -271,7 +317,7 @@ mod tests {
         );
         drop(server);
         assert!(!path.exists(), "the socket outlived its server");
-        let err = request(&path, ControlRequest::Kill, limit)
+        let err = request(&path, &ControlRequest::Kill, limit)
             .await
             .unwrap_err();
         assert!(matches!(err, ControlError::NoSupervisor { .. }), "{err:?}");

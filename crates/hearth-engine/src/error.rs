@@ -16,6 +16,7 @@ use crate::copy::CopyError;
 use crate::exec::ExecError;
 use crate::files::FilesError;
 use crate::sandbox::BootError;
+use crate::snapshots::SnapshotError;
 use crate::state::{SandboxState, StateError};
 use crate::supervisor::SupervisorError;
 
@@ -148,6 +149,12 @@ pub enum EngineError {
         #[source]
         source: Box<hearth_host::setup::SetupError>,
     },
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("failed to tell the VMM's version")]
+    VmmVersion(#[source] hearth_vmm::VersionError),
+    #[error("a background task failed: {0}")]
+    Task(String),
     #[error("failed to {action} `{}`", path.display())]
     Io {
         action: &'static str,
@@ -187,7 +194,11 @@ impl EngineError {
             EngineError::Pull { source, .. } => pull_kind(source),
             EngineError::Images(StoreError::NotFound { .. }) => ErrorKind::NotFound,
             EngineError::Import { .. } => ErrorKind::InvalidInput,
-            EngineError::Setup { .. } => ErrorKind::Unavailable,
+            EngineError::Setup { .. } | EngineError::VmmVersion(_) => ErrorKind::Unavailable,
+            EngineError::Snapshot(SnapshotError::NotFound(_)) => ErrorKind::NotFound,
+            EngineError::Snapshot(SnapshotError::Exists(_) | SnapshotError::Mismatch { .. }) => {
+                ErrorKind::Conflict
+            }
             EngineError::Login { .. } | EngineError::Control(ControlError::Denied { .. }) => {
                 ErrorKind::PermissionDenied
             }
@@ -198,6 +209,8 @@ impl EngineError {
             | EngineError::Launch { .. }
             | EngineError::Credentials { .. }
             | EngineError::NetworkView { .. }
+            | EngineError::Snapshot(_)
+            | EngineError::Task(_)
             | EngineError::Io { .. } => ErrorKind::Internal,
         }
     }

@@ -28,7 +28,7 @@ pub struct GcReport {
     pub marked_exited: Vec<String>,
     /// Processes killed (VMM and helpers of dead sandboxes).
     pub killed_pids: Vec<u32>,
-    /// Run dirs removed.
+    /// Run dirs removed, and temporary dirs of snapshots whose save was cut short.
     pub removed_dirs: Vec<String>,
     /// Sandboxes whose network (namespace, host link, host table) was removed.
     pub removed_networks: Vec<String>,
@@ -98,6 +98,10 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
             );
         }
     }
+    let stale = crate::snapshots::SnapshotStore::new(state).collect_stale();
+    report
+        .removed_dirs
+        .extend(stale.iter().map(|dir| dir.display().to_string()));
     Ok(report)
 }
 
@@ -141,7 +145,7 @@ fn being_spawned(record: &SandboxRecord) -> bool {
     record.supervisor_pid.is_none() && age < ORPHAN_STARTING_AGE.as_secs()
 }
 
-fn is_old(dir: &Path) -> bool {
+pub(crate) fn is_old(dir: &Path) -> bool {
     std::fs::metadata(dir)
         .and_then(|m| m.modified())
         .ok()

@@ -8,7 +8,7 @@
 //! `supervisor` owns a detached sandbox for its life; `state` is the SQLite database; `gc`
 //! collects what crashed owners left; `agent_session` holds the agent's session stream and
 //! `agent_relay` serves it to local clients over the run dir's `agent.sock`, where `agent`,
-//! `exec`, `files` and `copy` speak the per-operation protocol; `images` is the OCI image store of the state dir. Host checks and boot assets
+//! `exec`, `files` and `copy` speak the per-operation protocol; `images` is the OCI image store of the state dir; `snapshots` the saved VMs. Host checks and boot assets
 //! (`setup`, `doctor`, the state dir layout) come from `hearth-host`.
 
 mod agent;
@@ -28,6 +28,7 @@ mod lifecycle;
 mod limits;
 pub mod ops;
 mod sandbox;
+mod snapshots;
 mod state;
 mod supervisor;
 
@@ -60,6 +61,7 @@ pub use ops::{
     DetachOptions, ProcessSpec, RegistryOptions, ResolvedSpec, SandboxSpec, DEFAULT_IMAGE,
 };
 pub use sandbox::Sandbox;
+pub use snapshots::SnapshotMeta;
 pub use state::{Health, SandboxRecord, SandboxState};
 pub use supervisor::HealthCheck;
 

@@ -5,10 +5,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hearth_agent_proto::{ExecRequest, GuestMessage, HostMessage};
+use hearth_agent_proto::{ExecRequest, GuestMessage, HostMessage, Identity};
 use hearth_net::{NetworkConfig, NetworkError, SandboxNetwork};
-use hearth_vmm::{DiskConfig, NetConfig, StartVmError, Vm, VmConfig, VmExit, Vmm};
+use hearth_vmm::{DiskConfig, NetConfig, SaveError, StartVmError, Vm, VmConfig, VmExit, Vmm};
 use nix::fcntl::{Flock, FlockArg};
+use rand::RngCore;
 use tokio::time::timeout;
 
 use crate::agent::{self, AgentError};
@@ -20,6 +21,9 @@ const CONSOLE_TAIL_LINES: usize = 40;
 
 /// How long a VM whose agent stream broke during boot gets to show that it exited.
 const VM_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Bytes of host randomness a restored guest's RNG is reseeded with: a full 256-bit seed.
+const IDENTITY_ENTROPY: usize = 32;
 
 /// How long a clean power-off may take before the VM is killed.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -43,6 +47,17 @@ pub struct SandboxConfig {
     /// goes with the VM.
     #[serde(default)]
     pub console_log: Option<PathBuf>,
+    /// Resume a snapshot instead of booting (the fields above then describe the saved machine).
+    #[serde(default)]
+    pub restore: Option<Restore>,
+}
+
+/// The snapshot a sandbox resumes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Restore {
+    pub snapshot: String,
+    /// The saved state the VMM loads.
+    pub state: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +92,8 @@ pub enum BootError {
     Timeout { timeout: Duration, console: String },
     #[error("the VM exited during boot ({exit:?}); last console lines:\n{console}")]
     VmExited { exit: VmExit, console: String },
+    #[error("the restored guest did not take its new identity (clock, RNG, hostname)")]
+    Refresh(#[source] AgentError),
     #[error("the guest agent failed its ready handshake; last console lines:\n{console}")]
     Handshake {
         console: String,
@@ -110,12 +127,43 @@ impl Sandbox {
         id: String,
         config: &SandboxConfig,
     ) -> Result<Sandbox, BootError> {
-        Sandbox::prepare(vms_dir, id, config)
+        let sandbox = Sandbox::prepare(vms_dir, id, config)
             .await?
             .launch(vmm, config)
             .await?
             .await_ready(config.boot_timeout)
-            .await
+            .await?;
+        if config.restore.is_some() {
+            sandbox
+                .refresh_identity()
+                .await
+                .map_err(BootError::Refresh)?;
+        }
+        Ok(sandbox)
+    }
+
+    /// Makes a guest resumed from a snapshot its own machine before anything runs in it: the
+    /// host's clock, a reseeded RNG, this sandbox's hostname and DNS server (a cold boot reads
+    /// these from its command line, which a restored guest never reads again).
+    async fn refresh_identity(&self) -> Result<(), AgentError> {
+        let mut entropy = vec![0u8; IDENTITY_ENTROPY];
+        rand::rngs::OsRng.fill_bytes(&mut entropy);
+        let identity = Identity {
+            unix_nanos: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            entropy,
+            hostname: self.id.clone(),
+            nameserver: self
+                .network
+                .as_ref()
+                .map(|network| network.guest().nameserver.to_string()),
+        };
+        let mut stream = agent::open(self.relay.path(), &HostMessage::Refresh(identity)).await?;
+        match agent::next_message(&mut stream).await? {
+            GuestMessage::Done => Ok(()),
+            other => Err(agent::unexpected("done", &other)),
+        }
     }
 
     /// Everything but the VM: the run dir (locked as this process's) and the network. Dropping
@@ -190,6 +238,21 @@ impl Sandbox {
         .map_err(|_| AgentError::ReadyTimeout(RECONNECT_TIMEOUT))??;
         self.relay.set_session(session);
         Ok(())
+    }
+
+    /// Saves the VM (device state and memory) to `dest` while it is paused; then resumes it,
+    /// or with `resume == false` leaves it paused for the caller to end. Returns the agent's
+    /// release, which the state holds.
+    pub(crate) async fn save(
+        &mut self,
+        dest: &Path,
+        resume: bool,
+    ) -> Result<crate::control::Saved, SaveError> {
+        self.vm.save(dest, resume).await?;
+        tracing::info!(sandbox = %self.id, state = %dest.display(), resume, "vm saved");
+        Ok(crate::control::Saved {
+            agent_version: self.agent_version.clone(),
+        })
     }
 
     /// Waits until the VM exits by itself. Cancel-safe.
@@ -295,7 +358,8 @@ struct Prepared {
 
 impl Prepared {
     /// Cold-boots the VM: kernel, initramfs, the read-only base and a command line that
-    /// carries the sandbox's settings.
+    /// carries the sandbox's settings; or resumes the snapshot in `config.restore` on the same
+    /// machine (the same argv, so the same devices in the same order).
     async fn launch(
         mut self,
         vmm: &dyn Vmm,
@@ -320,9 +384,11 @@ impl Prepared {
                 netns: n.netns_path().to_owned(),
                 tap: n.names().tap.clone(),
             }),
+            restore: config.restore.as_ref().map(|r| r.state.clone()),
         };
         let vm = vmm.start(&vm_config).await?;
-        tracing::info!(sandbox = %self.id, pid = ?vm.pid(), "vm started");
+        let from = config.restore.as_ref().map(|r| r.snapshot.as_str());
+        tracing::info!(sandbox = %self.id, pid = ?vm.pid(), snapshot = ?from, "vm started");
         if let Some(network) = self.network.as_mut() {
             network.start_services()?;
         }

@@ -138,6 +138,8 @@ enum Ending {
     VmExited,
     Stopped(Duration),
     Killed,
+    /// Saved with `--stop`: the VM is paused for good.
+    Saved(PathBuf),
     TimedOut(Duration),
 }
 
@@ -147,8 +149,19 @@ enum EndRequest {
     Kill,
 }
 
-/// Everything that can ask a supervised sandbox to end: SIGTERM (stop), SIGUSR1 (kill) and
-/// control clients, whose answers wait in `waiters` until the end is recorded.
+/// What a signal or a control client asks of the sandbox.
+enum Request {
+    End(EndRequest),
+    /// Save the VM to `state`; with `stop`, end the sandbox afterwards.
+    Snapshot {
+        pending: Pending,
+        state: PathBuf,
+        stop: bool,
+    },
+}
+
+/// Everything that can ask something of a supervised sandbox: SIGTERM (stop), SIGUSR1 (kill)
+/// and control clients, whose answers to an end wait in `waiters` until it is recorded.
 struct EndRequests {
     term: tokio::signal::unix::Signal,
     kill: tokio::signal::unix::Signal,
@@ -157,26 +170,39 @@ struct EndRequests {
 }
 
 impl EndRequests {
-    /// The next request to end; `Wait` requests are kept for the end meanwhile. Cancel-safe.
-    async fn next(&mut self) -> EndRequest {
+    /// The next request; `Wait` requests are kept for the end meanwhile. Cancel-safe.
+    async fn next(&mut self) -> Request {
         loop {
             tokio::select! {
-                _ = self.term.recv() => return EndRequest::Stop(SHUTDOWN_GRACE),
-                _ = self.kill.recv() => return EndRequest::Kill,
+                _ = self.term.recv() => return Request::End(EndRequest::Stop(SHUTDOWN_GRACE)),
+                _ = self.kill.recv() => return Request::End(EndRequest::Kill),
                 Some(pending) = self.control.recv() => {
-                    let request = pending.request;
+                    let request = pending.request.clone();
+                    if let ControlRequest::Snapshot { state, stop } = request {
+                        return Request::Snapshot { pending, state, stop };
+                    }
                     self.waiters.push(pending);
                     match request {
-                        ControlRequest::Wait => {}
+                        ControlRequest::Wait | ControlRequest::Snapshot { .. } => {}
                         // No grace at all is a kill, and recorded as one (as `docker stop -t 0`).
                         ControlRequest::Stop { grace_ms: 0 } | ControlRequest::Kill => {
-                            return EndRequest::Kill;
+                            return Request::End(EndRequest::Kill);
                         }
                         ControlRequest::Stop { grace_ms } => {
-                            return EndRequest::Stop(Duration::from_millis(grace_ms));
+                            return Request::End(EndRequest::Stop(Duration::from_millis(grace_ms)));
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The next request to end the sandbox, refusing snapshots meanwhile (`why` says why).
+    async fn next_end(&mut self, why: &str) -> EndRequest {
+        loop {
+            match self.next().await {
+                Request::End(end) => return end,
+                Request::Snapshot { pending, .. } => pending.answer_saved(Err(why.to_owned())),
             }
         }
     }
@@ -220,7 +246,7 @@ pub async fn supervise(vmm: &dyn Vmm, state: &StateDir, id: &str) -> Result<(), 
     let vms_dir = state.vms_dir();
     let booted = tokio::select! {
         booted = Sandbox::boot(vmm, &vms_dir, id.to_owned(), &config) => booted,
-        _ = requests.next() => {
+        _ = requests.next_end("the sandbox is still booting") => {
             let ended = finish(&db, state, id, None, None);
             requests.answer_all(None, None);
             return ended;
@@ -254,7 +280,7 @@ pub async fn supervise(vmm: &dyn Vmm, state: &StateDir, id: &str) -> Result<(), 
             let killed = loop {
                 tokio::select! {
                     _ = &mut shutdown => break false,
-                    request = requests.next() => {
+                    request = requests.next_end("the sandbox is stopping") => {
                         if matches!(request, EndRequest::Kill) {
                             break true;
                         }
@@ -269,6 +295,12 @@ pub async fn supervise(vmm: &dyn Vmm, state: &StateDir, id: &str) -> Result<(), 
         Ending::Killed => {
             sandbox.kill().await;
             (Some(128 + libc::SIGKILL), None)
+        }
+        Ending::Saved(name) => {
+            // The VM stays paused after its save; nothing in it is left to stop cleanly.
+            sandbox.kill().await;
+            let note = format!("stopped after saving snapshot state `{}`", name.display());
+            (Some(128 + libc::SIGTERM), Some(note))
         }
         Ending::TimedOut(after) => {
             sandbox.shutdown().await;
@@ -325,15 +357,31 @@ async fn run_until_end(
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        code = main_done => Ending::MainExited(code),
-        _ = sandbox.wait() => Ending::VmExited,
-        request = requests.next() => match request {
-            EndRequest::Stop(grace) => Ending::Stopped(grace),
-            EndRequest::Kill => Ending::Killed,
-        },
-        after = timeout => Ending::TimedOut(after),
-        never = health => match never {},
+    tokio::pin!(main_done, timeout, health);
+    loop {
+        let request = tokio::select! {
+            code = &mut main_done => return Ending::MainExited(code),
+            _ = sandbox.wait() => return Ending::VmExited,
+            request = requests.next() => request,
+            after = &mut timeout => return Ending::TimedOut(after),
+            never = &mut health => match never {},
+        };
+        match request {
+            Request::End(EndRequest::Stop(grace)) => return Ending::Stopped(grace),
+            Request::End(EndRequest::Kill) => return Ending::Killed,
+            Request::Snapshot {
+                pending,
+                state,
+                stop,
+            } => {
+                let saved = sandbox.save(&state, !stop).await;
+                let saved_ok = saved.is_ok();
+                pending.answer_saved(saved.map_err(|e| error_chain(&e)));
+                if stop && saved_ok {
+                    return Ending::Saved(state);
+                }
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use hearth_engine::{
     DetachOptions, Engine, EngineError, ErrorKind, ExecRequest, NoReporter, ResolvedSpec,
     SandboxSpec, SandboxState, SupervisorLauncher,
 };
-use hearth_vmm::{Accel, BackendInfo, StartVmError, Vm, VmConfig, Vmm};
+use hearth_vmm::{Accel, BackendInfo, StartVmError, VersionError, Vm, VmConfig, Vmm};
 
 /// A backend that cannot start anything, as on a host whose VMM refuses.
 #[derive(Debug)]
@@ -30,6 +30,10 @@ impl Vmm for RefusingVmm {
             program: "fake-vmm".into(),
             hint: "it is a test double".into(),
         })
+    }
+
+    fn version(&self) -> Result<String, VersionError> {
+        Ok("fake 1".into())
     }
 }
 

@@ -80,6 +80,11 @@ impl StateDir {
         self.root.join("blobs")
     }
 
+    /// Saved sandboxes: one dir per snapshot, `<name>/{state,snapshot.json}`.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
     /// Parent of the per-VM run dirs (sockets, console log).
     pub fn vms_dir(&self) -> PathBuf {
         self.root.join("vms")

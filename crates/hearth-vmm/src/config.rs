@@ -23,6 +23,9 @@ pub struct VmConfig {
     pub console_log: PathBuf,
     /// The guest's network interface, if any.
     pub net: Option<NetConfig>,
+    /// A state file written by [`crate::Vm::save`] to resume instead of booting. The rest of
+    /// the config must describe the same machine as the one saved (devices, memory, vcpus).
+    pub restore: Option<PathBuf>,
 }
 
 /// A virtio-net device backed by an existing tap inside a network namespace.

@@ -22,8 +22,21 @@ pub trait Vmm: Send + Sync + std::fmt::Debug {
     /// Which backend this is and how it accelerates its VMs, as `ls` and `inspect` show it.
     fn describe(&self) -> BackendInfo;
 
-    /// Starts a VM and returns once it is running (the guest may still be booting).
+    /// Starts a VM and returns once it is running (the guest may still be booting). With
+    /// [`VmConfig::restore`], the VM resumes from a state [`Vm::save`] wrote instead of booting.
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError>;
+
+    /// The VMM's own version (`QEMU emulator version 7.2.22 ...`): a saved state loads only
+    /// into the version that saved it.
+    fn version(&self) -> Result<String, VersionError>;
+}
+
+/// Why a backend could not tell its version.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to ask `{program}` for its version: {reason}")]
+pub struct VersionError {
+    pub program: String,
+    pub reason: String,
 }
 
 /// A backend's own account of itself: its name and accelerator. Displays as `qemu-tcg`.
@@ -55,6 +68,11 @@ pub trait Vm: Send + std::fmt::Debug {
     /// Waits until the VM has exited. Cancel-safe.
     async fn wait(&mut self) -> VmExit;
 
+    /// Pauses the VM and writes its device state and memory to `dest`, then resumes it, or with
+    /// `resume == false` leaves it paused for good (the caller ends it). A VM whose save failed
+    /// is resumed all the same when `resume` is set.
+    async fn save(&mut self, dest: &Path, resume: bool) -> Result<(), SaveError>;
+
     /// Asks the VMM to end the VM now, waits up to `grace` for it to exit, then kills it.
     /// Always leaves no VMM process behind.
     async fn stop(&mut self, grace: Duration) -> VmExit;
@@ -67,6 +85,21 @@ pub enum VmExit {
     Exited(Option<i32>),
     /// hearth killed the VMM.
     Killed,
+}
+
+/// Why a VM's state could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("the VM is no longer running")]
+    NotRunning,
+    #[error("failed to save the VM's state to `{}`", path.display())]
+    Migrate {
+        path: std::path::PathBuf,
+        #[source]
+        source: qemu::migration::MigrationError,
+    },
+    #[error("failed to resume the VM after saving it")]
+    Resume(#[source] qemu::qmp::QmpError),
 }
 
 /// Why a VM could not be started.

@@ -10,6 +10,7 @@
 //! - [`files`]: stat, list, mkdir, remove, read and write guest files; copy trees in and out.
 //! - [`logs`]: a sandbox's output and console logs.
 //! - [`images`]: pull, ensure, list, remove, prune, import; registry login and logout.
+//! - [`snapshots`]: save a running sandbox as a snapshot; list, inspect, remove snapshots.
 //! - [`host`]: setup (boot assets) and doctor (host checks).
 
 pub mod files;
@@ -19,6 +20,7 @@ pub mod logs;
 pub mod process;
 pub mod run;
 pub mod sandboxes;
+pub mod snapshots;
 mod spec;
 
 pub use spec::{

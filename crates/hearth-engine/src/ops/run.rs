@@ -10,7 +10,8 @@ use crate::exec::{ExecInput, ExecOutput};
 use crate::images::{self, ProcessOverrides};
 use crate::limits::HostLimits;
 use crate::ops::{ResolvedSpec, SandboxSpec, DEFAULT_IMAGE};
-use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::sandbox::{Restore, Sandbox, SandboxConfig};
+use crate::snapshots::{SnapshotError, SnapshotStore};
 
 /// A guest process that has started: its guest pid, input half and output stream.
 pub type Started = (u32, ExecInput, ExecOutput);
@@ -35,6 +36,25 @@ impl Engine {
     ) -> Result<ResolvedSpec, EngineError> {
         HostLimits::of_host().check(spec.vcpus, spec.mem_size_mib)?;
         let state = self.state();
+        let snapshot = match &spec.from_snapshot {
+            Some(name) => Some(self.restorable_snapshot(name)?),
+            None => None,
+        };
+        let mut spec = spec;
+        if let Some(meta) = &snapshot {
+            spec.image = Some(meta.image.clone());
+            if meta.network != spec.network.is_some() {
+                return Err(EngineError::Snapshot(SnapshotError::Mismatch {
+                    name: meta.name.clone(),
+                    reason: if meta.network {
+                        "it was saved with a network; restore it with one".to_owned()
+                    } else {
+                        "it was saved without a network; restore it with `--network none`"
+                            .to_owned()
+                    },
+                }));
+            }
+        }
         let mut config = SandboxConfig {
             kernel: spec.kernel.unwrap_or_else(|| state.kernel()),
             initramfs: spec.initramfs.unwrap_or_else(|| state.initramfs()),
@@ -44,6 +64,7 @@ impl Engine {
             boot_timeout: spec.boot_timeout,
             network: spec.network,
             console_log: None,
+            restore: None,
         };
         let process = spec.process;
         let mut request = ExecRequest {
@@ -75,6 +96,17 @@ impl Engine {
             request.env = from_image.env;
             request.cwd = from_image.cwd;
             request.user = from_image.user;
+        }
+        if let Some(meta) = snapshot {
+            config.restore = Some(Restore {
+                state: SnapshotStore::new(state).state_file(&meta.name),
+                snapshot: meta.name,
+            });
+            config.kernel = meta.kernel;
+            config.initramfs = meta.initramfs;
+            config.rootfs = meta.rootfs;
+            config.vcpus = meta.vcpus;
+            config.mem_size_mib = meta.mem_size_mib;
         }
         Ok(ResolvedSpec {
             image: image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),

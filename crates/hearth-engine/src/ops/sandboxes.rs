@@ -350,7 +350,7 @@ impl Engine {
                 Ok(current) if current.state.is_live() => current,
                 _ => return Ok(None),
             };
-            match control::request(&socket, request, limit).await {
+            match control::request(&socket, &request, limit).await {
                 Ok(ended) => return Ok(Some(ended)),
                 // A supervisor just spawned binds its socket a moment after the row says
                 // `starting`; one that is gone (or ends as we connect) leaves it unanswered.

@@ -30,6 +30,9 @@ pub struct SandboxSpec {
     pub initramfs: Option<PathBuf>,
     /// `None` gives the guest no network interface at all.
     pub network: Option<NetworkConfig>,
+    /// Resume this snapshot instead of booting: its image, boot assets and resources replace
+    /// the ones above; the network (present or not) must match the snapshot's.
+    pub from_snapshot: Option<String>,
     pub process: ProcessSpec,
 }
 
@@ -44,6 +47,7 @@ impl Default for SandboxSpec {
             kernel: None,
             initramfs: None,
             network: Some(NetworkConfig::default()),
+            from_snapshot: None,
             process: ProcessSpec::default(),
         }
     }

@@ -12,10 +12,11 @@ use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
 use super::cmdline::{qemu_args, RunFiles};
+use super::migration;
 use super::qmp::Qmp;
 use crate::config::{Accel, VmConfig};
 use crate::console::{self, CappedLog, CONSOLE_LOG_CAP};
-use crate::{BackendInfo, StartVmError, Vm, VmExit, Vmm};
+use crate::{BackendInfo, SaveError, StartVmError, VersionError, Vm, VmExit, Vmm};
 
 /// How long QEMU gets to create a socket before start-up is declared failed.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
@@ -29,11 +30,17 @@ const MAX_SOCKET_PATH: usize = 107;
 pub struct QemuVmm {
     qemu: PathBuf,
     accel: Accel,
+    /// `qemu -version`'s first line, asked once.
+    version: std::sync::OnceLock<String>,
 }
 
 impl QemuVmm {
     pub fn new(qemu: PathBuf, accel: Accel) -> Self {
-        QemuVmm { qemu, accel }
+        QemuVmm {
+            qemu,
+            accel,
+            version: std::sync::OnceLock::new(),
+        }
     }
 }
 
@@ -109,10 +116,17 @@ impl Vmm for QemuVmm {
             Ok(stream) => Qmp::negotiate(stream).await.map_err(|e| e.to_string()),
             Err(e) => Err(format!("failed to connect to QMP: {e}")),
         };
-        let qmp = match qmp {
+        let mut qmp = match qmp {
             Ok(qmp) => qmp,
             Err(why) => return Err(helper_exited(&mut qemu, &self.qemu, &qemu_log, &why).await),
         };
+        if let Some(state) = &config.restore {
+            if let Err(e) = resume_from(&mut qmp, state).await {
+                // A stream QEMU cannot load makes it exit; its log says why.
+                let why = format!("loading `{}` failed: {e}", state.display());
+                return Err(helper_exited(&mut qemu, &self.qemu, &qemu_log, &why).await);
+            }
+        }
         tracing::debug!(pid = ?qemu.id(), "qemu started");
         Ok(Box::new(QemuVm {
             qemu,
@@ -122,12 +136,44 @@ impl Vmm for QemuVmm {
             exit: None,
         }))
     }
+
+    fn version(&self) -> Result<String, VersionError> {
+        if let Some(version) = self.version.get() {
+            return Ok(version.clone());
+        }
+        let error = |reason: String| VersionError {
+            program: self.qemu.display().to_string(),
+            reason,
+        };
+        let output = std::process::Command::new(&self.qemu)
+            .arg("-version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| error(e.to_string()))?;
+        if !output.status.success() {
+            return Err(error(format!("it exited with {}", output.status)));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text.lines().next().unwrap_or_default().trim().to_owned();
+        if line.is_empty() {
+            return Err(error("it printed nothing".to_owned()));
+        }
+        Ok(self.version.get_or_init(|| line).clone())
+    }
+}
+
+/// Loads a saved state into a QEMU started with `-incoming defer` and lets it run.
+async fn resume_from(qmp: &mut Qmp, state: &Path) -> Result<(), migration::MigrationError> {
+    migration::load(qmp, state).await?;
+    qmp.execute("cont", Value::Null).await?;
+    Ok(())
 }
 
 fn check_inputs(config: &VmConfig) -> Result<(), StartVmError> {
     let files = [("kernel", &config.kernel), ("initramfs", &config.initramfs)]
         .into_iter()
-        .chain(config.disks.iter().map(|d| ("disk image", &d.path)));
+        .chain(config.disks.iter().map(|d| ("disk image", &d.path)))
+        .chain(config.restore.iter().map(|state| ("saved state", state)));
     for (what, path) in files {
         if !path.is_file() {
             return Err(StartVmError::MissingFile {
@@ -283,6 +329,23 @@ impl Vm for QemuVm {
             Err(_) => VmExit::Exited(None),
         };
         self.reap(exit).await
+    }
+
+    async fn save(&mut self, dest: &Path, resume: bool) -> Result<(), SaveError> {
+        let qmp = match (&self.exit, self.qmp.as_mut()) {
+            (None, Some(qmp)) => qmp,
+            _ => return Err(SaveError::NotRunning),
+        };
+        let saved = migration::save(qmp, dest).await;
+        if resume {
+            qmp.execute("cont", Value::Null)
+                .await
+                .map_err(SaveError::Resume)?;
+        }
+        saved.map_err(|source| SaveError::Migrate {
+            path: dest.to_owned(),
+            source,
+        })
     }
 
     async fn stop(&mut self, grace: Duration) -> VmExit {

@@ -125,6 +125,11 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
             &"virtio-net-device,netdev=net0",
         ]);
     }
+    // The same machine, waiting for its state over QMP (`migrate-incoming`) instead of booting;
+    // `defer` because the state's location is given only once QMP is up.
+    if config.restore.is_some() {
+        push(&[&"-incoming", &"defer"]);
+    }
     args
 }
 
@@ -156,6 +161,7 @@ mod tests {
             run_dir: "/run/vm".into(),
             console_log: "/logs/console.log".into(),
             net: None,
+            restore: None,
         }
     }
 
@@ -184,6 +190,16 @@ mod tests {
              -device virtserialport,bus=vser0.0,chardev=agent,name=org.hearth.agent"
         ));
         assert!(!args.contains("vsock"));
+    }
+
+    #[test]
+    fn test_restore_is_the_same_machine_waiting_for_its_state() {
+        let cold = joined(Accel::Tcg);
+        let mut config = config();
+        config.restore = Some("/snapshots/a/state".into());
+        let restore = qemu_args(&config, Accel::Tcg, &RunFiles::new(&config), 2_445_406)
+            .join(std::ffi::OsStr::new(" "));
+        assert_eq!(restore.to_string_lossy(), format!("{cold} -incoming defer"));
     }
 
     #[test]

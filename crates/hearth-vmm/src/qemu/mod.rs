@@ -2,6 +2,7 @@
 
 mod backend;
 pub mod cmdline;
+pub mod migration;
 pub mod qmp;
 mod tsc;
 

@@ -84,6 +84,9 @@ pub enum Command {
     /// Serve the HTTP API (REST + JSON under /v1) until SIGINT or SIGTERM. Sandboxes it
     /// makes are the same as the CLI's and outlive it.
     Serve(ServeArgs),
+    /// Save running sandboxes and manage the saved states.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Internal: the supervisor of a detached sandbox (started by `run -d`).
     #[command(hide = true)]
     Supervise(SandboxArgs),
@@ -348,6 +351,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub registry: RegistryArgs,
 
+    /// Resume this snapshot (`hearth snapshot create`) instead of booting: its files and
+    /// running processes are there; its image and resources are the snapshot's.
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["image", "kernel", "initramfs"])]
+    pub from_snapshot: Option<String>,
+
     /// Image to boot: a registry reference (pulled when not present locally), a local image id,
     /// or `default`, the built-in busybox image (also used when IMAGE is omitted).
     #[arg(value_name = "IMAGE")]
@@ -555,6 +563,38 @@ pub struct PullArgs {
 
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save a running detached sandbox (memory, devices, running processes) as a snapshot.
+    Create {
+        /// Sandbox name, id or unique id prefix.
+        sandbox: String,
+        /// Name of the snapshot (default: the sandbox's name and the time).
+        name: Option<String>,
+        /// End the sandbox after saving it instead of resuming it.
+        #[arg(long)]
+        stop: bool,
+    },
+    /// List snapshots.
+    #[command(alias = "list")]
+    Ls {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a snapshot's record as JSON.
+    Inspect {
+        #[arg(value_name = "SNAPSHOT", required = true)]
+        snapshots: Vec<String>,
+    },
+    /// Remove snapshots.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(value_name = "SNAPSHOT", required = true)]
+        snapshots: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ mod images;
 mod interrupted_pull;
 mod network;
 mod run;
+mod snapshot;
 mod tty;
 
 use std::process::Output;

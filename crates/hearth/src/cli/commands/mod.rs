@@ -15,5 +15,6 @@ pub mod rm;
 pub mod run;
 pub mod serve;
 pub mod setup;
+pub mod snapshot;
 pub mod stop;
 pub mod supervise;

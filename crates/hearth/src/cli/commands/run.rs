@@ -23,6 +23,7 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
         kernel: args.kernel.clone(),
         initramfs: args.initramfs.clone(),
         network: args.network.config()?,
+        from_snapshot: args.from_snapshot.clone(),
         process: ProcessSpec {
             command: process.argv,
             entrypoint: args.entrypoint.clone(),
