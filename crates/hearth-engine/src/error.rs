@@ -196,9 +196,11 @@ impl EngineError {
             EngineError::Import { .. } => ErrorKind::InvalidInput,
             EngineError::Setup { .. } | EngineError::VmmVersion(_) => ErrorKind::Unavailable,
             EngineError::Snapshot(SnapshotError::NotFound(_)) => ErrorKind::NotFound,
-            EngineError::Snapshot(SnapshotError::Exists(_) | SnapshotError::Mismatch { .. }) => {
-                ErrorKind::Conflict
-            }
+            EngineError::Snapshot(
+                SnapshotError::Exists(_)
+                | SnapshotError::Mismatch { .. }
+                | SnapshotError::BaseInUse { .. },
+            ) => ErrorKind::Conflict,
             EngineError::Login { .. } | EngineError::Control(ControlError::Denied { .. }) => {
                 ErrorKind::PermissionDenied
             }

@@ -61,6 +61,11 @@ pub enum SnapshotError {
     NotFound(String),
     #[error("a snapshot named `{0}` already exists")]
     Exists(String),
+    #[error("image `{image}` is the base of snapshots {}; remove them first (`hearth snapshot rm`)", snapshots.join(", "))]
+    BaseInUse {
+        image: String,
+        snapshots: Vec<String>,
+    },
     #[error("snapshot `{name}` cannot be restored here: {reason}")]
     Mismatch { name: String, reason: String },
     #[error("snapshot `{name}` has an unreadable record `{}`", path.display())]
@@ -169,6 +174,16 @@ impl SnapshotStore {
             path,
             source,
         })
+    }
+
+    /// The names of the snapshots whose base image is `rootfs`.
+    pub fn users_of(&self, rootfs: &Path) -> Result<Vec<String>, SnapshotError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|meta| meta.rootfs == rootfs)
+            .map(|meta| meta.name)
+            .collect())
     }
 
     /// Removes snapshot `name`: renamed out of sight first, so a restore never finds half of it.
@@ -407,6 +422,8 @@ mod tests {
         assert_eq!(committed.size, 5);
         assert_eq!(store.list().unwrap(), vec![committed]);
         assert!(matches!(store.begin("one"), Err(SnapshotError::Exists(_))));
+        assert_eq!(store.users_of(Path::new("/r")).unwrap(), vec!["one"]);
+        assert!(store.users_of(Path::new("/other")).unwrap().is_empty());
         assert_eq!(std::fs::read(store.state_file("one")).unwrap(), b"state");
         store.remove("one").unwrap();
         assert!(store.list().unwrap().is_empty());

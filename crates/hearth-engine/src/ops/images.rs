@@ -12,6 +12,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::images;
 use crate::ops::RegistryOptions;
+use crate::snapshots::{SnapshotError, SnapshotStore};
 
 impl Engine {
     /// Downloads `reference` (layers cached by digest), builds its read-only base and names it.
@@ -64,8 +65,19 @@ impl Engine {
     }
 
     /// Removes the name `name`; the image goes with its last name. Returns its digest.
+    /// Refused while a snapshot uses the image as its base: a restore needs the same base.
     pub fn remove_image(&self, name: &str) -> Result<Digest, EngineError> {
-        Ok(images::store(self.state()).remove(name)?)
+        let store = images::store(self.state());
+        let rootfs = store.rootfs(&store.resolve(name)?);
+        let snapshots = SnapshotStore::new(self.state()).users_of(&rootfs)?;
+        if !snapshots.is_empty() {
+            return Err(SnapshotError::BaseInUse {
+                image: name.to_owned(),
+                snapshots,
+            }
+            .into());
+        }
+        Ok(store.remove(name)?)
     }
 
     /// Removes unnamed images and blobs no image uses.
