@@ -128,24 +128,93 @@ mod tests {
     use super::*;
     use crate::exec::{self, ExecEvent, ExecOutput};
 
-    /// The real agent relay serving connections on a Unix socket, one at a time, as QEMU's
-    /// chardev hands the guest's port to one host client at a time.
+    /// Set in the child process that plays the guest.
+    const GUEST_PORT_ENV: &str = "HEARTH_TEST_GUEST_PORT";
+
+    /// The real guest session loop serving connections on a Unix socket, one at a time, as
+    /// QEMU's chardev hands the guest's port to one host client at a time. It runs in a child
+    /// process (this test binary re-run as [`test_guest_process`]): the agent reaps every child
+    /// of its process, which would steal the children of other tests running in this one.
     struct Guest {
         dir: tempfile::TempDir,
+        process: std::process::Child,
+    }
+
+    impl Drop for Guest {
+        fn drop(&mut self) {
+            // The guest's processes first: killed with the guest, they would live on as orphans.
+            let mut family = vec![i32::try_from(self.process.id()).unwrap()];
+            let mut i = 0;
+            while i < family.len() {
+                family.extend(children_of(family[i]));
+                i += 1;
+            }
+            for pid in family.into_iter().rev() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = self.process.wait();
+        }
+    }
+
+    /// Pids whose parent is `parent`, from `/proc/PID/stat` (the field after the `)` of the
+    /// command name is the state, then the parent pid).
+    fn children_of(parent: i32) -> Vec<i32> {
+        let entries = std::fs::read_dir("/proc").unwrap();
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                let ppid: i32 = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (ppid == parent).then_some(pid)
+            })
+            .collect()
+    }
+
+    /// The guest's half: serves sessions on the port named by the environment. Does nothing in
+    /// a normal run.
+    #[test]
+    fn test_guest_process() {
+        let Some(port) = std::env::var_os(GUEST_PORT_ENV) else {
+            return;
+        };
+        let listener = std::os::unix::net::UnixListener::bind(port).unwrap();
+        for stream in listener.incoming() {
+            let stream = stream.unwrap();
+            stream.set_nonblocking(true).unwrap();
+            let _ = hearth_agent::session::run(stream.as_fd(), &Context::new(|| {}));
+        }
     }
 
     impl Guest {
         fn start() -> Guest {
             let dir = tempfile::tempdir().unwrap();
-            let listener = std::os::unix::net::UnixListener::bind(dir.path().join("port")).unwrap();
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let stream = stream.unwrap();
-                    stream.set_nonblocking(true).unwrap();
-                    let _ = hearth_agent::session::run(stream.as_fd(), &Context::new(|| {}));
-                }
-            });
-            Guest { dir }
+            let port = dir.path().join("port");
+            let process = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "agent_relay::tests::test_guest_process"])
+                .args(["--nocapture", "--test-threads=1"])
+                .env(GUEST_PORT_ENV, &port)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !port.exists() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the guest process never listened"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Guest { dir, process }
         }
 
         fn port(&self) -> PathBuf {
