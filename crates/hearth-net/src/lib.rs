@@ -33,3 +33,4 @@ pub use network::{
 pub use nft::NftError;
 pub use policy::{AllowEntry, DomainPattern, EgressPolicy, PolicyError};
 pub use publish::{PortSpec, PublishError};
+pub use sys::attach_tap;

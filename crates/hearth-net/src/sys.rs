@@ -8,7 +8,7 @@
               objects the nftnl crate allocated"
 )]
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::ptr;
@@ -32,9 +32,9 @@ struct IfReqFlags {
     _pad: [u8; 22],
 }
 
-/// Creates a persistent tap named `name` in the calling thread's network namespace. It outlives
-/// this call (QEMU opens it by name) and goes away with its namespace or an explicit delete.
-pub(crate) fn create_persistent_tap(name: &str) -> io::Result<()> {
+/// Opens `/dev/net/tun` attached to tap `name` in the calling thread's network namespace,
+/// creating the tap if it does not exist: the fd reads and writes the tap's frames, as QEMU's.
+pub fn attach_tap(name: &str) -> io::Result<File> {
     let mut req = IfReqFlags {
         name: [0; libc::IFNAMSIZ],
         flags: IFF_TAP | IFF_NO_PI,
@@ -53,6 +53,13 @@ pub(crate) fn create_persistent_tap(name: &str) -> io::Result<()> {
     if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReqFlags) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(tun)
+}
+
+/// Creates a persistent tap named `name` in the calling thread's network namespace. It outlives
+/// this call (QEMU opens it by name) and goes away with its namespace or an explicit delete.
+pub(crate) fn create_persistent_tap(name: &str) -> io::Result<()> {
+    let tun = attach_tap(name)?;
     // SAFETY: TUNSETPERSIST takes an integer argument by value on the fd attached above.
     if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
         return Err(io::Error::last_os_error());

@@ -2,10 +2,6 @@
 //! the VMM does with the guest's frames) or sent raw from inside its namespace, against real
 //! namespaces and nftables tables. Each test also sends one packet that must pass, so the
 //! observer is shown to work. Traffic goes only to a test host and sockets the test makes.
-#![expect(
-    unsafe_code,
-    reason = "TUNSETIFF on a /dev/net/tun descriptor the test owns, to attach to the tap"
-)]
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -67,40 +63,12 @@ struct FakeGuest {
     tap_mac: [u8; 6],
 }
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-
-#[repr(C)]
-struct IfReqFlags {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
 impl FakeGuest {
     fn attach(network: &SandboxNetwork) -> FakeGuest {
         let names = network.names();
-        let tap = netns::run_in(network.netns_path(), || -> std::io::Result<File> {
-            let tun = File::options()
-                .read(true)
-                .write(true)
-                .open("/dev/net/tun")?;
-            let mut req = IfReqFlags {
-                name: [0; libc::IFNAMSIZ],
-                flags: IFF_TAP | IFF_NO_PI,
-                _pad: [0; 22],
-            };
-            req.name[..names.tap.len()].copy_from_slice(names.tap.as_bytes());
-            // SAFETY: TUNSETIFF reads a `struct ifreq` (40 bytes, which `IfReqFlags` matches)
-            // from `req`, alive across the call, on the tun fd this closure opened.
-            if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReqFlags) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(tun)
-        })
-        .unwrap()
-        .unwrap();
+        let tap = netns::run_in(network.netns_path(), || hearth_net::attach_tap(&names.tap))
+            .unwrap()
+            .unwrap();
         let shown = Command::new("ip")
             .args(["-n", &names.netns, "-br", "link", "show", "dev", &names.tap])
             .output()
