@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{exec, files, images, sandboxes, system};
+use crate::routes::{exec, files, images, sandboxes, snapshots, system};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -18,6 +18,7 @@ use crate::routes::{exec, files, images, sandboxes, system};
         exec::exec, exec::exec_stream,
         files::read, files::write, files::stat, files::list, files::mkdir, files::remove,
         images::pull, images::list, images::remove,
+        snapshots::create, snapshots::list, snapshots::get, snapshots::remove,
     ),
     modifiers(&BearerKey),
     security(("api_key" = [])),

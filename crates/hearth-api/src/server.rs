@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::auth::{self, ApiKeys};
 use crate::error::ApiError;
-use crate::routes::{exec, files, images, sandboxes, system};
+use crate::routes::{exec, files, images, sandboxes, snapshots, system};
 
 /// Largest JSON body: requests are small; file contents go to the file route.
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
@@ -86,6 +86,12 @@ pub fn router(state: AppState, keys: Option<ApiKeys>) -> Router {
         .route(
             "/sandboxes/{sandbox}/files",
             axum::routing::delete(files::remove),
+        )
+        .route("/sandboxes/{sandbox}/snapshots", post(snapshots::create))
+        .route("/snapshots", get(snapshots::list))
+        .route(
+            "/snapshots/{name}",
+            get(snapshots::get).delete(snapshots::remove),
         )
         .route("/images", get(images::list))
         .route("/images/pull", post(images::pull))

@@ -5,4 +5,5 @@ pub mod exec;
 pub mod files;
 pub mod images;
 pub mod sandboxes;
+pub mod snapshots;
 pub mod system;

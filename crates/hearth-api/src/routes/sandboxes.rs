@@ -50,6 +50,9 @@ pub struct CreateSandbox {
     /// Forget the sandbox once it ends.
     #[serde(default)]
     pub auto_remove: bool,
+    /// Resume this snapshot instead of booting: its image and resources are used, and
+    /// `network.mode` must match whether it had a network.
+    pub from_snapshot: Option<String>,
     /// `false` only records it (state `created`); `POST .../start` boots it.
     #[serde(default = "yes")]
     pub start: bool,
@@ -308,6 +311,7 @@ fn sandbox_spec(request: CreateSandbox, app: &AppState) -> Result<SandboxSpec, A
     }
     Ok(SandboxSpec {
         image: request.image,
+        from_snapshot: request.from_snapshot,
         vcpus: request.cpus.unwrap_or(defaults.vcpus),
         mem_size_mib: request.memory_mib.unwrap_or(defaults.mem_size_mib),
         network,

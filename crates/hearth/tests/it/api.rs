@@ -642,6 +642,108 @@ async fn test_api_restart_keeps_detached_sandboxes_usable() {
     host.assert_clean();
 }
 
+/// Snapshots through the API: save a running sandbox, list and get the record, start a new
+/// sandbox from it that sees the saved file, refuse what cannot work, remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_api_snapshot_create_list_restore_and_remove() {
+    let host = host();
+    let server = ApiServer::start(&host, &[]);
+    let api = server.client(server.new_key.as_deref());
+    let none = json!({"mode": "none"});
+    let (status, created) = api
+        .post("/v1/sandboxes", json!({"name": "orig", "network": none}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        api.sh("orig", "echo saved > /tmp/mark; echo ok").await,
+        "ok\n"
+    );
+
+    let (status, snap) = api
+        .post("/v1/sandboxes/orig/snapshots", json!({"name": "snap1"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{snap}");
+    assert_eq!(
+        (snap["name"].as_str(), snap["sandbox_name"].as_str()),
+        (Some("snap1"), Some("orig"))
+    );
+    assert_eq!(snap["network"], json!(false));
+    assert_eq!(
+        api.sh("orig", "cat /tmp/mark").await,
+        "saved\n",
+        "the sandbox resumed"
+    );
+
+    let (status, listed) = api.get("/v1/snapshots").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["snap1"]);
+    let (status, one) = api.get("/v1/snapshots/snap1").await;
+    assert_eq!(
+        (status, one["name"].as_str()),
+        (StatusCode::OK, Some("snap1"))
+    );
+    let (status, missing) = api.get("/v1/snapshots/nope").await;
+    assert_eq!(
+        (status, error_code(&missing)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, missing) = api.post("/v1/sandboxes/nope/snapshots", json!({})).await;
+    assert_eq!(
+        (status, error_code(&missing)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, bad) = api
+        .post(
+            "/v1/sandboxes/orig/snapshots",
+            json!({"name": "x", "bogus": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+
+    let (status, clone) = api
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "clone", "from_snapshot": "snap1", "network": none}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{clone}");
+    assert_eq!(api.sh("clone", "cat /tmp/mark").await, "saved\n");
+    assert_ne!(
+        api.sh("clone", "hostname").await,
+        api.sh("orig", "hostname").await
+    );
+
+    let (status, _) = api.post("/v1/sandboxes/orig/kill", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, ended) = api
+        .post("/v1/sandboxes/orig/snapshots", json!({"name": "snap2"}))
+        .await;
+    assert_eq!(
+        (status, error_code(&ended)),
+        (StatusCode::CONFLICT, "conflict"),
+        "{ended}"
+    );
+
+    for sandbox in ["clone", "orig"] {
+        let (status, _) = api
+            .delete(&format!("/v1/sandboxes/{sandbox}?force=true"))
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let (status, _) = api.delete("/v1/snapshots/snap1").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.get("/v1/snapshots/snap1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    drop(server);
+    host.assert_clean();
+}
+
 /// No key or a wrong one: 401 with the error body, and nothing done. No VM boots here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_api_refuses_requests_without_a_valid_key() {
