@@ -51,7 +51,7 @@ impl From<SnapshotMeta> for Snapshot {
     }
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSnapshot {
     /// Default: `<sandbox name>-<unix time>`.

@@ -178,6 +178,16 @@ async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 /// The error code of an error answer, checking its shape.
+/// The `name` of every object in a JSON array answer, in order.
+fn names_in(listed: &Value) -> Vec<&str> {
+    listed
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|item| item["name"].as_str().expect("a name"))
+        .collect()
+}
+
 fn error_code(body: &Value) -> &str {
     assert!(body["error"]["message"].is_string(), "error body: {body}");
     body["error"]["code"].as_str().expect("error code")
@@ -444,12 +454,7 @@ async fn test_api_sandbox_lifecycle_exec_and_files_on_one_vm() {
     );
     let (status, listed) = api.get("/v1/sandboxes/api/files/list?path=/tmp").await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names = names_in(&listed);
     assert!(names.contains(&"note") && names.contains(&"d"), "{names:?}");
     let (status, not_empty) = api.delete("/v1/sandboxes/api/files?path=/tmp/d").await;
     assert_eq!(
@@ -624,12 +629,7 @@ async fn test_api_restart_keeps_detached_sandboxes_usable() {
     let api = second.client(Some(&key));
     assert_eq!(api.sh("keep", "echo still here").await, "still here\n");
     let (_, listed) = api.get("/v1/sandboxes").await;
-    let mut names: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let mut names = names_in(&listed);
     names.sort_unstable();
     assert_eq!(names, ["from-cli", "keep"]);
     let (status, killed) = api.post("/v1/sandboxes/keep/kill", Value::Null).await;
@@ -676,12 +676,7 @@ async fn test_api_snapshot_create_list_restore_and_remove() {
 
     let (status, listed) = api.get("/v1/snapshots").await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = names_in(&listed);
     assert_eq!(names, ["snap1"]);
     let (status, one) = api.get("/v1/snapshots/snap1").await;
     assert_eq!(
