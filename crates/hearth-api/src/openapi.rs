@@ -14,7 +14,7 @@ use crate::routes::{exec, files, images, sandboxes, snapshots, system};
     paths(
         system::health, system::version, system::openapi,
         sandboxes::create, sandboxes::list, sandboxes::get, sandboxes::start, sandboxes::stop,
-        sandboxes::kill, sandboxes::delete,
+        sandboxes::kill, sandboxes::set_timeout, sandboxes::delete,
         exec::exec, exec::exec_stream,
         files::read, files::write, files::stat, files::list, files::mkdir, files::remove,
         images::pull, images::list, images::remove,

@@ -77,6 +77,7 @@ pub fn router(state: AppState, keys: Option<ApiKeys>) -> Router {
         .route("/sandboxes/{sandbox}/start", post(sandboxes::start))
         .route("/sandboxes/{sandbox}/stop", post(sandboxes::stop))
         .route("/sandboxes/{sandbox}/kill", post(sandboxes::kill))
+        .route("/sandboxes/{sandbox}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{sandbox}/exec", post(exec::exec))
         .route("/sandboxes/{sandbox}/exec/stream", post(exec::exec_stream))
         .route("/sandboxes/{sandbox}/files/content", file_content)

@@ -17,6 +17,9 @@ use crate::paths::StateDir;
 /// Longest request line a supervisor reads; real ones are a few dozen bytes.
 const MAX_REQUEST_LEN: u64 = 4096;
 
+/// How long a request the supervisor answers at once (not after an end) may take.
+const REPLY_LIMIT: Duration = Duration::from_secs(10);
+
 /// What a client asks of a supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -30,6 +33,9 @@ pub enum ControlRequest {
     /// Pause the VM and save its state to `state`, then resume it, or end the sandbox with
     /// `stop`. Answered with [`Saved`].
     Snapshot { state: PathBuf, stop: bool },
+    /// Stop the running sandbox `secs` from now (replacing any timeout it had). Answered with
+    /// the Unix time of that stop.
+    SetTimeout { secs: u64 },
 }
 
 /// What a supervisor reports of a saved VM.
@@ -51,6 +57,7 @@ pub struct Ended {
 enum Reply {
     Ended(Ended),
     Saved(Saved),
+    ExpiresAt(i64),
     Error(String),
 }
 
@@ -120,6 +127,18 @@ pub async fn snapshot(path: &Path, state: &Path, stop: bool) -> Result<Saved, Co
     }
 }
 
+/// Asks the supervisor listening on `path` to stop its sandbox `after` from now; returns the
+/// Unix time it will.
+pub async fn set_timeout(path: &Path, after: Duration) -> Result<i64, ControlError> {
+    let request = ControlRequest::SetTimeout {
+        secs: after.as_secs(),
+    };
+    match exchange(path, &request, Some(REPLY_LIMIT)).await? {
+        Reply::ExpiresAt(at) => Ok(at),
+        _ => Err(ControlError::Unexpected("a new timeout")),
+    }
+}
+
 async fn exchange(
     path: &Path,
     request: &ControlRequest,
@@ -167,6 +186,14 @@ impl Pending {
     /// Tells the client how the sandbox ended (a client that went away is no error).
     pub fn answer(self, ended: &Ended) {
         let _ = self.reply.send(Reply::Ended(ended.clone()));
+    }
+
+    /// Tells the client when the sandbox's new timeout stops it, or why it has none.
+    pub fn answer_timeout(self, expires_at: Result<i64, String>) {
+        let _ = self.reply.send(match expires_at {
+            Ok(at) => Reply::ExpiresAt(at),
+            Err(message) => Reply::Error(message),
+        });
     }
 
     /// Tells the client the VM was saved, or why not.

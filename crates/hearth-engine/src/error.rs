@@ -58,6 +58,10 @@ pub enum EngineError {
     AlreadyLive { name: String, state: SandboxState },
     #[error("invalid name `{0}`: use up to 64 letters, digits, `-`, `_` or `.`, starting with a letter or digit")]
     InvalidName(String),
+    #[error("invalid label {0}")]
+    InvalidLabel(String),
+    #[error("invalid timeout {0:?}: give one from a second up to 30 days")]
+    InvalidTimeout(std::time::Duration),
     #[error("name `{0}` could be taken for a sandbox id (it is 12 hex digits, or begins an existing id); pick another")]
     NameLooksLikeId(String),
     #[error("--cpus {asked} is more than the {limit} allowed by {source_of_limit}")]
@@ -173,6 +177,8 @@ impl EngineError {
             | EngineError::StillLive { .. }
             | EngineError::AlreadyLive { .. } => ErrorKind::Conflict,
             EngineError::InvalidName(_)
+            | EngineError::InvalidLabel(_)
+            | EngineError::InvalidTimeout(_)
             | EngineError::NameLooksLikeId(_)
             | EngineError::TooManyCpus { .. }
             | EngineError::TooMuchMemory { .. }

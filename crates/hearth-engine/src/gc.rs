@@ -138,11 +138,8 @@ fn owner_gone(dir: &Path) -> Option<bool> {
 /// Whether `record` is a `starting` row whose CLI may still be spawning its supervisor: no pid
 /// yet, and younger than [`ORPHAN_STARTING_AGE`].
 fn being_spawned(record: &SandboxRecord) -> bool {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let age = now.saturating_sub(u64::try_from(record.created_at).unwrap_or(0));
-    record.supervisor_pid.is_none() && age < ORPHAN_STARTING_AGE.as_secs()
+    let age = crate::state::unix_now().saturating_sub(record.created_at);
+    record.supervisor_pid.is_none() && age < ORPHAN_STARTING_AGE.as_secs() as i64
 }
 
 pub(crate) fn is_old(dir: &Path) -> bool {
@@ -179,10 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
         let db = StateDb::open(&state.database()).unwrap();
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now = crate::state::unix_now();
         // Ids no real sandbox has, so gc's network teardown finds nothing of theirs.
         db.insert(&starting_row("0000000000a1", now - 3600))
             .unwrap();

@@ -54,6 +54,7 @@ pub use exec::{ExecError, ExecEvent, ExecInput, ExecOutput};
 pub use files::FilesError;
 pub use gc::GcReport;
 pub use launcher::{ReexecLauncher, SupervisorLauncher};
+pub use lifecycle::{parse_label, LabelSelector, MAX_TIMEOUT};
 pub use ops::logs::{LogKind, LogReader};
 pub use ops::run::{OneShot, Started};
 pub use ops::sandboxes::Inspection;

@@ -7,6 +7,9 @@
 //!                                  └──────► failed ────────┘ (start again from either)
 //! ```
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use crate::error::EngineError;
 use crate::sandbox::ID_HEX_DIGITS;
 use crate::state::{SandboxRecord, SandboxState};
@@ -45,6 +48,106 @@ pub(crate) fn check_name(name: &str) -> Result<(), EngineError> {
         return Err(EngineError::InvalidName(name.to_owned()));
     }
     Ok(())
+}
+
+/// Longest timeout a sandbox may have: longer is a mistake, and would overflow timers.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+pub(crate) fn check_timeout(timeout: Duration) -> Result<(), EngineError> {
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        return Err(EngineError::InvalidTimeout(timeout));
+    }
+    Ok(())
+}
+
+/// Most labels a sandbox carries, and their longest key and value: metadata to find sandboxes
+/// by, not a store.
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_KEY_LEN: usize = 63;
+const MAX_LABEL_VALUE_LEN: usize = 256;
+
+/// Label keys are name-like (plus `/`, for `team/project` prefixes); values are printable text
+/// without control characters, so `hearth ls` can show both as they are.
+pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), EngineError> {
+    if labels.len() > MAX_LABELS {
+        return Err(EngineError::InvalidLabel(format!(
+            "{} labels; at most {MAX_LABELS}",
+            labels.len()
+        )));
+    }
+    for (key, value) in labels {
+        let key_ok = key.len() <= MAX_LABEL_KEY_LEN
+            && key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+        if !key_ok {
+            return Err(EngineError::InvalidLabel(format!(
+                "key `{}`: use up to {MAX_LABEL_KEY_LEN} letters, digits, `-`, `_`, `.` or `/`, \
+                 starting with a letter or digit",
+                key.escape_debug()
+            )));
+        }
+        if value.len() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
+            return Err(EngineError::InvalidLabel(format!(
+                "value of `{key}`: at most {MAX_LABEL_VALUE_LEN} bytes without control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `KEY` (the label is set) or `KEY=VALUE` (set to that): how `hearth ls --label` and the
+/// API's list pick sandboxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelSelector {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl std::str::FromStr for LabelSelector {
+    type Err = EngineError;
+
+    fn from_str(text: &str) -> Result<Self, EngineError> {
+        let (key, value) = match text.split_once('=') {
+            Some((key, value)) => (key, Some(value.to_owned())),
+            None => (text, None),
+        };
+        if key.is_empty() {
+            return Err(EngineError::InvalidLabel(format!(
+                "selector `{}`: give KEY or KEY=VALUE",
+                text.escape_debug()
+            )));
+        }
+        Ok(LabelSelector {
+            key: key.to_owned(),
+            value,
+        })
+    }
+}
+
+impl LabelSelector {
+    pub fn matches(&self, record: &SandboxRecord) -> bool {
+        match (record.labels.get(&self.key), &self.value) {
+            (Some(_), None) => true,
+            (Some(have), Some(want)) => have == want,
+            (None, _) => false,
+        }
+    }
+}
+
+/// `KEY=VALUE`, as `--label` and the API's create take labels.
+pub fn parse_label(text: &str) -> Result<(String, String), EngineError> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(EngineError::InvalidLabel(format!(
+            "`{}`: give KEY=VALUE",
+            text.escape_debug()
+        ))),
+    }
 }
 
 /// Refuses a name that lookups could take for an id (they match a name or an id prefix, case
@@ -111,22 +214,51 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
 
+    #[test]
+    fn test_labels_take_name_like_keys_and_printable_values() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(check_labels(&labels(&[("team/ci", "nightly run #4"), ("a", "")])).is_ok());
+        for bad in [
+            labels(&[("", "x")]),
+            labels(&[("-x", "x")]),
+            labels(&[("a b", "x")]),
+            labels(&[("k", "line\nbreak")]),
+            labels(&[("k", "\u{1b}[31m")]),
+            labels(&[(&"k".repeat(64), "x")]),
+            labels(&[("k", &"v".repeat(257))]),
+        ] {
+            let error = check_labels(&bad).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::InvalidInput, "{bad:?}");
+        }
+        let many: BTreeMap<String, String> =
+            (0..33).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(check_labels(&many).is_err());
+    }
+
+    #[test]
+    fn test_label_selectors_match_a_key_or_a_key_and_value() {
+        let mut labeled = record(SandboxState::Running);
+        labeled.labels.insert("team".into(), "ci".into());
+        let select = |text: &str| text.parse::<LabelSelector>().unwrap().matches(&labeled);
+        assert!(select("team"));
+        assert!(select("team=ci"));
+        assert!(!select("team=web"));
+        assert!(!select("owner"));
+        assert!(!select("team="));
+        assert!("=ci".parse::<LabelSelector>().is_err());
+        assert_eq!(parse_label("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_label("novalue").is_err());
+    }
+
     fn record(state: SandboxState) -> SandboxRecord {
         SandboxRecord {
-            id: "0123456789ab".into(),
-            name: "web".into(),
-            image: "default".into(),
-            command: Vec::new(),
             state,
-            created_at: 0,
-            vcpus: 1,
-            mem_size_mib: 512,
-            backend: "test".into(),
-            supervisor_pid: None,
-            exit_code: None,
-            error: None,
-            auto_remove: false,
-            health: None,
+            ..crate::state::test_record("0123456789ab", "web")
         }
     }
 

@@ -4,9 +4,10 @@
 //! CLI commands safe, and the UNIQUE constraint on `name` decides races between two
 //! `run --name x` at once.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,8 @@ const MIGRATIONS: &[&str] = &[
         auto_remove INTEGER NOT NULL DEFAULT 0
     )",
     "ALTER TABLE sandboxes ADD COLUMN health TEXT",
+    "ALTER TABLE sandboxes ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE sandboxes ADD COLUMN expires_at INTEGER",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +152,10 @@ pub struct SandboxRecord {
     pub auto_remove: bool,
     /// Result of the health command, when the sandbox has one.
     pub health: Option<Health>,
+    /// The client's own metadata, to find its sandboxes by.
+    pub labels: BTreeMap<String, String>,
+    /// Unix time in seconds at which its timeout stops it, while it runs with one.
+    pub expires_at: Option<i64>,
 }
 
 /// What the health command last said.
@@ -280,10 +287,13 @@ impl StateDb {
     pub fn insert(&self, record: &SandboxRecord) -> Result<(), StateError> {
         let command = serde_json::to_string(&record.command)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let labels = serde_json::to_string(&record.labels)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let inserted = self.conn().execute(
             "INSERT INTO sandboxes (id, name, image, command, state, created_at, vcpus,
-                 mem_size_mib, backend, supervisor_pid, exit_code, error, auto_remove, health)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 mem_size_mib, backend, supervisor_pid, exit_code, error, auto_remove, health,
+                 labels, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 record.id,
                 record.name,
@@ -299,6 +309,8 @@ impl StateDb {
                 record.error,
                 record.auto_remove,
                 record.health.map(Health::as_str),
+                labels,
+                record.expires_at,
             ],
         );
         match inserted {
@@ -364,7 +376,7 @@ impl StateDb {
     pub fn set_starting(&self, id: &str) -> Result<(), StateError> {
         self.conn().execute(
             "UPDATE sandboxes SET state = 'starting', supervisor_pid = NULL, exit_code = NULL,
-                 error = NULL WHERE id = ?1",
+                 error = NULL, expires_at = NULL WHERE id = ?1",
             [id],
         )?;
         Ok(())
@@ -393,8 +405,18 @@ impl StateDb {
         error: Option<&str>,
     ) -> Result<(), StateError> {
         self.conn().execute(
-            "UPDATE sandboxes SET state = ?2, exit_code = ?3, error = ?4 WHERE id = ?1",
+            "UPDATE sandboxes SET state = ?2, exit_code = ?3, error = ?4, expires_at = NULL
+             WHERE id = ?1",
             params![id, state.as_str(), exit_code, error],
+        )?;
+        Ok(())
+    }
+
+    /// When the timeout of running sandbox `id` stops it (Unix seconds), or `None` for never.
+    pub fn set_expires_at(&self, id: &str, expires_at: Option<i64>) -> Result<(), StateError> {
+        self.conn().execute(
+            "UPDATE sandboxes SET expires_at = ?2 WHERE id = ?1",
+            params![id, expires_at],
         )?;
         Ok(())
     }
@@ -414,6 +436,13 @@ impl StateDb {
     }
 }
 
+/// Now in Unix seconds, the unit of every time the database holds.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
     let text_error = |index: usize, what: &str| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -425,6 +454,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
     let command: String = row.get("command")?;
     let state: String = row.get("state")?;
     let health: Option<String> = row.get("health")?;
+    let labels: String = row.get("labels")?;
     Ok(SandboxRecord {
         id: row.get("id")?,
         name: row.get("name")?,
@@ -443,6 +473,8 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
             Some(text) => Some(Health::parse(&text).ok_or_else(|| text_error(13, "health"))?),
             None => None,
         },
+        labels: serde_json::from_str(&labels).map_err(|_| text_error(14, "labels"))?,
+        expires_at: row.get("expires_at")?,
     })
 }
 
@@ -464,6 +496,8 @@ pub(crate) fn test_record(id: &str, name: &str) -> SandboxRecord {
         error: None,
         auto_remove: false,
         health: None,
+        labels: BTreeMap::new(),
+        expires_at: None,
     }
 }
 

@@ -158,6 +158,11 @@ enum Request {
         state: PathBuf,
         stop: bool,
     },
+    /// Stop the sandbox `after` from now.
+    SetTimeout {
+        pending: Pending,
+        after: Duration,
+    },
 }
 
 /// Everything that can ask something of a supervised sandbox: SIGTERM (stop), SIGUSR1 (kill)
@@ -178,12 +183,21 @@ impl EndRequests {
                 _ = self.kill.recv() => return Request::End(EndRequest::Kill),
                 Some(pending) = self.control.recv() => {
                     let request = pending.request.clone();
-                    if let ControlRequest::Snapshot { state, stop } = request {
-                        return Request::Snapshot { pending, state, stop };
+                    match request {
+                        ControlRequest::Snapshot { state, stop } => {
+                            return Request::Snapshot { pending, state, stop };
+                        }
+                        ControlRequest::SetTimeout { secs } => {
+                            let after = Duration::from_secs(secs);
+                            return Request::SetTimeout { pending, after };
+                        }
+                        _ => {}
                     }
                     self.waiters.push(pending);
                     match request {
-                        ControlRequest::Wait | ControlRequest::Snapshot { .. } => {}
+                        ControlRequest::Wait
+                        | ControlRequest::Snapshot { .. }
+                        | ControlRequest::SetTimeout { .. } => {}
                         // No grace at all is a kill, and recorded as one (as `docker stop -t 0`).
                         ControlRequest::Stop { grace_ms: 0 } | ControlRequest::Kill => {
                             return Request::End(EndRequest::Kill);
@@ -197,12 +211,14 @@ impl EndRequests {
         }
     }
 
-    /// The next request to end the sandbox, refusing snapshots meanwhile (`why` says why).
+    /// The next request to end the sandbox, refusing snapshots and timeouts meanwhile (`why`
+    /// says why).
     async fn next_end(&mut self, why: &str) -> EndRequest {
         loop {
             match self.next().await {
                 Request::End(end) => return end,
                 Request::Snapshot { pending, .. } => pending.answer_saved(Err(why.to_owned())),
+                Request::SetTimeout { pending, .. } => pending.answer_timeout(Err(why.to_owned())),
             }
         }
     }
@@ -342,28 +358,26 @@ async fn run_until_end(
             None => std::future::pending().await,
         }
     };
-    let timeout = async {
-        match spec.timeout {
-            Some(after) => {
-                tokio::time::sleep(after).await;
-                after
-            }
-            None => std::future::pending().await,
-        }
-    };
+    // `limit` is the whole run's length, for the note; a new timeout moves the timer.
+    let started = tokio::time::Instant::now();
+    let mut limit = spec.timeout;
+    let timer = tokio::time::sleep(limit.unwrap_or_default());
+    record_expiry(db, id, limit);
     let health = async {
         match &spec.health {
             Some(check) => watch_health(&agent, db, id, check).await,
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(main_done, timeout, health);
+    tokio::pin!(main_done, timer, health);
     loop {
         let request = tokio::select! {
             code = &mut main_done => return Ending::MainExited(code),
             _ = sandbox.wait() => return Ending::VmExited,
             request = requests.next() => request,
-            after = &mut timeout => return Ending::TimedOut(after),
+            () = &mut timer, if limit.is_some() => {
+                return Ending::TimedOut(limit.unwrap_or_default());
+            }
             never = &mut health => match never {},
         };
         match request {
@@ -381,8 +395,25 @@ async fn run_until_end(
                     return Ending::Saved(state);
                 }
             }
+            Request::SetTimeout { pending, after } => {
+                let now = tokio::time::Instant::now();
+                timer.as_mut().reset(now + after);
+                limit = Some(now.duration_since(started) + after);
+                pending.answer_timeout(Ok(record_expiry(db, id, Some(after)).unwrap_or_default()));
+            }
         }
     }
+}
+
+/// Records when the timeout stops the sandbox, `after` from now; returns that Unix time.
+fn record_expiry(db: &StateDb, id: &str, after: Option<Duration>) -> Option<i64> {
+    let at = after.map(|after| {
+        crate::state::unix_now().saturating_add(i64::try_from(after.as_secs()).unwrap_or(i64::MAX))
+    });
+    if let Err(e) = db.set_expires_at(id, at) {
+        tracing::warn!(sandbox = %id, error = %e, "cannot record the timeout");
+    }
+    at
 }
 
 /// Runs the health command every interval for as long as the sandbox lives, recording each

@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use hearth_engine::{
-    parse_allow, DetachOptions, EgressMode, EgressPolicy, Health, NetworkConfig, NetworkView,
-    NoReporter, PortSpec, ProcessSpec, SandboxRecord, SandboxSpec, SandboxState,
+    parse_allow, DetachOptions, EgressMode, EgressPolicy, Health, LabelSelector, NetworkConfig,
+    NetworkView, NoReporter, PortSpec, ProcessSpec, SandboxRecord, SandboxSpec, SandboxState,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -45,8 +45,14 @@ pub struct CreateSandbox {
     pub user: Option<String>,
     #[serde(default)]
     pub network: NetworkRequest,
-    /// Stop the sandbox after this many seconds.
+    /// Stop the sandbox after this many seconds of running (at most 30 days); see
+    /// `POST /v1/sandboxes/{sandbox}/timeout` to change it.
     pub timeout_secs: Option<u64>,
+    /// Metadata to find it by: `GET /v1/sandboxes?label=KEY=VALUE`. Keys are up to 63
+    /// letters, digits, `-`, `_`, `.` or `/`; values up to 256 bytes without control
+    /// characters; at most 32 labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Forget the sandbox once it ends.
     #[serde(default)]
     pub auto_remove: bool,
@@ -126,6 +132,9 @@ pub struct Sandbox {
     /// `starting`, `healthy` or `unhealthy`, with a health command.
     #[schema(value_type = Option<String>)]
     pub health: Option<Health>,
+    pub labels: BTreeMap<String, String>,
+    /// Unix time in seconds at which its timeout stops it, while it runs with one.
+    pub expires_at: Option<i64>,
 }
 
 /// A sandbox with its network, looked up live.
@@ -154,6 +163,8 @@ impl From<SandboxRecord> for Sandbox {
             error: record.error,
             auto_remove: record.auto_remove,
             health: record.health,
+            labels: record.labels,
+            expires_at: record.expires_at,
         }
     }
 }
@@ -164,6 +175,17 @@ pub struct ListQuery {
     /// Only sandboxes in this state: `created`, `starting`, `running`, `exited`, `failed`.
     #[param(value_type = Option<String>)]
     pub state: Option<SandboxState>,
+    /// Only sandboxes with this label: `KEY` (set to anything) or `KEY=VALUE`.
+    pub label: Option<String>,
+}
+
+/// A new timeout.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTimeout {
+    /// Stop the sandbox this many seconds from now (1 up to 30 days), replacing the timeout
+    /// it had, if any.
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -200,6 +222,7 @@ pub async fn create(
         auto_remove: request.auto_remove,
         timeout: request.timeout_secs.map(Duration::from_secs),
         health: None,
+        labels: request.labels.clone(),
     };
     let spec = sandbox_spec(request, &app)?;
     let spec = app.engine.resolve(spec, &NoReporter).await?;
@@ -217,11 +240,17 @@ pub async fn list(
     State(app): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<Vec<Sandbox>>, ApiError> {
+    let label = query
+        .label
+        .as_deref()
+        .map(str::parse::<LabelSelector>)
+        .transpose()?;
     let records = app.engine.list(true)?;
     Ok(axum::Json(
         records
             .into_iter()
             .filter(|r| query.state.is_none_or(|state| r.state == state))
+            .filter(|r| label.as_ref().is_none_or(|label| label.matches(r)))
             .map(Sandbox::from)
             .collect(),
     ))
@@ -283,6 +312,22 @@ pub async fn kill(
 ) -> Result<axum::Json<Sandbox>, ApiError> {
     let record = app.engine.kill(&path.sandbox).await?;
     ended(&app, &record.id)
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{sandbox}/timeout", tag = "sandboxes",
+    params(SandboxPath), request_body = SetTimeout,
+    responses((status = 200, description = "the new `expires_at` is set", body = Sandbox),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "not running", body = ErrorBody)))]
+pub async fn set_timeout(
+    State(app): State<AppState>,
+    Path(path): Path<SandboxPath>,
+    Json(body): Json<SetTimeout>,
+) -> Result<axum::Json<Sandbox>, ApiError> {
+    let after = Duration::from_secs(body.timeout_secs);
+    Ok(axum::Json(
+        app.engine.set_timeout(&path.sandbox, after).await?.into(),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/sandboxes/{sandbox}", tag = "sandboxes",

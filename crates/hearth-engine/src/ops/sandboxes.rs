@@ -2,7 +2,7 @@
 //! Each sandbox's supervisor process owns its VM; these operations write its row, start the
 //! supervisor through the client's launcher, and talk to it over its control socket.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hearth_net::view::{self, NetworkView};
 use nix::sys::signal::{kill, Signal};
@@ -101,6 +101,20 @@ impl Engine {
         self.end(query, ControlRequest::Kill, KILL_MARGIN).await
     }
 
+    /// Sets running sandbox `query` to stop `after` from now, replacing any timeout it had
+    /// (E2B's `setTimeout`: extending is setting a later one). Returns the updated record.
+    pub async fn set_timeout(
+        &self,
+        query: &str,
+        after: Duration,
+    ) -> Result<SandboxRecord, EngineError> {
+        lifecycle::check_timeout(after)?;
+        let record = self.running(query)?;
+        let socket = control::socket_path(self.state(), &record.id);
+        control::set_timeout(&socket, after).await?;
+        self.find(&record.id)
+    }
+
     /// Waits until a sandbox ends; its exit code when known.
     pub async fn wait(&self, query: &str) -> Result<Option<i32>, EngineError> {
         let db = self.db()?;
@@ -196,9 +210,11 @@ impl Engine {
             }
             None => lifecycle::generated_name(&id),
         };
-        let created_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        lifecycle::check_labels(&options.labels)?;
+        if let Some(timeout) = options.timeout {
+            lifecycle::check_timeout(timeout)?;
+        }
+        let created_at = crate::state::unix_now();
         let record = SandboxRecord {
             id,
             name,
@@ -214,6 +230,8 @@ impl Engine {
             error: None,
             auto_remove: options.auto_remove,
             health: options.health.as_ref().map(|_| Health::Starting),
+            labels: options.labels.clone(),
+            expires_at: None,
         };
         db.insert(&record)?;
         Ok(record)

@@ -1,8 +1,6 @@
 //! Snapshots of running sandboxes: create (the sandbox's supervisor saves its VM), list,
 //! inspect, remove. The store on disk is [`crate::snapshots`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use hearth_agent_proto::PROTOCOL_VERSION;
 
 use crate::control;
@@ -27,9 +25,7 @@ impl Engine {
         stop: bool,
     ) -> Result<SnapshotMeta, EngineError> {
         let record = self.running(query)?;
-        let created_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let created_at = crate::state::unix_now();
         let name = match name {
             Some(name) => name.to_owned(),
             None => format!("{}-{created_at}", record.name),

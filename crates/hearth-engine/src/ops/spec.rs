@@ -1,5 +1,6 @@
 //! What a client asks for when it makes a sandbox, before the engine has looked anything up.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -100,6 +101,8 @@ pub struct DetachOptions {
     /// Stop it after this long.
     pub timeout: Option<Duration>,
     pub health: Option<HealthCheck>,
+    /// The client's metadata, checked by [`crate::lifecycle::check_labels`].
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A spec with everything looked up: the image pulled, the boot config and the process built.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use hearth_engine::{parse_label, LabelSelector};
 
 /// Run untrusted code in microVMs with the ease of containers.
 #[derive(Debug, Parser)]
@@ -139,6 +140,11 @@ pub struct LsArgs {
     /// Print JSON (an array of records).
     #[arg(long)]
     pub json: bool,
+
+    /// Only sandboxes with this label (KEY), or with it set to VALUE (KEY=VALUE); repeat to
+    /// require several.
+    #[arg(short, long = "label", value_name = "KEY[=VALUE]")]
+    pub labels: Vec<LabelSelector>,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +304,10 @@ pub struct RunArgs {
     /// Stop a detached sandbox after this long, e.g. 10m.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+
+    /// Metadata for a detached sandbox, to find it by (`hearth ls --label`); repeatable.
+    #[arg(short, long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
 
     /// Command (run with `sh -c` in the guest) whose exit 0 means the sandbox is healthy.
     #[arg(long, value_name = "CMD")]

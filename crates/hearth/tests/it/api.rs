@@ -610,10 +610,12 @@ async fn test_api_restart_keeps_detached_sandboxes_usable() {
         .client(Some(&key))
         .post(
             "/v1/sandboxes",
-            json!({"name": "keep", "network": {"mode": "none"}}),
+            json!({"name": "keep", "network": {"mode": "none"}, "labels": {"origin": "api"}}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["labels"], json!({"origin": "api"}));
+    assert_eq!(created["expires_at"], Value::Null);
     assert!(first.stop().success());
     assert!(
         hearth_ok(&host, &["ls"]).contains("keep"),
@@ -621,7 +623,20 @@ async fn test_api_restart_keeps_detached_sandboxes_usable() {
     );
     hearth_ok(
         &host,
-        &["create", "--name", "from-cli", "--network", "none"],
+        &[
+            "create",
+            "--name",
+            "from-cli",
+            "--network",
+            "none",
+            "--label",
+            "origin=cli",
+        ],
+    );
+    let by_cli = hearth_ok(&host, &["ls", "-a", "--label", "origin=cli"]);
+    assert!(
+        by_cli.contains("from-cli") && !by_cli.contains("keep"),
+        "{by_cli}"
     );
 
     let second = ApiServer::start(&host, &[]);
@@ -632,8 +647,82 @@ async fn test_api_restart_keeps_detached_sandboxes_usable() {
     let mut names = names_in(&listed);
     names.sort_unstable();
     assert_eq!(names, ["from-cli", "keep"]);
-    let (status, killed) = api.post("/v1/sandboxes/keep/kill", Value::Null).await;
-    assert_eq!(status, StatusCode::OK, "{killed}");
+    for (selector, expected) in [
+        ("origin=cli", vec!["from-cli"]),
+        ("origin=api", vec!["keep"]),
+        ("origin=nobody", vec![]),
+        ("other", vec![]),
+    ] {
+        let (_, listed) = api.get(&format!("/v1/sandboxes?label={selector}")).await;
+        assert_eq!(names_in(&listed), expected, "label {selector}");
+    }
+    let (status, bad) = api
+        .post(
+            "/v1/sandboxes",
+            json!({"labels": {"bad key": "x"}, "start": false}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&bad)),
+        (StatusCode::BAD_REQUEST, "invalid_input")
+    );
+
+    // A timeout set on a running sandbox stops it; none can be set on one that is not running.
+    let (status, refused) = api
+        .post(
+            "/v1/sandboxes/from-cli/timeout",
+            json!({"timeout_secs": 60}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (StatusCode::CONFLICT, "conflict")
+    );
+    for bad in [
+        json!({"timeout_secs": 0}),
+        json!({"timeout_secs": 99_999_999}),
+    ] {
+        let (status, body) = api.post("/v1/sandboxes/keep/timeout", bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, _) = api
+        .post("/v1/sandboxes/nope/timeout", json!({"timeout_secs": 60}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (status, extended) = api
+        .post("/v1/sandboxes/keep/timeout", json!({"timeout_secs": 3600}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{extended}");
+    let expires_at = extended["expires_at"].as_i64().expect("an expiry");
+    assert!(
+        (before + 3600..=before + 3700).contains(&expires_at),
+        "{extended}"
+    );
+    let (status, _) = api
+        .post("/v1/sandboxes/keep/timeout", json!({"timeout_secs": 1}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ended = Value::Null;
+    for _ in 0..300 {
+        ended = api.get("/v1/sandboxes/keep").await.1;
+        if ended["state"] == "exited" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        ended["state"], "exited",
+        "the shortened timeout stopped it: {ended}"
+    );
+    assert!(
+        ended["error"].as_str().unwrap_or("").contains("timeout"),
+        "{ended}"
+    );
+    assert_eq!(ended["expires_at"], Value::Null);
     let (status, _) = api.delete("/v1/sandboxes/keep").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = api.delete("/v1/sandboxes/from-cli?force=true").await;

@@ -8,7 +8,8 @@ use hearth_engine::Engine;
 use crate::cli::args::{LsArgs, SandboxesArgs};
 
 pub fn ls(engine: &Engine, args: &LsArgs) -> anyhow::Result<i32> {
-    let records = engine.list(args.all)?;
+    let mut records = engine.list(args.all)?;
+    records.retain(|r| args.labels.iter().all(|selector| selector.matches(r)));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(0);

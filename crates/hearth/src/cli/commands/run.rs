@@ -87,6 +87,7 @@ fn refuse_detached_flags(args: &RunArgs) -> anyhow::Result<()> {
         ("--rm", args.rm),
         ("--timeout", args.timeout.is_some()),
         ("--health-cmd", args.health_cmd.is_some()),
+        ("--label", !args.labels.is_empty()),
     ];
     if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
         bail!("{flag} needs -d (a detached sandbox) or `hearth create`");
@@ -104,5 +105,6 @@ fn detach_options(args: &RunArgs) -> DetachOptions {
             interval: args.health_interval,
             retries: args.health_retries,
         }),
+        labels: args.labels.iter().cloned().collect(),
     }
 }
