@@ -2,12 +2,14 @@
 //! (one file per group in [`routes`]) parse a request, call one [`hearth_engine::Engine`]
 //! method and map its result; an [`hearth_engine::EngineError`] becomes the one error body
 //! with the status its kind picks ([`error`]). [`auth`] checks bearer keys kept as hashes;
-//! [`openapi`] builds the OpenAPI document from the same types; [`server`] binds TCP and Unix
+//! [`openapi`] builds the OpenAPI document from the same types; [`metrics`] serves
+//! Prometheus metrics; [`server`] binds TCP and Unix
 //! listeners and serves until shutdown.
 
 pub mod auth;
 pub mod error;
 mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod server;

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::auth::{self, ApiKeys};
 use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
 use crate::routes::{exec, files, images, sandboxes, snapshots, system};
 
 /// Largest JSON body: requests are small; file contents go to the file route.
@@ -26,6 +27,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// The DNS server sandboxes' forwarders ask; `None`: the host's.
     pub dns_upstream: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// How `hearth serve` listens and who it lets in.
@@ -63,10 +65,11 @@ pub struct Server {
 
 /// Every route; all but `/health` behind the key check when there are keys.
 pub fn router(state: AppState, keys: Option<ApiKeys>) -> Router {
+    let tracked = axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track);
     let file_content = get(files::read)
         .put(files::write)
         .layer(DefaultBodyLimit::max(files::MAX_FILE_BYTES));
-    let mut v1 = Router::new()
+    let v1 = Router::new()
         .route("/version", get(system::version))
         .route("/openapi.json", get(system::openapi))
         .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
@@ -97,17 +100,21 @@ pub fn router(state: AppState, keys: Option<ApiKeys>) -> Router {
         .route("/images", get(images::list))
         .route("/images/pull", post(images::pull))
         .route("/images/{*name}", axum::routing::delete(images::remove))
+        .route_layer(tracked)
         .fallback(no_route)
         .method_not_allowed_fallback(no_method);
+    let mut keyed = Router::new()
+        .route("/metrics", get(metrics::serve))
+        .nest("/v1", v1);
     if let Some(keys) = keys {
-        v1 = v1.layer(axum::middleware::from_fn_with_state(
+        keyed = keyed.layer(axum::middleware::from_fn_with_state(
             Arc::new(keys),
             auth::require_key,
         ));
     }
     Router::new()
         .route("/health", get(system::health))
-        .nest("/v1", v1)
+        .merge(keyed)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(state)
@@ -151,6 +158,7 @@ impl Server {
         let state = AppState {
             engine,
             dns_upstream: config.dns_upstream,
+            metrics: Arc::default(),
         };
         Ok(Server {
             tcp,

@@ -574,6 +574,27 @@ async fn test_api_sandbox_lifecycle_exec_and_files_on_one_vm() {
         "refused creates made nothing: {all}"
     );
 
+    // Metrics: the running sandbox, the requests above by their matched routes.
+    let (status, metrics) = api.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().expect("exposition text");
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{metrics}"))
+    };
+    assert_eq!(value("hearth_sandboxes{state=\"running\"}"), 1.0);
+    assert_eq!(value("hearth_sandboxes{state=\"failed\"}"), 0.0);
+    assert!(value("hearth_api_operation_duration_seconds_count{operation=\"exec\"}") >= 5.0);
+    assert!(value("hearth_api_operation_duration_seconds_count{operation=\"start\"}") >= 1.0);
+    assert!(value("hearth_api_errors_total{status=\"404\"}") >= 9.0);
+    assert!(value("hearth_api_errors_total{status=\"409\"}") >= 2.0);
+    assert!(
+        metrics.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+
     // The end: delete refuses a live sandbox, stop ends it, then delete removes it.
     let (status, busy) = api.delete("/v1/sandboxes/api").await;
     assert_eq!(
@@ -854,6 +875,7 @@ async fn test_api_refuses_requests_without_a_valid_key() {
             (Method::GET, "/v1/openapi.json"),
             (Method::DELETE, "/v1/sandboxes/x"),
             (Method::POST, "/v1/images/pull"),
+            (Method::GET, "/metrics"),
         ] {
             let (status, body) = api
                 .call(method.clone(), path, json!({"name": "sneaky"}))
