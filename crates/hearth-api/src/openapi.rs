@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{exec, files, images, sandboxes, snapshots, system};
+use crate::routes::{exec, files, images, sandboxes, snapshots, system, terminal};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -15,7 +15,7 @@ use crate::routes::{exec, files, images, sandboxes, snapshots, system};
         system::health, system::version, system::openapi,
         sandboxes::create, sandboxes::list, sandboxes::get, sandboxes::start, sandboxes::stop,
         sandboxes::kill, sandboxes::set_timeout, sandboxes::delete,
-        exec::exec, exec::exec_stream,
+        exec::exec, exec::exec_stream, terminal::terminal,
         files::read, files::write, files::stat, files::list, files::mkdir, files::remove,
         images::pull, images::list, images::remove,
         snapshots::create, snapshots::list, snapshots::get, snapshots::remove,

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::auth::{self, ApiKeys};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
-use crate::routes::{exec, files, images, sandboxes, snapshots, system};
+use crate::routes::{exec, files, images, sandboxes, snapshots, system, terminal};
 
 /// Largest JSON body: requests are small; file contents go to the file route.
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
@@ -83,6 +83,7 @@ pub fn router(state: AppState, keys: Option<ApiKeys>) -> Router {
         .route("/sandboxes/{sandbox}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{sandbox}/exec", post(exec::exec))
         .route("/sandboxes/{sandbox}/exec/stream", post(exec::exec_stream))
+        .route("/sandboxes/{sandbox}/terminal", get(terminal::terminal))
         .route("/sandboxes/{sandbox}/files/content", file_content)
         .route("/sandboxes/{sandbox}/files/stat", get(files::stat))
         .route("/sandboxes/{sandbox}/files/list", get(files::list))

@@ -77,7 +77,7 @@ impl Engine {
     }
 
     /// The record of sandbox `query` (name, id or unique id prefix), which must be running.
-    pub(crate) fn running(&self, query: &str) -> Result<SandboxRecord, EngineError> {
+    pub fn running(&self, query: &str) -> Result<SandboxRecord, EngineError> {
         let record = self.db()?.find(query)?;
         crate::lifecycle::check_running(&record)?;
         Ok(record)

@@ -7,3 +7,4 @@ pub mod images;
 pub mod sandboxes;
 pub mod snapshots;
 pub mod system;
+pub mod terminal;

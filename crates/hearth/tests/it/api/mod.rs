@@ -155,8 +155,14 @@ impl Api {
 
     /// Waits up to 10 s until no guest process's command line holds `marker`.
     async fn until_none_run(&self, sandbox: &str, marker: &str) -> bool {
+        self.until_running(sandbox, marker, false).await
+    }
+
+    /// Waits up to 10 s until some guest process's command line holds `marker` (`running`), or
+    /// none does.
+    async fn until_running(&self, sandbox: &str, marker: &str, running: bool) -> bool {
         for _ in 0..50 {
-            if self.sh(sandbox, &count_script(marker)).await.trim() == "0" {
+            if (self.sh(sandbox, &count_script(marker)).await.trim() != "0") == running {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1008,3 +1014,5 @@ async fn test_api_images_and_openapi() {
     }
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
 }
+
+mod terminal;
