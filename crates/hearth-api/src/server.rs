@@ -28,6 +28,21 @@ pub struct AppState {
     /// The DNS server sandboxes' forwarders ask; `None`: the host's.
     pub dns_upstream: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    /// Permits to boot: create and start requests hold one while their sandbox boots.
+    pub starts: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// Waits for a turn to boot a sandbox; held until the boot is done.
+    pub async fn boot_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.starts.clone().acquire_owned().await.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server is shutting down",
+            )
+        })
+    }
 }
 
 /// How `hearth serve` listens and who it lets in.
@@ -39,6 +54,8 @@ pub struct ServeConfig {
     /// `None` serves without keys, which only loopback and Unix sockets allow.
     pub keys: Option<ApiKeys>,
     pub dns_upstream: Option<SocketAddr>,
+    /// Sandboxes booting at once; further create and start requests wait.
+    pub max_starts: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +177,7 @@ impl Server {
             engine,
             dns_upstream: config.dns_upstream,
             metrics: Arc::default(),
+            starts: Arc::new(tokio::sync::Semaphore::new(config.max_starts)),
         };
         Ok(Server {
             tcp,

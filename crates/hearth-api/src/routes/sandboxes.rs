@@ -227,6 +227,7 @@ pub async fn create(
     let spec = sandbox_spec(request, &app)?;
     let spec = app.engine.resolve(spec, &NoReporter).await?;
     let record = if start {
+        let _booting = app.boot_permit().await?;
         app.engine.run_detached(&spec, &options, false).await?
     } else {
         app.engine.create(&spec, &options)?
@@ -278,6 +279,7 @@ pub async fn start(
     State(app): State<AppState>,
     Path(path): Path<SandboxPath>,
 ) -> Result<axum::Json<Sandbox>, ApiError> {
+    let _booting = app.boot_permit().await?;
     Ok(axum::Json(app.engine.start(&path.sandbox).await?.into()))
 }
 

@@ -116,6 +116,11 @@ pub struct ServeArgs {
     /// the first nameserver in the host's /etc/resolv.conf).
     #[arg(long, value_name = "ADDR", env = "HEARTH_DNS_UPSTREAM", value_parser = parse_dns_upstream)]
     pub dns_upstream: Option<std::net::SocketAddr>,
+
+    /// Sandboxes booting at once; more create and start requests wait their turn, so a burst
+    /// does not starve every boot of CPU [default: twice the CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_starts: Option<u32>,
 }
 
 #[derive(Debug, Args)]

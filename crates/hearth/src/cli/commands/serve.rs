@@ -32,6 +32,10 @@ pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32>
         unix: args.unix.clone(),
         keys,
         dns_upstream: args.dns_upstream,
+        max_starts: args.max_starts.map_or_else(
+            || std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            |n| n as usize,
+        ),
     };
     let server = Server::bind(engine, config).await?;
     if let Some(addr) = server.local_addr() {

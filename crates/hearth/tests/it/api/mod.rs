@@ -1015,4 +1015,5 @@ async fn test_api_images_and_openapi() {
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
 }
 
+mod concurrency;
 mod terminal;
