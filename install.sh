@@ -19,7 +19,7 @@ fi
 
 packages=(qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs cpio file
     pkg-config libnftnl-dev libmnl-dev docker-registry skopeo umoci apache2-utils openssl
-    erofs-utils nftables)
+    erofs-utils nftables python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -22,7 +22,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// `<target>` from the path of a binary in `<target>/<profile>/`.
-fn target_dir(hearth_bin: &Path) -> PathBuf {
+pub(crate) fn target_dir(hearth_bin: &Path) -> PathBuf {
     hearth_bin
         .parent()
         .and_then(Path::parent)
@@ -38,17 +38,21 @@ pub fn shared_state(hearth_bin: &Path) -> &'static Path {
     })
 }
 
+/// Holds `path` locked (made if need be) until the returned guard drops: one test process
+/// builds a shared fixture while the others wait for it.
+pub(crate) fn lock_exclusive(path: &Path) -> anyhow::Result<Flock<File>> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {}", path.display()))
+}
+
 fn build(hearth_bin: &Path) -> anyhow::Result<PathBuf> {
     check_programs()?;
     let target = target_dir(hearth_bin);
     let state = target.join("test-assets");
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
-    let lock_path = state.join(".lock");
-    let lock_file =
-        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .context("locking the test assets")?;
+    let _lock = lock_exclusive(&state.join(".lock"))?;
     let agent = build_agent(&target)?;
     let status = Command::new(hearth_bin)
         .arg("setup")

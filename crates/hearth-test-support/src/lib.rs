@@ -21,6 +21,7 @@ pub mod initramfs;
 pub mod netns;
 pub mod oci_layout;
 pub mod pty;
+pub mod python;
 pub mod registry;
 pub mod tmpfs;
 pub mod token_server;

@@ -35,6 +35,7 @@ pub struct PullRequest {
 
 /// An image name (reference, local name or id); it may hold `/` and `:`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct ImagePath {
     pub name: String,
 }

@@ -170,6 +170,7 @@ impl From<SandboxRecord> for Sandbox {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only sandboxes in this state: `created`, `starting`, `running`, `exited`, `failed`.
@@ -189,6 +190,7 @@ pub struct SetTimeout {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     /// Kill a live sandbox first instead of refusing with 409.
@@ -197,6 +199,7 @@ pub struct DeleteQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StopQuery {
     /// Seconds the guest has to power off before it is killed (default 10, at most 300).
@@ -205,6 +208,7 @@ pub struct StopQuery {
 
 /// Sandbox name, id or unique id prefix.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct SandboxPath {
     pub sandbox: String,
 }

@@ -62,6 +62,7 @@ pub struct CreateSnapshot {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct SnapshotPath {
     pub name: String,
 }

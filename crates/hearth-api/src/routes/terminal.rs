@@ -24,6 +24,7 @@ const MAX_CLIENT_FRAME: usize = 1024 * 1024;
 const MAX_CELLS: u16 = 4096;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TerminalQuery {
     /// A shell command line, run with `sh -c`; without it an interactive `sh`.

@@ -1016,4 +1016,5 @@ async fn test_api_images_and_openapi() {
 }
 
 mod concurrency;
+mod generated_client;
 mod terminal;
