@@ -3,12 +3,13 @@
 //! method and map its result; an [`hearth_engine::EngineError`] becomes the one error body
 //! with the status its kind picks ([`error`]). [`auth`] checks bearer keys kept as hashes;
 //! [`openapi`] builds the OpenAPI document from the same types; [`metrics`] serves
-//! Prometheus metrics; [`server`] binds TCP and Unix
+//! Prometheus metrics; [`mcp`] the same operations as MCP tools; [`server`] binds TCP and Unix
 //! listeners and serves until shutdown.
 
 pub mod auth;
 pub mod error;
 mod extract;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use hearth_engine::Engine;
 use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, ApiKeys};
 use crate::error::ApiError;
@@ -33,6 +34,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    pub fn new(engine: Arc<Engine>, dns_upstream: Option<SocketAddr>, max_starts: usize) -> Self {
+        AppState {
+            engine,
+            dns_upstream,
+            metrics: Arc::default(),
+            starts: Arc::new(tokio::sync::Semaphore::new(max_starts)),
+        }
+    }
+
     /// Waits for a turn to boot a sandbox; held until the boot is done.
     pub async fn boot_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         self.starts.clone().acquire_owned().await.map_err(|_| {
@@ -78,10 +88,13 @@ pub struct Server {
     tcp: Option<TcpListener>,
     unix: Option<(UnixListener, PathBuf)>,
     router: Router,
+    stop: CancellationToken,
 }
 
-/// Every route; all but `/health` behind the key check when there are keys.
-pub fn router(state: AppState, keys: Option<ApiKeys>) -> Router {
+/// Every route; all but `/health` behind the key check when there are keys. Cancelling
+/// `stop` ends MCP calls in flight.
+pub fn router(state: AppState, keys: Option<ApiKeys>, stop: CancellationToken) -> Router {
+    let mcp = crate::mcp::http_service(state.clone(), keys.is_some(), stop);
     let tracked = axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track);
     let file_content = get(files::read)
         .put(files::write)
@@ -123,6 +136,7 @@ pub fn router(state: AppState, keys: Option<ApiKeys>) -> Router {
         .method_not_allowed_fallback(no_method);
     let mut keyed = Router::new()
         .route("/metrics", get(metrics::serve))
+        .nest_service("/mcp", mcp)
         .nest("/v1", v1);
     if let Some(keys) = keys {
         keyed = keyed.layer(axum::middleware::from_fn_with_state(
@@ -173,16 +187,13 @@ impl Server {
             Some(path) => Some((bind_unix(&path)?, path)),
             None => None,
         };
-        let state = AppState {
-            engine,
-            dns_upstream: config.dns_upstream,
-            metrics: Arc::default(),
-            starts: Arc::new(tokio::sync::Semaphore::new(config.max_starts)),
-        };
+        let state = AppState::new(engine, config.dns_upstream, config.max_starts);
+        let stop = CancellationToken::new();
         Ok(Server {
             tcp,
             unix,
-            router: router(state, config.keys),
+            router: router(state, config.keys, stop.clone()),
+            stop,
         })
     }
 
@@ -198,8 +209,10 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+        let stop_mcp = self.stop.clone();
         tokio::spawn(async move {
             shutdown.await;
+            stop_mcp.cancel();
             let _ = stop_tx.send(());
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {

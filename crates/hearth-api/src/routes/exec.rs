@@ -126,6 +126,16 @@ pub async fn exec(
     Path(path): Path<SandboxPath>,
     Json(body): Json<ExecBody>,
 ) -> Result<axum::Json<ExecResult>, ApiError> {
+    Ok(axum::Json(run_to_end(&app, &path.sandbox, body).await?))
+}
+
+/// Runs `body` in `sandbox` to its end (or timeout) and collects its output: the exec route,
+/// and the MCP `run_command` tool.
+pub(crate) async fn run_to_end(
+    app: &AppState,
+    sandbox: &str,
+    body: ExecBody,
+) -> Result<ExecResult, ApiError> {
     let prepared = prepare(body)?;
     let mut result = ExecResult {
         exit_code: None,
@@ -136,12 +146,12 @@ pub async fn exec(
         stdout_truncated: false,
         stderr_truncated: false,
     };
-    let started = match start(&app, &path.sandbox, prepared.request.clone()).await? {
+    let started = match start(app, sandbox, prepared.request.clone()).await? {
         Ok(started) => started,
         Err((code, message)) => {
             result.exit_code = Some(code);
             result.stderr = message;
-            return Ok(axum::Json(result));
+            return Ok(result);
         }
     };
     // The run is a task of its own so that a client that hangs up (which drops this handler)
@@ -180,7 +190,7 @@ pub async fn exec(
     result.stderr = prepared.encoding.encode(&kept.stderr);
     result.stdout_truncated = kept.stdout_truncated;
     result.stderr_truncated = kept.stderr_truncated;
-    Ok(axum::Json(result))
+    Ok(result)
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes/{sandbox}/exec/stream", tag = "exec",
@@ -272,7 +282,7 @@ fn prepare(body: ExecBody) -> Result<Prepared, ApiError> {
     )?;
     let stdin = body
         .stdin
-        .map(|text| body.encoding.decode(text))
+        .map(|text| body.encoding.decode("stdin", text))
         .transpose()?;
     Ok(Prepared {
         request: ExecRequest {
@@ -452,19 +462,20 @@ fn line(event: &StreamEvent) -> Bytes {
 }
 
 impl Encoding {
-    fn encode(self, data: &[u8]) -> String {
+    pub(crate) fn encode(self, data: &[u8]) -> String {
         match self {
             Encoding::Utf8 => String::from_utf8_lossy(data).into_owned(),
             Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(data),
         }
     }
 
-    fn decode(self, text: String) -> Result<Vec<u8>, ApiError> {
+    /// `what` names the field for the error, like `stdin`.
+    pub(crate) fn decode(self, what: &str, text: String) -> Result<Vec<u8>, ApiError> {
         match self {
             Encoding::Utf8 => Ok(text.into_bytes()),
             Encoding::Base64 => base64::engine::general_purpose::STANDARD
                 .decode(text)
-                .map_err(|e| ApiError::invalid_input(format!("stdin is not base64: {e}"))),
+                .map_err(|e| ApiError::invalid_input(format!("{what} is not base64: {e}"))),
         }
     }
 }

@@ -179,7 +179,7 @@ pub async fn remove(
 }
 
 /// `path` when it is absolute, without `..` or NUL.
-fn guest_path(path: &str) -> Result<&str, ApiError> {
+pub(crate) fn guest_path(path: &str) -> Result<&str, ApiError> {
     if !path.starts_with('/') {
         return Err(ApiError::invalid_input(format!(
             "guest path `{path}` must be absolute"
@@ -194,7 +194,7 @@ fn guest_path(path: &str) -> Result<&str, ApiError> {
     Ok(path)
 }
 
-fn mode(text: Option<&str>, default: u32) -> Result<u32, ApiError> {
+pub(crate) fn mode(text: Option<&str>, default: u32) -> Result<u32, ApiError> {
     match text {
         None => Ok(default),
         Some(text) => u32::from_str_radix(text, 8)

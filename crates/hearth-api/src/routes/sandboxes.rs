@@ -220,6 +220,16 @@ pub async fn create(
     State(app): State<AppState>,
     Json(request): Json<CreateSandbox>,
 ) -> Result<(StatusCode, axum::Json<Sandbox>), ApiError> {
+    let sandbox = create_sandbox(&app, request).await?;
+    Ok((StatusCode::CREATED, axum::Json(sandbox)))
+}
+
+/// Creates (and unless told not to, boots) a sandbox: the create route, and the MCP
+/// `create_sandbox` tool.
+pub(crate) async fn create_sandbox(
+    app: &AppState,
+    request: CreateSandbox,
+) -> Result<Sandbox, ApiError> {
     let start = request.start;
     let options = DetachOptions {
         name: request.name.clone(),
@@ -228,7 +238,7 @@ pub async fn create(
         health: None,
         labels: request.labels.clone(),
     };
-    let spec = sandbox_spec(request, &app)?;
+    let spec = sandbox_spec(request, app)?;
     let spec = app.engine.resolve(spec, &NoReporter).await?;
     let record = if start {
         let _booting = app.boot_permit().await?;
@@ -236,7 +246,7 @@ pub async fn create(
     } else {
         app.engine.create(&spec, &options)?
     };
-    Ok((StatusCode::CREATED, axum::Json(record.into())))
+    Ok(record.into())
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes", params(ListQuery),

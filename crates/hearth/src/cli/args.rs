@@ -85,6 +85,9 @@ pub enum Command {
     /// Serve the HTTP API (REST + JSON under /v1) until SIGINT or SIGTERM. Sandboxes it
     /// makes are the same as the CLI's and outlive it.
     Serve(ServeArgs),
+    /// Serve sandboxes as Model Context Protocol tools on stdin/stdout, for an AI agent that
+    /// starts hearth itself (`hearth serve` offers the same at /mcp over HTTP).
+    Mcp(McpArgs),
     /// Save running sandboxes and manage the saved states.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -121,6 +124,14 @@ pub struct ServeArgs {
     /// does not starve every boot of CPU [default: twice the CPUs].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_starts: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// DNS server the forwarders of sandboxes made through MCP ask, IP[:PORT] (default: the
+    /// first nameserver in the host's /etc/resolv.conf).
+    #[arg(long, value_name = "ADDR", env = "HEARTH_DNS_UPSTREAM", value_parser = parse_dns_upstream)]
+    pub dns_upstream: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -54,6 +54,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Command::Wait(args) => commands::stop::wait(engine, &args).await,
             Command::Gc => commands::gc::gc(engine),
             Command::Serve(args) => commands::serve::serve(Arc::clone(&shared), &args).await,
+            Command::Mcp(args) => commands::serve::mcp(Arc::clone(&shared), &args).await,
             Command::Snapshot(command) => commands::snapshot::snapshot(engine, command).await,
             Command::Supervise(args) => commands::supervise::supervise(engine, &args).await,
         }

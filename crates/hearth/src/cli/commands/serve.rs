@@ -1,13 +1,15 @@
-//! `hearth serve`: the HTTP API over this engine, until SIGINT or SIGTERM.
+//! `hearth serve`: the HTTP API over this engine, until SIGINT or SIGTERM; `hearth mcp`: its
+//! MCP tools on stdin/stdout.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use hearth_api::{ApiKeys, ServeConfig, Server};
+use hearth_api::mcp::HearthMcp;
+use hearth_api::{ApiKeys, AppState, ServeConfig, Server};
 use hearth_engine::Engine;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cli::args::ServeArgs;
+use crate::cli::args::{McpArgs, ServeArgs};
 
 /// 4327 spells HEAR on a phone keypad.
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 4327);
@@ -32,10 +34,9 @@ pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32>
         unix: args.unix.clone(),
         keys,
         dns_upstream: args.dns_upstream,
-        max_starts: args.max_starts.map_or_else(
-            || std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
-            |n| n as usize,
-        ),
+        max_starts: args
+            .max_starts
+            .map_or_else(default_max_starts, |n| n as usize),
     };
     let server = Server::bind(engine, config).await?;
     if let Some(addr) = server.local_addr() {
@@ -53,5 +54,16 @@ pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32>
         tracing::info!("shutting down; requests in flight finish first");
     };
     server.run(shutdown).await?;
+    Ok(0)
+}
+
+/// Twice the CPUs: enough boots at once to keep them busy, not so many that each crawls.
+fn default_max_starts() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+}
+
+pub async fn mcp(engine: Arc<Engine>, args: &McpArgs) -> anyhow::Result<i32> {
+    let app = AppState::new(engine, args.dns_upstream, default_max_starts());
+    HearthMcp::new(app).serve_stdio().await?;
     Ok(0)
 }

@@ -1017,4 +1017,5 @@ async fn test_api_images_and_openapi() {
 
 mod concurrency;
 mod generated_client;
+mod mcp;
 mod terminal;
