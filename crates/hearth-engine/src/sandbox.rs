@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use hearth_agent_proto::{ExecRequest, GuestMessage, HostMessage, Identity};
 use hearth_net::{NetworkConfig, NetworkError, SandboxNetwork};
-use hearth_vmm::{DiskConfig, NetConfig, SaveError, StartVmError, Vm, VmConfig, VmExit, Vmm};
+use hearth_vmm::{
+    DiskConfig, MemoryFile, MemoryMode, NetConfig, NetNamespace, SaveError, StartVmError, Vm,
+    VmConfig, VmExit, Vmm,
+};
 use nix::fcntl::{Flock, FlockArg};
 use rand::RngCore;
 use tokio::time::timeout;
@@ -58,6 +61,18 @@ pub struct Restore {
     pub snapshot: String,
     /// The saved state the VMM loads.
     pub state: PathBuf,
+    /// The snapshot's memory file, mapped copy-on-write; `None` for a snapshot whose state
+    /// holds its RAM.
+    #[serde(default)]
+    pub memory: Option<PathBuf>,
+}
+
+/// The block devices of a sandbox's VM, in the order the guest names them: its read-only base.
+pub(crate) fn disks(config: &SandboxConfig) -> Vec<DiskConfig> {
+    vec![DiskConfig {
+        path: config.rootfs.clone(),
+        read_only: true,
+    }]
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -369,10 +384,7 @@ impl Prepared {
             kernel: config.kernel.clone(),
             initramfs: config.initramfs.clone(),
             cmdline: self.cmdline(config),
-            disks: vec![DiskConfig {
-                path: config.rootfs.clone(),
-                read_only: true,
-            }],
+            disks: disks(config),
             vcpus: config.vcpus,
             mem_size_mib: config.mem_size_mib,
             run_dir: self.run_dir.clone(),
@@ -381,10 +393,18 @@ impl Prepared {
                 .clone()
                 .unwrap_or_else(|| self.run_dir.join("console.log")),
             net: self.network.as_ref().map(|n| NetConfig {
-                netns: n.netns_path().to_owned(),
+                netns: NetNamespace::At(n.netns_path().to_owned()),
                 tap: n.names().tap.clone(),
             }),
             restore: config.restore.as_ref().map(|r| r.state.clone()),
+            memory_file: config
+                .restore
+                .as_ref()
+                .and_then(|r| r.memory.clone())
+                .map(|path| MemoryFile {
+                    path,
+                    mode: MemoryMode::Private,
+                }),
         };
         let vm = vmm.start(&vm_config).await?;
         let from = config.restore.as_ref().map(|r| r.snapshot.as_str());

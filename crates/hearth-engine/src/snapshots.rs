@@ -1,5 +1,6 @@
-//! Snapshots on disk: `snapshots/<name>/` holds `state` (the VMM's saved device state and
-//! memory) and `snapshot.json` (what the state needs to load: the exact VMM, kernel,
+//! Snapshots on disk: `snapshots/<name>/` holds `ram` (guest memory, a sparse file every
+//! sandbox started from the snapshot maps copy-on-write, so clones share its pages), `state`
+//! (the VMM's device state, saved without the RAM) and `snapshot.json` (what the state needs to load: the exact VMM, kernel,
 //! initramfs, agent and base image, and the machine's shape).
 //!
 //! A snapshot is written into a hidden temporary dir (`.tmp-<name>-<random>`) held by a lock
@@ -19,6 +20,10 @@ use crate::paths::StateDir;
 
 const META_FILE: &str = "snapshot.json";
 const STATE_FILE: &str = "state";
+const MEMORY_FILE: &str = "ram";
+/// The full stream (device state and RAM) the running sandbox is saved to, split into `ram`
+/// and `state` before the snapshot is named.
+const STREAM_FILE: &str = "stream";
 const TEMP_PREFIX: &str = ".tmp-";
 const CREATOR_LOCK: &str = "creator.lock";
 
@@ -51,14 +56,24 @@ pub struct SnapshotMeta {
     pub mem_size_mib: u32,
     /// Whether the guest has a network interface: a restore needs the same devices.
     pub network: bool,
-    /// Size of the saved state in bytes.
+    /// Bytes the snapshot takes on disk (its memory file is sparse).
     pub size: u64,
+    /// Whether its RAM is in `ram`, shared by the sandboxes started from it; older snapshots
+    /// hold it in `state` and every restore loads a copy.
+    #[serde(default)]
+    pub memory_file: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("no snapshot named `{0}`")]
     NotFound(String),
+    #[error("failed to split the memory of snapshot `{name}` out of its saved stream")]
+    Split {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("a snapshot named `{0}` already exists")]
     Exists(String),
     #[error("image `{image}` is the base of snapshots {}; remove them first (`hearth snapshot rm`)", snapshots.join(", "))]
@@ -113,6 +128,11 @@ impl SnapshotStore {
     /// The state file of snapshot `name`, which a restore loads.
     pub fn state_file(&self, name: &str) -> PathBuf {
         self.path(name).join(STATE_FILE)
+    }
+
+    /// The memory file of snapshot `name`, which restores map copy-on-write.
+    pub fn memory_file(&self, name: &str) -> PathBuf {
+        self.path(name).join(MEMORY_FILE)
     }
 
     /// Starts writing snapshot `name`: a locked temporary dir to save the state into.
@@ -236,18 +256,39 @@ pub struct PendingSnapshot {
 }
 
 impl PendingSnapshot {
-    /// Where the VMM writes the state.
+    /// Where the running sandbox's full stream is saved.
+    pub fn stream_file(&self) -> PathBuf {
+        self.temp.join(STREAM_FILE)
+    }
+
+    /// Where the device state without RAM goes.
     pub fn state_file(&self) -> PathBuf {
         self.temp.join(STATE_FILE)
     }
 
-    /// Records `meta` (with the state's size) and gives the snapshot its name. The state is
-    /// flushed to disk first, so a crash after the rename cannot leave a named, truncated one.
+    /// Where the guest RAM goes.
+    pub fn memory_file(&self) -> PathBuf {
+        self.temp.join(MEMORY_FILE)
+    }
+
+    /// Drops the full stream once it is split into memory and state.
+    pub fn drop_stream(&self) -> Result<(), SnapshotError> {
+        let stream = self.stream_file();
+        std::fs::remove_file(&stream).map_err(io_error("remove", &stream))
+    }
+
+    /// Records `meta` (with the snapshot's size) and gives the snapshot its name. State and
+    /// memory are flushed to disk first, so a crash after the rename cannot leave a named,
+    /// truncated one.
     pub fn commit(mut self, mut meta: SnapshotMeta) -> Result<SnapshotMeta, SnapshotError> {
-        let state = self.state_file();
-        let file = File::open(&state).map_err(io_error("open", &state))?;
-        file.sync_all().map_err(io_error("flush", &state))?;
-        meta.size = file.metadata().map_err(io_error("stat", &state))?.len();
+        use std::os::unix::fs::MetadataExt;
+        meta.size = 0;
+        for path in [self.state_file(), self.memory_file()] {
+            let file = File::open(&path).map_err(io_error("open", &path))?;
+            file.sync_all().map_err(io_error("flush", &path))?;
+            meta.size += file.metadata().map_err(io_error("stat", &path))?.blocks() * 512;
+        }
+        meta.memory_file = true;
         let meta_path = self.temp.join(META_FILE);
         let json = serde_json::to_vec_pretty(&meta).map_err(|source| SnapshotError::Meta {
             name: self.name.clone(),
@@ -407,6 +448,7 @@ mod tests {
             mem_size_mib: 512,
             network: true,
             size: 0,
+            memory_file: false,
         }
     }
 
@@ -415,11 +457,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SnapshotStore::new(&StateDir::new(dir.path()));
         let pending = store.begin("one").unwrap();
+        std::fs::write(pending.stream_file(), b"stream").unwrap();
         std::fs::write(pending.state_file(), b"state").unwrap();
+        std::fs::write(pending.memory_file(), vec![1u8; 8192]).unwrap();
+        pending.drop_stream().unwrap();
         assert!(store.list().unwrap().is_empty());
         assert!(matches!(store.get("one"), Err(SnapshotError::NotFound(_))));
         let committed = pending.commit(meta("one")).unwrap();
-        assert_eq!(committed.size, 5);
+        assert!(committed.memory_file);
+        assert!(committed.size >= 8192 + 5, "{}", committed.size);
         assert_eq!(store.list().unwrap(), vec![committed]);
         assert!(matches!(store.begin("one"), Err(SnapshotError::Exists(_))));
         assert_eq!(store.users_of(Path::new("/r")).unwrap(), vec!["one"]);

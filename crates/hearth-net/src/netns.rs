@@ -96,6 +96,30 @@ pub fn create(name: &str) -> Result<PathBuf, NetnsError> {
     Ok(path)
 }
 
+/// A new unnamed namespace holding only loopback and a persistent tap `tap`, for a VM that
+/// needs a network device (its saved state has one) but must never send a packet. It lives
+/// as long as the returned fd or a process inside it, and its tap goes with it.
+pub fn anonymous_with_tap(tap: &str) -> Result<std::os::fd::OwnedFd, NetnsError> {
+    let path = PathBuf::from("/proc/thread-self/ns/net");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+            crate::sys::create_persistent_tap(tap).map_err(|source| NetnsError::CreateFile {
+                path: PathBuf::from(format!("tap {tap}")),
+                source,
+            })?;
+            File::open(&path)
+                .map(std::os::fd::OwnedFd::from)
+                .map_err(|source| NetnsError::Open {
+                    path: path.clone(),
+                    source,
+                })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(NetnsError::ThreadPanicked { path: path.clone() }))
+    })
+}
+
 /// Removes the named namespace `name`. A namespace that is already gone is not an error.
 pub fn remove(name: &str) -> Result<(), NetnsError> {
     let path = path_of(name);

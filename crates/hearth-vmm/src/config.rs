@@ -25,16 +25,43 @@ pub struct VmConfig {
     pub net: Option<NetConfig>,
     /// A state file written by [`crate::Vm::save`] to resume instead of booting. The rest of
     /// the config must describe the same machine as the one saved (devices, memory, vcpus).
+    /// With a [`MemoryMode::Shared`] memory file the VM stays paused after loading (it is a
+    /// template being made, see [`crate::Vm::save_template`]); otherwise it runs.
     pub restore: Option<PathBuf>,
+    /// Guest RAM mapped from a file instead of anonymous memory.
+    pub memory_file: Option<MemoryFile>,
 }
 
-/// A virtio-net device backed by an existing tap inside a network namespace.
+/// A file holding guest RAM.
+#[derive(Debug, Clone)]
+pub struct MemoryFile {
+    pub path: PathBuf,
+    pub mode: MemoryMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryMode {
+    /// The guest's pages are the file's: how a template's memory is written once.
+    Shared,
+    /// Pages are read from the file and copied on write: how clones share one template's
+    /// memory. The file must never change while a clone maps it.
+    Private,
+}
+
+/// A virtio-net device backed by a tap inside a network namespace.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
-    /// Namespace file (`/run/netns/<name>`) the VMM process runs in; the tap lives there.
-    pub netns: PathBuf,
+    pub netns: NetNamespace,
     /// Name of the tap inside that namespace.
     pub tap: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum NetNamespace {
+    /// The namespace file (`/run/netns/<name>`) the VMM process runs in; the tap exists there.
+    At(PathBuf),
+    /// An open namespace fd (which holds the namespace alive, like a bind mount does).
+    Open(std::sync::Arc<std::os::fd::OwnedFd>),
 }
 
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ mod sys;
 use std::path::Path;
 use std::time::Duration;
 
-pub use config::{Accel, DiskConfig, NetConfig, VmConfig};
+pub use config::{Accel, DiskConfig, MemoryFile, MemoryMode, NetConfig, NetNamespace, VmConfig};
 
 /// A way of running VMs.
 #[async_trait::async_trait]
@@ -72,6 +72,11 @@ pub trait Vm: Send + std::fmt::Debug {
     /// `resume == false` leaves it paused for good (the caller ends it). A VM whose save failed
     /// is resumed all the same when `resume` is set.
     async fn save(&mut self, dest: &Path, resume: bool) -> Result<(), SaveError>;
+
+    /// For a VM loaded paused into a [`MemoryMode::Shared`] memory file: writes its device
+    /// state to `dest` without the RAM, which stays in the file. Clones load that state over
+    /// the file mapped [`MemoryMode::Private`]. The VM stays paused; the caller ends it.
+    async fn save_template(&mut self, dest: &Path) -> Result<(), SaveError>;
 
     /// Asks the VMM to end the VM now, waits up to `grace` for it to exit, then kills it.
     /// Always leaves no VMM process behind.

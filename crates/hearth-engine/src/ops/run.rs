@@ -98,8 +98,10 @@ impl Engine {
             request.user = from_image.user;
         }
         if let Some(meta) = snapshot {
+            let store = SnapshotStore::new(state);
             config.restore = Some(Restore {
-                state: SnapshotStore::new(state).state_file(&meta.name),
+                state: store.state_file(&meta.name),
+                memory: meta.memory_file.then(|| store.memory_file(&meta.name)),
                 snapshot: meta.name,
             });
             config.kernel = meta.kernel;

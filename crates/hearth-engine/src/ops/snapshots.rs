@@ -3,6 +3,11 @@
 
 use hearth_agent_proto::PROTOCOL_VERSION;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_vmm::{MemoryFile, MemoryMode, NetConfig, NetNamespace, VmConfig};
+
 use crate::control;
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -52,7 +57,13 @@ impl Engine {
         .map_err(|e| EngineError::Task(e.to_string()))??;
         let (kernel_digest, initramfs_digest, rootfs_digest) = digests;
         let socket = control::socket_path(self.state(), &record.id);
-        let saved = control::snapshot(&socket, &pending.state_file(), stop).await?;
+        let saved = control::snapshot(&socket, &pending.stream_file(), stop).await?;
+        split_memory(vmm, self.state(), &pending, &config)
+            .await
+            .map_err(|source| SnapshotError::Split {
+                name: name.clone(),
+                source,
+            })?;
         let meta = SnapshotMeta {
             name,
             created_at,
@@ -73,6 +84,7 @@ impl Engine {
             mem_size_mib: config.mem_size_mib,
             network: config.network.is_some(),
             size: 0,
+            memory_file: true,
         };
         Ok(pending.commit(meta)?)
     }
@@ -103,12 +115,14 @@ impl Engine {
             agent_version: env!("CARGO_PKG_VERSION"),
         };
         snapshots::check_restorable(&meta, &host)?;
-        let state = store.state_file(name);
-        if !state.is_file() {
-            return Err(EngineError::Snapshot(SnapshotError::Mismatch {
-                name: name.to_owned(),
-                reason: format!("its state `{}` is gone", state.display()),
-            }));
+        let memory = meta.memory_file.then(|| store.memory_file(name));
+        for file in std::iter::once(store.state_file(name)).chain(memory) {
+            if !file.is_file() {
+                return Err(EngineError::Snapshot(SnapshotError::Mismatch {
+                    name: name.to_owned(),
+                    reason: format!("its `{}` is gone", file.display()),
+                }));
+            }
         }
         Ok(meta)
     }
@@ -117,4 +131,55 @@ impl Engine {
     pub fn snapshot_remove(&self, name: &str) -> Result<SnapshotMeta, EngineError> {
         Ok(self.snapshot_store().remove(name)?)
     }
+}
+
+/// Splits the full stream of `pending` into its memory file and a state without RAM: a VM
+/// that never runs loads the stream into the memory file mapped shared, then saves only its
+/// devices. Every restore then maps that file copy-on-write, so sandboxes started from one
+/// snapshot share its pages. The saved sandbox itself was paused only for the stream.
+async fn split_memory(
+    vmm: &dyn hearth_vmm::Vmm,
+    state: &crate::paths::StateDir,
+    pending: &snapshots::PendingSnapshot,
+    config: &crate::sandbox::SandboxConfig,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // The stream holds a network device if the sandbox had one; this VM gets a tap in a
+    // namespace of its own that nothing is connected to.
+    const TAP: &str = "hthsplit";
+    let net = match config.network {
+        Some(_) => Some(NetConfig {
+            netns: NetNamespace::Open(Arc::new(hearth_net::netns::anonymous_with_tap(TAP)?)),
+            tap: TAP.to_owned(),
+        }),
+        None => None,
+    };
+    let run_dir = state.vms_dir().join(crate::sandbox::new_id());
+    std::fs::create_dir_all(&run_dir)?;
+    let vm_config = VmConfig {
+        kernel: config.kernel.clone(),
+        initramfs: config.initramfs.clone(),
+        cmdline: String::new(),
+        disks: crate::sandbox::disks(config),
+        vcpus: config.vcpus,
+        mem_size_mib: config.mem_size_mib,
+        console_log: run_dir.join("console.log"),
+        run_dir: run_dir.clone(),
+        net,
+        restore: Some(pending.stream_file()),
+        memory_file: Some(MemoryFile {
+            path: pending.memory_file(),
+            mode: MemoryMode::Shared,
+        }),
+    };
+    let split = async {
+        let mut vm = vmm.start(&vm_config).await?;
+        let saved = vm.save_template(&pending.state_file()).await;
+        vm.stop(Duration::from_secs(5)).await;
+        saved?;
+        pending.drop_stream()?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&run_dir);
+    split
 }

@@ -14,7 +14,7 @@ use tokio::time::{sleep, timeout, Instant};
 use super::cmdline::{qemu_args, RunFiles};
 use super::migration;
 use super::qmp::Qmp;
-use crate::config::{Accel, VmConfig};
+use crate::config::{Accel, MemoryMode, NetConfig, NetNamespace, VmConfig};
 use crate::console::{self, CappedLog, CONSOLE_LOG_CAP};
 use crate::{BackendInfo, SaveError, StartVmError, VersionError, Vm, VmExit, Vmm};
 
@@ -76,23 +76,32 @@ impl Vmm for QemuVmm {
         }
         let qemu_log = config.run_dir.join("qemu.log");
         let args = qemu_args(config, self.accel, &files, super::tsc::host_tsc_khz());
-        let netns =
-            match &config.net {
-                Some(net) => Some(std::fs::File::open(&net.netns).map_err(|source| {
-                    StartVmError::Prepare {
-                        path: net.netns.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
+        let netns = match &config.net {
+            Some(NetConfig {
+                netns: NetNamespace::At(path),
+                ..
+            }) => Some(OwnedFd::from(std::fs::File::open(path).map_err(
+                |source| StartVmError::Prepare {
+                    path: path.clone(),
+                    source,
+                },
+            )?)),
+            Some(NetConfig {
+                netns: NetNamespace::Open(fd),
+                ..
+            }) => Some(fd.try_clone().map_err(|source| StartVmError::Prepare {
+                path: "network namespace fd".into(),
+                source,
+            })?),
+            None => None,
+        };
         let log = CappedLog::open(&files.console_log, CONSOLE_LOG_CAP).map_err(|source| {
             StartVmError::Prepare {
                 path: files.console_log.clone(),
                 source,
             }
         })?;
-        let mut qemu = spawn(&self.qemu, args, &qemu_log, netns.map(OwnedFd::from))?;
+        let mut qemu = spawn(&self.qemu, args, &qemu_log, netns)?;
         // QEMU waits for this reader before it goes on (see the console chardev).
         wait_for_socket(&mut qemu, &self.qemu, &files.console_socket, &qemu_log).await?;
         let console = match connect_retrying(&files.console_socket, UnixStream::connect).await {
@@ -121,7 +130,8 @@ impl Vmm for QemuVmm {
             Err(why) => return Err(helper_exited(&mut qemu, &self.qemu, &qemu_log, &why).await),
         };
         if let Some(state) = &config.restore {
-            if let Err(e) = resume_from(&mut qmp, state).await {
+            let mode = config.memory_file.as_ref().map(|file| file.mode);
+            if let Err(e) = resume_from(&mut qmp, state, mode).await {
                 // A stream QEMU cannot load makes it exit; its log says why.
                 let why = format!("loading `{}` failed: {e}", state.display());
                 return Err(helper_exited(&mut qemu, &self.qemu, &qemu_log, &why).await);
@@ -162,18 +172,40 @@ impl Vmm for QemuVmm {
     }
 }
 
-/// Loads a saved state into a QEMU started with `-incoming defer` and lets it run.
-async fn resume_from(qmp: &mut Qmp, state: &Path) -> Result<(), migration::MigrationError> {
+/// Loads a saved state into a QEMU started with `-incoming defer` and lets it run; one whose
+/// RAM is a shared memory file is a template being made and stays paused. A clone (private
+/// memory file) loads a state saved without its RAM, which its file holds.
+async fn resume_from(
+    qmp: &mut Qmp,
+    state: &Path,
+    memory: Option<MemoryMode>,
+) -> Result<(), migration::MigrationError> {
+    if memory == Some(MemoryMode::Private) {
+        migration::ignore_shared_memory(qmp).await?;
+    }
     migration::load(qmp, state).await?;
-    qmp.execute("cont", Value::Null).await?;
+    if memory != Some(MemoryMode::Shared) {
+        qmp.execute("cont", Value::Null).await?;
+    }
     Ok(())
 }
 
 fn check_inputs(config: &VmConfig) -> Result<(), StartVmError> {
-    let files = [("kernel", &config.kernel), ("initramfs", &config.initramfs)]
+    // A restore does not read the boot files (the kernel is in the saved RAM); a shared memory
+    // file is made by QEMU, a private one must be there.
+    let boot = [("kernel", &config.kernel), ("initramfs", &config.initramfs)];
+    let files = boot
         .into_iter()
+        .filter(|_| config.restore.is_none())
         .chain(config.disks.iter().map(|d| ("disk image", &d.path)))
-        .chain(config.restore.iter().map(|state| ("saved state", state)));
+        .chain(config.restore.iter().map(|state| ("saved state", state)))
+        .chain(
+            config
+                .memory_file
+                .iter()
+                .filter(|file| file.mode == MemoryMode::Private)
+                .map(|file| ("memory file", &file.path)),
+        );
     for (what, path) in files {
         if !path.is_file() {
             return Err(StartVmError::MissingFile {
@@ -346,6 +378,21 @@ impl Vm for QemuVm {
             path: dest.to_owned(),
             source,
         })
+    }
+
+    async fn save_template(&mut self, dest: &Path) -> Result<(), SaveError> {
+        let qmp = match (&self.exit, self.qmp.as_mut()) {
+            (None, Some(qmp)) => qmp,
+            _ => return Err(SaveError::NotRunning),
+        };
+        let migrate = |source| SaveError::Migrate {
+            path: dest.to_owned(),
+            source,
+        };
+        migration::ignore_shared_memory(qmp)
+            .await
+            .map_err(migrate)?;
+        migration::save(qmp, dest).await.map_err(migrate)
     }
 
     async fn stop(&mut self, grace: Duration) -> VmExit {

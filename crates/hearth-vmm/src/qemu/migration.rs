@@ -48,6 +48,18 @@ pub async fn save(qmp: &mut Qmp, dest: &Path) -> Result<(), MigrationError> {
     wait_completed(qmp).await
 }
 
+/// Has the next save or load leave out RAM in shared memory files (QEMU's x-ignore-shared):
+/// both ends of one stream must say so, the loading end over QMP before `migrate-incoming`.
+pub async fn ignore_shared_memory(qmp: &mut Qmp) -> Result<(), MigrationError> {
+    let capabilities = json!([{ "capability": "x-ignore-shared", "state": true }]);
+    qmp.execute(
+        "migrate-set-capabilities",
+        json!({ "capabilities": capabilities }),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Loads the state in `source` into a QEMU started with `-incoming defer`. The VM stays paused
 /// (a saved stream carries the paused state it was saved in) until `cont`.
 pub async fn load(qmp: &mut Qmp, source: &Path) -> Result<(), MigrationError> {
