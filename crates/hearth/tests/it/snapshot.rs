@@ -134,7 +134,7 @@ fn test_snapshot_killed_mid_save_leaves_nothing() {
 /// snapshot serves again once they are gone, and a tampered one is refused before any VM.
 #[test]
 fn test_clones_resume_the_snapshot_each_as_its_own_machine() {
-    const CLONES: usize = 4;
+    const CLONES: usize = 10;
     let host = host();
     ok(&host, &["run", "-d", "--name", "src"]);
     ok(
@@ -154,6 +154,15 @@ fn test_clones_resume_the_snapshot_each_as_its_own_machine() {
         ],
     );
     ok(&host, &["snapshot", "create", "--stop", "src", "base"]);
+    let ram = host.state_dir().join("snapshots/base/ram");
+    let ram_digest = || {
+        let output = std::process::Command::new("sha256sum")
+            .arg(&ram)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let saved_ram = ram_digest();
 
     let starts: Vec<_> = (0..CLONES)
         .map(|i| {
@@ -211,6 +220,12 @@ fn test_clones_resume_the_snapshot_each_as_its_own_machine() {
             "clones see only their own writes"
         );
     }
+    // Every clone maps the snapshot's memory file copy-on-write, and it never changes.
+    let mapping = hearth_test_support::host::processes_mentioning(
+        format!("mem-path={},share=off", ram.display()).as_bytes(),
+    );
+    assert_eq!(mapping.len(), CLONES, "QEMUs mapping the snapshot's RAM");
+    assert_eq!(ram_digest(), saved_ram, "the clones' writes stayed private");
     let mut distinct = randoms.clone();
     distinct.sort();
     distinct.dedup();
@@ -229,11 +244,12 @@ fn test_clones_resume_the_snapshot_each_as_its_own_machine() {
         &["run", "--from-snapshot", "base", "--", "cat", "/tmp/f"],
     );
     assert_eq!(output, "kept\n");
+    assert_eq!(ram_digest(), saved_ram);
 
     // A snapshot from another QEMU is refused before any VM starts.
     let meta_path = host.state_dir().join("snapshots/base/snapshot.json");
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let saved_meta = std::fs::read(&meta_path).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&saved_meta).unwrap();
     meta["vmm_version"] = "QEMU emulator version 99.0.0".into();
     std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
     fails(
@@ -245,6 +261,19 @@ fn test_clones_resume_the_snapshot_each_as_its_own_machine() {
         std::fs::read_dir(host.state_dir().join("vms")).map_or(true, |mut d| d.next().is_none())
     );
     ok(&host, &["rm", "src"]);
+
+    // Removing a snapshot a running clone maps is allowed: the clone keeps its mapping of the
+    // unlinked memory file, whose blocks are freed once the clone is gone.
+    std::fs::write(&meta_path, saved_meta).unwrap();
+    ok(
+        &host,
+        &["run", "-d", "--from-snapshot", "base", "--name", "late"],
+    );
     ok(&host, &["snapshot", "rm", "base"]);
+    assert_eq!(
+        ok(&host, &["exec", "late", "--", "cat", "/tmp/f"]),
+        "kept\n"
+    );
+    ok(&host, &["rm", "-f", "late"]);
     host.assert_clean();
 }
