@@ -2,7 +2,8 @@
 # Snapshot benchmark: cold `hearth run -- true` against `hearth run --from-snapshot S -- true`
 # (a snapshot of an idle sandbox) against a raw QEMU restore of the same state file (the
 # sandbox's own argv with `-incoming`, then `cont` over QMP), interleaved, medians of RUNS,
-# printed as ratios; then PSS per idle clone for a few N. All without the sandbox network, so
+# printed as ratios; then PSS per idle clone for N = 1, 10, 50 (CLONES), split into guest RAM
+# copied on write and the rest. All without the sandbox network, so
 # the three do the same work.
 # Usage: bench/snapshot.sh [RUNS]   (env: HEARTH=path/to/hearth, HEARTH_STATE_DIR)
 set -euo pipefail
@@ -29,16 +30,38 @@ tr '\0' '\n' < "/proc/$qemu_pid/cmdline" > "$tmp/argv"
 "$hearth" snapshot create --stop bench-src "$snap" > /dev/null
 state_file=$state/snapshots/$snap/state
 
-# The sandbox's argv with its run dir swapped for ours, the console unwaited, loading the state.
+# The sandbox's argv with its run dir swapped for ours, the console unwaited, RAM mapped from
+# the snapshot's memory file copy-on-write and no boot files: what hearth restores with.
+ram_file=$state/snapshots/$snap/ram
 mkdir -p "$tmp/run"
-sed -e "s#$state/vms/$id#$tmp/run#g" -e 's#wait=on#wait=off#' "$tmp/argv" > "$tmp/raw-argv"
+sed -e "s#$state/vms/$id#$tmp/run#g" -e 's#wait=on#wait=off#' "$tmp/argv" | python3 -c '
+import sys
+argv = sys.stdin.read().split("\n")[:-1]
+ram = sys.argv[1]
+out, skip = [], 0
+for i, a in enumerate(argv):
+    if skip:
+        skip -= 1
+        continue
+    if a in ("-kernel", "-initrd", "-append"):
+        skip = 1
+        continue
+    if a == "-m":
+        size = argv[i + 1]
+        out += ["-object", f"memory-backend-file,id=microvm.ram,size={size},mem-path={ram},share=off"]
+        skip = 1
+        continue
+    if a.startswith("microvm,"):
+        a += ",memory-backend=microvm.ram"
+    out.append(a)
+print("\n".join(out + ["-incoming", "defer"]))' "$ram_file" > "$tmp/raw-argv"
 raw_restore() {
     rm -f "$tmp/run/"*.sock
     mapfile -t argv < "$tmp/raw-argv"
-    "${argv[@]}" -incoming "exec:cat '$state_file'" > "$tmp/raw.log" 2>&1 &
-    python3 - "$tmp/run/qmp.sock" <<'PY'
+    "${argv[@]}" > "$tmp/raw.log" 2>&1 &
+    python3 - "$tmp/run/qmp.sock" "$state_file" <<'PY'
 import json, os, socket, sys, time
-path = sys.argv[1]
+path, state = sys.argv[1], sys.argv[2]
 while not os.path.exists(path):
     time.sleep(0.002)
 s = socket.socket(socket.AF_UNIX)
@@ -49,14 +72,20 @@ while True:
         time.sleep(0.002)
 f = s.makefile("rw")
 f.readline()
-def cmd(name):
-    f.write(json.dumps({"execute": name}) + "\n"); f.flush()
+def cmd(name, arguments=None):
+    message = {"execute": name}
+    if arguments is not None:
+        message["arguments"] = arguments
+    f.write(json.dumps(message) + "\n"); f.flush()
     while True:
         reply = json.loads(f.readline())
         if "return" in reply or "error" in reply:
             return reply
 cmd("qmp_capabilities")
-while cmd("query-status")["return"]["status"] != "paused":
+cmd("migrate-set-capabilities",
+    {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
+cmd("migrate-incoming", {"uri": f"exec:cat '{state}'"})
+while cmd("query-migrate")["return"].get("status") != "completed":
     time.sleep(0.002)
 cmd("cont")
 cmd("quit")
@@ -76,22 +105,42 @@ done
 c_med=$(printf '%s\n' "${c[@]}" | median)
 w_med=$(printf '%s\n' "${w[@]}" | median)
 r_med=$(printf '%s\n' "${r[@]}" | median)
-echo "state file:                          $(du -h "$state_file" | cut -f1) (runs: $runs, medians)"
+echo "snapshot: state $(du -h "$state_file" | cut -f1), memory file $(du -h "$ram_file" | cut -f1) allocated (runs: $runs, medians)"
 echo "cold hearth run -- true:             ${c_med} ms   [${c[*]}]"
 echo "hearth run --from-snapshot -- true:  ${w_med} ms   [${w[*]}]"
 echo "raw QEMU -incoming restore + cont:   ${r_med} ms   [${r[*]}]"
 awk -v c="$c_med" -v w="$w_med" -v r="$r_med" 'BEGIN {
     printf "cold/from-snapshot: %.2fx faster   from-snapshot/raw restore: %.2f\n", c / w, w / r }'
 
-# PSS per idle clone: N clones from the snapshot, the VMM processes' PSS summed over N.
-for n in ${CLONES:-1 2 4}; do
+# PSS per idle clone: N clones from the snapshot. Of each VMM's PSS, the pages of the memory
+# file's mapping that are anonymous are guest RAM the clone copied on write; the file's shared
+# pages and QEMU's own memory make the rest.
+for n in ${CLONES:-1 10 50}; do
     for i in $(seq "$n"); do
         "$hearth" run -d --network none --from-snapshot "$snap" --name "bench-c$i" > /dev/null
     done
     sleep 2
-    pids=$(pgrep -f -- "$state/vms/" || true)
-    # shellcheck disable=SC2086
-    total=$(pss_kib $pids)
-    echo "PSS per idle clone, N=$n:  $(( total / n / 1024 )) MiB (full-RAM restore: no page sharing yet)"
+    pgrep -f -- "mem-path=$ram_file,share=off" | python3 -c '
+import sys
+ram = sys.argv[1]
+pids = sys.stdin.read().split()
+total = copied = template = 0
+for pid in pids:
+    mapping = None
+    for line in open(f"/proc/{pid}/smaps"):
+        fields = line.split()
+        if len(fields) >= 5 and "-" in fields[0]:
+            mapping = fields[5] if len(fields) > 5 else ""
+        elif fields[0] == "Pss:":
+            total += int(fields[1])
+            if mapping == ram:
+                template += int(fields[1])
+        elif fields[0] == "Anonymous:" and mapping == ram:
+            copied += int(fields[1])
+n = max(len(pids), 1)
+mib = lambda kib: kib / n / 1024
+print(f"PSS per idle clone, N={len(pids)}: {mib(total):.1f} MiB: guest RAM copied on write "
+      f"{mib(copied):.1f}, snapshot RAM shared {mib(template - copied):.1f}, "
+      f"QEMU itself {mib(total - template):.1f}")' "$ram_file"
     for i in $(seq "$n"); do "$hearth" rm -f "bench-c$i" > /dev/null; done
 done
