@@ -369,7 +369,7 @@ pub fn check_restorable(meta: &SnapshotMeta, host: &Host<'_>) -> Result<(), Snap
         if !path.is_file() {
             return Err(mismatch(format!("its {what} `{}` is gone", path.display())));
         }
-        let now = file_digest(path)?;
+        let now = file_digest(host.state, path)?;
         if &now != saved {
             let what = format!("{what} `{}`", path.display());
             return Err(differs(&what, saved, &now));
@@ -392,7 +392,46 @@ pub fn check_restorable(meta: &SnapshotMeta, host: &Host<'_>) -> Result<(), Snap
 }
 
 /// `sha256:<hex>` of a file's contents.
-pub fn file_digest(path: &Path) -> Result<String, SnapshotError> {
+/// The sha256 of `path`, remembered under `<state>/digests/` by the file's device, inode, size
+/// and modification time: a restore checks kernel, initramfs and base each time, and hashing
+/// tens of MB would cost a good part of the restore itself.
+pub fn file_digest(state: &StateDir, path: &Path) -> Result<String, SnapshotError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(io_error("stat", path))?;
+    let key = format!(
+        "{} {} {} {}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let dir = state.root().join("digests");
+    let entry = dir.join(hex(&Sha256::digest(path.as_os_str().as_encoded_bytes())));
+    if let Ok(text) = std::fs::read_to_string(&entry) {
+        if let Some((saved, digest)) = text.split_once('\n') {
+            if saved == key && digest.starts_with("sha256:") {
+                return Ok(digest.to_owned());
+            }
+        }
+    }
+    let digest = hash_file(path)?;
+    // A cache that cannot be written only costs the next check a hash.
+    let temp = dir.join(format!(".tmp-{}", std::process::id()));
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&temp, format!("{key}\n{digest}")))
+        .and_then(|()| std::fs::rename(&temp, &entry));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    Ok(digest)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hash_file(path: &Path) -> Result<String, SnapshotError> {
     let mut file = File::open(path).map_err(io_error("open", path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -403,12 +442,7 @@ pub fn file_digest(path: &Path) -> Result<String, SnapshotError> {
         }
         hasher.update(&buf[..n]);
     }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(format!("sha256:{hex}"))
+    Ok(format!("sha256:{}", hex(&hasher.finalize())))
 }
 
 /// The digest of a base image: a stored OCI image's own digest (its dir is named by it; the
@@ -419,7 +453,7 @@ pub fn base_digest(state: &StateDir, rootfs: &Path) -> Result<String, SnapshotEr
         .filter(|dir| dir.parent() == Some(state.oci_images_dir().as_path()));
     match oci_dir.and_then(|dir| dir.file_name()) {
         Some(hex) if rootfs.is_file() => Ok(format!("sha256:{}", hex.to_string_lossy())),
-        _ => file_digest(rootfs),
+        _ => file_digest(state, rootfs),
     }
 }
 
@@ -502,7 +536,7 @@ mod tests {
         let file = |name: &str, text: &str| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
-            (path.clone(), file_digest(&path).unwrap())
+            (path.clone(), file_digest(&state, &path).unwrap())
         };
         let (kernel, kernel_digest) = file("vmlinuz", "kernel");
         let (initramfs, initramfs_digest) = file("initramfs", "agent");
@@ -540,6 +574,27 @@ mod tests {
         std::fs::write(&saved.initramfs, "agent").unwrap();
         std::fs::remove_file(&saved.rootfs).unwrap();
         assert!(refused(saved).contains("base image"));
+    }
+
+    #[test]
+    fn test_remembered_digests_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let path = dir.path().join("vmlinuz");
+        std::fs::write(&path, "kernel").unwrap();
+        let first = file_digest(&state, &path).unwrap();
+        assert_eq!(file_digest(&state, &path).unwrap(), first);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("digests"))
+                .unwrap()
+                .count(),
+            1
+        );
+        // The same size, rewritten: its modification time tells.
+        std::fs::write(&path, "kernex").unwrap();
+        let second = file_digest(&state, &path).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(second, hash_file(&path).unwrap());
     }
 
     #[test]

@@ -48,8 +48,8 @@ impl Engine {
         );
         let digests = tokio::task::spawn_blocking(move || {
             Ok::<_, snapshots::SnapshotError>((
-                snapshots::file_digest(&kernel)?,
-                snapshots::file_digest(&initramfs)?,
+                snapshots::file_digest(&state, &kernel)?,
+                snapshots::file_digest(&state, &initramfs)?,
                 snapshots::base_digest(&state, &rootfs)?,
             ))
         })
