@@ -53,6 +53,9 @@ pub struct SandboxConfig {
     /// Resume a snapshot instead of booting (the fields above then describe the saved machine).
     #[serde(default)]
     pub restore: Option<Restore>,
+    /// Booted cold for want of a template: save it as template `<name>` once agent-ready.
+    #[serde(default)]
+    pub make_template: Option<String>,
 }
 
 /// The snapshot a sandbox resumes.
@@ -65,6 +68,23 @@ pub struct Restore {
     /// holds its RAM.
     #[serde(default)]
     pub memory: Option<PathBuf>,
+    /// A template, not a snapshot the user named: when it is gone (removed or pruned since),
+    /// boot cold instead.
+    #[serde(default)]
+    pub cold_if_gone: bool,
+}
+
+impl SandboxConfig {
+    /// This config, booting cold where it would resume a template that is gone.
+    pub(crate) fn without_missing_template(mut self) -> Self {
+        let gone = self.restore.as_ref().is_some_and(|r| {
+            r.cold_if_gone && !(r.state.is_file() && r.memory.as_ref().is_none_or(|m| m.is_file()))
+        });
+        if gone {
+            self.restore = None;
+        }
+        self
+    }
 }
 
 /// The block devices of a sandbox's VM, in the order the guest names them: its read-only base.

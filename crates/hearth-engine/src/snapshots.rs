@@ -116,9 +116,12 @@ pub struct SnapshotStore {
 
 impl SnapshotStore {
     pub fn new(state: &StateDir) -> Self {
-        SnapshotStore {
-            dir: state.snapshots_dir(),
-        }
+        SnapshotStore::at(state.snapshots_dir())
+    }
+
+    /// A store of snapshots in `dir` (templates have their own).
+    pub fn at(dir: PathBuf) -> Self {
+        SnapshotStore { dir }
     }
 
     fn path(&self, name: &str) -> PathBuf {

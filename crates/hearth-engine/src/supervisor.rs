@@ -257,7 +257,7 @@ pub async fn supervise(vmm: &dyn Vmm, state: &StateDir, id: &str) -> Result<(), 
 
     let config = SandboxConfig {
         console_log: Some(console_path(state, id)),
-        ..spec.config.clone()
+        ..spec.config.clone().without_missing_template()
     };
     let vms_dir = state.vms_dir();
     let booted = tokio::select! {
@@ -278,6 +278,9 @@ pub async fn supervise(vmm: &dyn Vmm, state: &StateDir, id: &str) -> Result<(), 
             return Ok(());
         }
     };
+    // Before anything runs in it, so the template is a fresh boot.
+    let image = db.find(id).map(|record| record.image).unwrap_or_default();
+    crate::ops::templates::make_template(vmm, state, &mut sandbox, &config, &image).await;
     if spec.health.is_some() {
         db.set_health(id, Health::Starting)?;
     }

@@ -59,6 +59,9 @@ pub struct CreateSandbox {
     /// Resume this snapshot instead of booting: its image and resources are used, and
     /// `network.mode` must match whether it had a network.
     pub from_snapshot: Option<String>,
+    /// Boot even when a template of this machine could be resumed (and make none).
+    #[serde(default)]
+    pub cold: bool,
     /// `false` only records it (state `created`); `POST .../start` boots it.
     #[serde(default = "yes")]
     pub start: bool,
@@ -373,6 +376,7 @@ fn sandbox_spec(request: CreateSandbox, app: &AppState) -> Result<SandboxSpec, A
     Ok(SandboxSpec {
         image: request.image,
         from_snapshot: request.from_snapshot,
+        cold: request.cold,
         vcpus: request.cpus.unwrap_or(defaults.vcpus),
         mem_size_mib: request.memory_mib.unwrap_or(defaults.mem_size_mib),
         network,

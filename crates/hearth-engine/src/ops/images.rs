@@ -11,6 +11,7 @@ use hearth_image::{
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::images;
+use crate::ops::templates;
 use crate::ops::RegistryOptions;
 use crate::snapshots::{SnapshotError, SnapshotStore};
 
@@ -66,6 +67,7 @@ impl Engine {
 
     /// Removes the name `name`; the image goes with its last name. Returns its digest.
     /// Refused while a snapshot uses the image as its base: a restore needs the same base.
+    /// Its templates go with the image (they are a cache).
     pub fn remove_image(&self, name: &str) -> Result<Digest, EngineError> {
         let store = images::store(self.state());
         let rootfs = store.rootfs(&store.resolve(name)?);
@@ -77,12 +79,25 @@ impl Engine {
             }
             .into());
         }
-        Ok(store.remove(name)?)
+        let digest = store.remove(name)?;
+        if !rootfs.exists() {
+            let templates = templates::store(self.state());
+            for template in templates.users_of(&rootfs)? {
+                templates.remove(&template)?;
+            }
+        }
+        Ok(digest)
     }
 
-    /// Removes unnamed images and blobs no image uses.
+    /// Removes unnamed images and blobs no image uses, then the templates that can no longer
+    /// be resumed (their image among them).
     pub fn prune_images(&self) -> Result<PruneReport, EngineError> {
-        Ok(images::store(self.state()).prune()?)
+        let report = images::store(self.state()).prune()?;
+        // Templates are a cache: one that cannot be checked now is left for `template prune`.
+        if let Err(e) = self.template_prune() {
+            tracing::warn!(error = %crate::chain::error_chain(&e), "templates not pruned");
+        }
+        Ok(report)
     }
 
     /// Loads an OCI layout (directory or tar) or a `docker save` archive.

@@ -22,6 +22,7 @@ pub mod run;
 pub mod sandboxes;
 pub mod snapshots;
 mod spec;
+pub mod templates;
 
 pub use spec::{
     DetachOptions, ProcessSpec, RegistryOptions, ResolvedSpec, SandboxSpec, DEFAULT_IMAGE,

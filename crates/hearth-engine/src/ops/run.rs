@@ -9,6 +9,7 @@ use crate::error::EngineError;
 use crate::exec::{ExecInput, ExecOutput};
 use crate::images::{self, ProcessOverrides};
 use crate::limits::HostLimits;
+use crate::ops::templates::make_template;
 use crate::ops::{ResolvedSpec, SandboxSpec, DEFAULT_IMAGE};
 use crate::sandbox::{Restore, Sandbox, SandboxConfig};
 use crate::snapshots::{SnapshotError, SnapshotStore};
@@ -65,6 +66,7 @@ impl Engine {
             network: spec.network,
             console_log: None,
             restore: None,
+            make_template: None,
         };
         let process = spec.process;
         let mut request = ExecRequest {
@@ -103,12 +105,16 @@ impl Engine {
                 state: store.state_file(&meta.name),
                 memory: meta.memory_file.then(|| store.memory_file(&meta.name)),
                 snapshot: meta.name,
+                cold_if_gone: false,
             });
             config.kernel = meta.kernel;
             config.initramfs = meta.initramfs;
             config.rootfs = meta.rootfs;
             config.vcpus = meta.vcpus;
             config.mem_size_mib = meta.mem_size_mib;
+        }
+        if config.restore.is_none() && !spec.cold {
+            self.warm_start(&mut config).await?;
         }
         Ok(ResolvedSpec {
             image: image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
@@ -132,8 +138,11 @@ impl Engine {
     /// the caller's to start ([`Sandbox::exec`]).
     pub async fn boot(&self, spec: &ResolvedSpec) -> Result<Sandbox, EngineError> {
         let id = crate::sandbox::new_id();
-        Sandbox::boot(self.vmm()?, &self.state().vms_dir(), id, &spec.config)
+        let vmm = self.vmm()?;
+        let mut sandbox = Sandbox::boot(vmm, &self.state().vms_dir(), id, &spec.config)
             .await
-            .map_err(EngineError::Boot)
+            .map_err(EngineError::Boot)?;
+        make_template(vmm, self.state(), &mut sandbox, &spec.config, &spec.image).await;
+        Ok(sandbox)
     }
 }

@@ -12,6 +12,8 @@ use crate::control;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::lifecycle;
+use crate::ops::templates::{self, Provenance};
+use crate::sandbox::SandboxConfig;
 use crate::snapshots::{self, SnapshotError, SnapshotMeta, SnapshotStore};
 use crate::supervisor;
 
@@ -38,24 +40,8 @@ impl Engine {
         lifecycle::check_name(&name)?;
         let config = supervisor::read_spec(self.state(), &record.id)?.config;
         let vmm = self.vmm()?;
-        let vmm_version = vmm.version().map_err(EngineError::VmmVersion)?;
         let pending = self.snapshot_store().begin(&name)?;
-        let (state, kernel, initramfs, rootfs) = (
-            self.state().clone(),
-            config.kernel.clone(),
-            config.initramfs.clone(),
-            config.rootfs.clone(),
-        );
-        let digests = tokio::task::spawn_blocking(move || {
-            Ok::<_, snapshots::SnapshotError>((
-                snapshots::file_digest(&state, &kernel)?,
-                snapshots::file_digest(&state, &initramfs)?,
-                snapshots::base_digest(&state, &rootfs)?,
-            ))
-        })
-        .await
-        .map_err(|e| EngineError::Task(e.to_string()))??;
-        let (kernel_digest, initramfs_digest, rootfs_digest) = digests;
+        let provenance = templates::provenance(vmm, self.state(), &config).await?;
         let socket = control::socket_path(self.state(), &record.id);
         let saved = control::snapshot(&socket, &pending.stream_file(), stop).await?;
         split_memory(vmm, self.state(), &pending, &config)
@@ -64,28 +50,16 @@ impl Engine {
                 name: name.clone(),
                 source,
             })?;
-        let meta = SnapshotMeta {
-            name,
-            created_at,
-            sandbox_id: record.id.clone(),
-            sandbox_name: record.name.clone(),
-            image: record.image.clone(),
-            rootfs: config.rootfs,
-            rootfs_digest,
-            kernel: config.kernel,
-            kernel_digest,
-            initramfs: config.initramfs,
-            initramfs_digest,
-            agent_protocol: PROTOCOL_VERSION,
-            agent_version: saved.agent_version,
-            backend: vmm.describe().to_string(),
-            vmm_version,
-            vcpus: config.vcpus,
-            mem_size_mib: config.mem_size_mib,
-            network: config.network.is_some(),
-            size: 0,
-            memory_file: true,
-        };
+        let mut meta = snapshot_meta(
+            &name,
+            &record.id,
+            &record.name,
+            &record.image,
+            &config,
+            provenance,
+            saved.agent_version,
+        );
+        meta.created_at = created_at;
         Ok(pending.commit(meta)?)
     }
 
@@ -133,15 +107,49 @@ impl Engine {
     }
 }
 
+/// The record of a snapshot of the machine `config` describes, saved now.
+pub(crate) fn snapshot_meta(
+    name: &str,
+    sandbox_id: &str,
+    sandbox_name: &str,
+    image: &str,
+    config: &SandboxConfig,
+    provenance: Provenance,
+    agent_version: String,
+) -> SnapshotMeta {
+    SnapshotMeta {
+        name: name.to_owned(),
+        created_at: crate::state::unix_now(),
+        sandbox_id: sandbox_id.to_owned(),
+        sandbox_name: sandbox_name.to_owned(),
+        image: image.to_owned(),
+        rootfs: config.rootfs.clone(),
+        rootfs_digest: provenance.rootfs_digest,
+        kernel: config.kernel.clone(),
+        kernel_digest: provenance.kernel_digest,
+        initramfs: config.initramfs.clone(),
+        initramfs_digest: provenance.initramfs_digest,
+        agent_protocol: PROTOCOL_VERSION,
+        agent_version,
+        backend: provenance.backend,
+        vmm_version: provenance.vmm_version,
+        vcpus: config.vcpus,
+        mem_size_mib: config.mem_size_mib,
+        network: config.network.is_some(),
+        size: 0,
+        memory_file: true,
+    }
+}
+
 /// Splits the full stream of `pending` into its memory file and a state without RAM: a VM
 /// that never runs loads the stream into the memory file mapped shared, then saves only its
 /// devices. Every restore then maps that file copy-on-write, so sandboxes started from one
 /// snapshot share its pages. The saved sandbox itself was paused only for the stream.
-async fn split_memory(
+pub(crate) async fn split_memory(
     vmm: &dyn hearth_vmm::Vmm,
     state: &crate::paths::StateDir,
     pending: &snapshots::PendingSnapshot,
-    config: &crate::sandbox::SandboxConfig,
+    config: &SandboxConfig,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // The stream holds a network device if the sandbox had one; this VM gets a tap in a
     // namespace of its own that nothing is connected to.

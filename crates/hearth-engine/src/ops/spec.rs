@@ -34,6 +34,8 @@ pub struct SandboxSpec {
     /// Resume this snapshot instead of booting: its image, boot assets and resources replace
     /// the ones above; the network (present or not) must match the snapshot's.
     pub from_snapshot: Option<String>,
+    /// Boot even when a template of this machine could be resumed (and make none).
+    pub cold: bool,
     pub process: ProcessSpec,
 }
 
@@ -49,6 +51,7 @@ impl Default for SandboxSpec {
             initramfs: None,
             network: Some(NetworkConfig::default()),
             from_snapshot: None,
+            cold: false,
             process: ProcessSpec::default(),
         }
     }

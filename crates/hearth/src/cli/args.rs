@@ -91,6 +91,9 @@ pub enum Command {
     /// Save running sandboxes and manage the saved states.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Warm-start templates: one saved machine per image, resources and network mode.
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Internal: the supervisor of a detached sandbox (started by `run -d`).
     #[command(hide = true)]
     Supervise(SandboxArgs),
@@ -382,6 +385,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["image", "kernel", "initramfs"])]
     pub from_snapshot: Option<String>,
 
+    /// Boot the kernel even when a template of this machine (image, resources, network mode)
+    /// could be resumed, and make none. Without it, the first start of a machine is saved as
+    /// its template once ready, and later starts resume that (`hearth template ls`).
+    #[arg(long, conflicts_with = "from_snapshot")]
+    pub cold: bool,
+
     /// Image to boot: a registry reference (pulled when not present locally), a local image id,
     /// or `default`, the built-in busybox image (also used when IMAGE is omitted).
     #[arg(value_name = "IMAGE")]
@@ -589,6 +598,25 @@ pub struct PullArgs {
 
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// List templates.
+    #[command(alias = "list")]
+    Ls {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove templates; the next start of their machine boots cold and makes a new one.
+    Rm {
+        #[arg(required = true, value_name = "TEMPLATE")]
+        templates: Vec<String>,
+    },
+    /// Remove templates that can no longer be resumed here (another QEMU, kernel, initramfs or
+    /// agent, or their image is gone).
+    Prune,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ mod interrupted_pull;
 mod network;
 mod run;
 mod snapshot;
+mod templates;
 mod tty;
 
 use std::process::Output;

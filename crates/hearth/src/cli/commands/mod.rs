@@ -18,3 +18,4 @@ pub mod setup;
 pub mod snapshot;
 pub mod stop;
 pub mod supervise;
+pub mod template;

@@ -24,6 +24,7 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
         initramfs: args.initramfs.clone(),
         network: args.network.config()?,
         from_snapshot: args.from_snapshot.clone(),
+        cold: args.cold,
         process: ProcessSpec {
             command: process.argv,
             entrypoint: args.entrypoint.clone(),
