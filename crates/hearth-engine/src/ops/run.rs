@@ -114,7 +114,7 @@ impl Engine {
             config.mem_size_mib = meta.mem_size_mib;
         }
         if config.restore.is_none() && !spec.cold {
-            self.warm_start(&mut config).await?;
+            self.warm_start(&mut config).await;
         }
         Ok(ResolvedSpec {
             image: image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),

@@ -88,9 +88,19 @@ fn key(provenance: &Provenance, config: &SandboxConfig) -> String {
 impl Engine {
     /// Points a cold-boot `config` at its template when one loads on this host, or marks it
     /// to make that template once it is agent-ready.
-    pub(crate) async fn warm_start(&self, config: &mut SandboxConfig) -> Result<(), EngineError> {
-        let vmm = self.vmm()?;
-        let provenance = provenance(vmm, self.state(), config).await?;
+    /// Anything that keeps this from working (a missing kernel, no VMM) is left for the cold
+    /// boot to report as it always has.
+    pub(crate) async fn warm_start(&self, config: &mut SandboxConfig) {
+        let Ok(vmm) = self.vmm() else {
+            return;
+        };
+        let provenance = match provenance(vmm, self.state(), config).await {
+            Ok(provenance) => provenance,
+            Err(e) => {
+                tracing::debug!(error = %crate::chain::error_chain(&e), "no warm start");
+                return;
+            }
+        };
         let name = key(&provenance, config);
         let templates = store(self.state());
         let restorable = templates.get(&name).ok().filter(|meta| {
@@ -117,7 +127,6 @@ impl Engine {
             }
             None => config.make_template = Some(name),
         }
-        Ok(())
     }
 
     /// Every template, oldest first.

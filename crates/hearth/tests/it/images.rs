@@ -104,6 +104,27 @@ fn test_run_registry_image_sees_merged_tree_and_config() {
     assert_eq!(lines[10], "1000:1000 600");
     assert_eq!(lines[11], "kept");
 
+    // The first start made this machine's template: a warm start runs the image's default
+    // command exactly as the cold one did, and so does `--cold`.
+    for flags in [&[][..], &["--cold"][..]] {
+        let again = host
+            .hearth()
+            .arg("run")
+            .args(flags)
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert_eq!(code(&again), 0, "stderr: {}", stderr(&again));
+        assert_eq!(stdout(&again), text, "run {flags:?}");
+    }
+    let templates = host
+        .hearth()
+        .args(["template", "ls", "--json"])
+        .output()
+        .unwrap();
+    let templates: serde_json::Value = serde_json::from_slice(&templates.stdout).unwrap();
+    assert_eq!(templates[0]["image"], image.as_str(), "{templates}");
+
     // Flags over the config: entrypoint, user, env, and trailing args as the command. The image
     // is local now, so nothing is pulled: the registry can be gone.
     drop(registry);
