@@ -75,16 +75,24 @@ fn tcp_lookup(name: &str, addr: std::net::Ipv4Addr) -> String {
 
 /// Runs `script` in a sandbox with `flags`, returns the sandbox id and `name=status` lines.
 fn run_probes(flags: &[&str], script: &str) -> (String, Vec<String>) {
-    run_probes_with_dns(flags, script, None)
+    run_probes_with_dns(flags, script, None, false)
 }
 
-/// [`run_probes`] with the sandbox's DNS forwarder asking `dns` (a test DNS server).
+/// [`run_probes_with_dns`] with the sandbox's DNS forwarder asking `dns` (a test DNS server);
+/// with `warm`, a first sandbox makes the machine's template, and the probes run in one
+/// resumed from it, under its own policy.
 fn run_probes_with_dns(
     flags: &[&str],
     script: &str,
     dns: Option<std::net::Ipv4Addr>,
+    warm: bool,
 ) -> (String, Vec<String>) {
     let host = host();
+    if warm {
+        ok(&host, &["run", "--", "true"]);
+        let templates = ok(&host, &["template", "ls", "--json"]);
+        assert!(templates.contains("\"network\": true"), "{templates}");
+    }
     let mut command = host.hearth();
     if let Some(dns) = dns {
         command.env("HEARTH_DNS_UPSTREAM", dns.to_string());
@@ -203,7 +211,8 @@ fn test_allowlist_passes_listed_cidr_only_and_flags_open_udp_icmp() {
         "--allow-udp",
         "--allow-icmp",
     ];
-    let (_, lines) = run_probes(&flags, &script);
+    // In a sandbox resumed from a template made under allow-all: the policy is its own.
+    let (_, lines) = run_probes_with_dns(&flags, &script, None, true);
     assert_eq!(status(&lines, "allowed"), "0", "{lines:?}");
     assert_eq!(status(&lines, "allowed6"), "0", "{lines:?}");
     assert_ne!(
@@ -236,7 +245,12 @@ fn test_deny_all_blocks_a_host_that_allow_all_reaches_and_resolves_nothing() {
         ("http6", http6(zone.other.addr6(), HTTP_PORT)),
         ("lookup", nslookup("other.example.test", None)),
     ]);
-    let (_, lines) = run_probes_with_dns(&["--egress", "deny-all"], &script, Some(zone.dns.addr()));
+    let (_, lines) = run_probes_with_dns(
+        &["--egress", "deny-all"],
+        &script,
+        Some(zone.dns.addr()),
+        false,
+    );
     assert_ne!(status(&lines, "http"), "0", "{lines:?}");
     assert_ne!(status(&lines, "http6"), "0", "{lines:?}");
     assert_ne!(status(&lines, "lookup"), "0", "{lines:?}");
@@ -480,7 +494,7 @@ fn test_domain_allowlist_resolves_and_reaches_listed_names_only() {
         "--allow",
         "*.wild.example.test",
     ];
-    let (_, lines) = run_probes_with_dns(&flags, &script, Some(zone.dns.addr()));
+    let (_, lines) = run_probes_with_dns(&flags, &script, Some(zone.dns.addr()), true);
     assert_eq!(status(&lines, "resolv_conf"), "0", "{lines:?}");
     assert_ne!(status(&lines, "wild_ip_first"), "0", "{lines:?}");
     assert_eq!(status(&lines, "lookup_allowed"), "0", "{lines:?}");
@@ -518,7 +532,7 @@ fn test_allow_all_resolves_every_name_but_only_through_the_forwarder() {
             nslookup("allowed.example.test", Some(zone.dns.addr())),
         ),
     ]);
-    let (_, lines) = run_probes_with_dns(&["--allow-udp"], &script, Some(zone.dns.addr()));
+    let (_, lines) = run_probes_with_dns(&["--allow-udp"], &script, Some(zone.dns.addr()), false);
     assert_eq!(status(&lines, "other"), "0", "{lines:?}");
     assert_eq!(status(&lines, "wild"), "0", "{lines:?}");
     assert_ne!(

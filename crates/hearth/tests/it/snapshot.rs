@@ -168,7 +168,7 @@ fn test_clones_resume_the_snapshot_each_as_its_own_machine() {
         .map(|i| {
             host.hearth()
                 .args(["run", "-d", "--from-snapshot", "base", "--name"])
-                .arg(format!("c{i}"))
+                .arg(format!("clone-{i}"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -186,7 +186,7 @@ fn test_clones_resume_the_snapshot_each_as_its_own_machine() {
 
     let mut randoms = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let name = format!("c{i}");
+        let name = format!("clone-{i}");
         // Nothing ran in it before this, so this is its first read of the reseeded RNG.
         let random = sh(&host, &name, "head -c 16 /dev/urandom | od -An -tx1");
         randoms.push(random);
@@ -213,7 +213,7 @@ fn test_clones_resume_the_snapshot_each_as_its_own_machine() {
         sh(&host, &name, &format!("echo {name} > /tmp/mine"));
     }
     for i in 0..CLONES {
-        let name = format!("c{i}");
+        let name = format!("clone-{i}");
         assert_eq!(
             ok(&host, &["exec", &name, "--", "cat", "/tmp/mine"]),
             format!("{name}\n"),
@@ -236,7 +236,7 @@ fn test_clones_resume_the_snapshot_each_as_its_own_machine() {
     );
 
     for i in 0..CLONES {
-        ok(&host, &["rm", "-f", &format!("c{i}")]);
+        ok(&host, &["rm", "-f", &format!("clone-{i}")]);
     }
     // Reusable once the clones are gone, also as a one-shot run.
     let output = ok(
