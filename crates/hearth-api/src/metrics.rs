@@ -24,15 +24,6 @@ use prometheus_client::registry::Registry;
 use crate::error::ApiError;
 use crate::server::AppState;
 
-/// Every state, so a state with no sandboxes reads 0 rather than vanishing.
-const STATES: [SandboxState; 5] = [
-    SandboxState::Created,
-    SandboxState::Starting,
-    SandboxState::Running,
-    SandboxState::Exited,
-    SandboxState::Failed,
-];
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: String,
@@ -102,7 +93,8 @@ impl Default for Metrics {
 impl Metrics {
     /// The exposition text, with the sandbox counts read now.
     fn render(&self, records: &[hearth_engine::SandboxRecord]) -> Result<String, ApiError> {
-        for state in STATES {
+        // Every state, so a state with no sandboxes reads 0 rather than vanishing.
+        for state in SandboxState::ALL {
             let count = records.iter().filter(|r| r.state == state).count();
             self.sandboxes
                 .get_or_create(&StateLabel {

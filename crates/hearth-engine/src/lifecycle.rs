@@ -262,13 +262,7 @@ mod tests {
         }
     }
 
-    const ALL: [SandboxState; 5] = [
-        SandboxState::Created,
-        SandboxState::Starting,
-        SandboxState::Running,
-        SandboxState::Exited,
-        SandboxState::Failed,
-    ];
+    const ALL: [SandboxState; 5] = SandboxState::ALL;
 
     #[test]
     fn test_only_a_running_sandbox_takes_execs() {

@@ -430,7 +430,7 @@ pub fn file_digest(state: &StateDir, path: &Path) -> Result<String, SnapshotErro
     Ok(digest)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -99,6 +99,15 @@ pub enum SandboxState {
 }
 
 impl SandboxState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [SandboxState; 5] = [
+        SandboxState::Created,
+        SandboxState::Starting,
+        SandboxState::Running,
+        SandboxState::Exited,
+        SandboxState::Failed,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             SandboxState::Created => "created",
@@ -110,15 +119,7 @@ impl SandboxState {
     }
 
     fn parse(text: &str) -> Option<Self> {
-        [
-            SandboxState::Created,
-            SandboxState::Starting,
-            SandboxState::Running,
-            SandboxState::Exited,
-            SandboxState::Failed,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == text)
+        Self::ALL.into_iter().find(|state| state.as_str() == text)
     }
 
     /// Whether a supervisor should be alive for this state.

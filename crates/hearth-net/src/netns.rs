@@ -50,6 +50,12 @@ pub enum NetnsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to create tap `{name}` in a new network namespace")]
+    Tap {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("a thread working in network namespace `{}` panicked", path.display())]
     ThreadPanicked { path: PathBuf },
 }
@@ -104,8 +110,8 @@ pub fn anonymous_with_tap(tap: &str) -> Result<std::os::fd::OwnedFd, NetnsError>
     std::thread::scope(|s| {
         s.spawn(|| {
             unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
-            crate::sys::create_persistent_tap(tap).map_err(|source| NetnsError::CreateFile {
-                path: PathBuf::from(format!("tap {tap}")),
+            crate::sys::create_persistent_tap(tap).map_err(|source| NetnsError::Tap {
+                name: tap.to_owned(),
                 source,
             })?;
             File::open(&path)

@@ -78,17 +78,30 @@ impl Engine {
     /// The record of snapshot `name` once it is known to load on this host (see
     /// [`snapshots::check_restorable`]).
     pub(crate) fn restorable_snapshot(&self, name: &str) -> Result<SnapshotMeta, EngineError> {
-        let store = self.snapshot_store();
-        let meta = store.get(name)?;
+        self.restorable_in(&self.snapshot_store(), name)
+    }
+
+    /// What this host restores with, to hold a saved machine against.
+    pub(crate) fn restore_host(&self) -> Result<snapshots::Host<'_>, EngineError> {
         let vmm = self.vmm()?;
-        let host = snapshots::Host {
+        Ok(snapshots::Host {
             state: self.state(),
             backend: vmm.describe().to_string(),
             vmm_version: vmm.version().map_err(EngineError::VmmVersion)?,
             agent_protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION"),
-        };
-        snapshots::check_restorable(&meta, &host)?;
+        })
+    }
+
+    /// The record of `name` in `store` (snapshots or templates) once it is known to load
+    /// here, its files included.
+    pub(crate) fn restorable_in(
+        &self,
+        store: &SnapshotStore,
+        name: &str,
+    ) -> Result<SnapshotMeta, EngineError> {
+        let meta = store.get(name)?;
+        snapshots::check_restorable(&meta, &self.restore_host()?)?;
         let memory = meta.memory_file.then(|| store.memory_file(name));
         for file in std::iter::once(store.state_file(name)).chain(memory) {
             if !file.is_file() {

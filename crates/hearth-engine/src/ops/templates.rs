@@ -81,14 +81,12 @@ fn key(provenance: &Provenance, config: &SandboxConfig) -> String {
     ]
     .join("\n");
     let digest = Sha256::digest(text.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("t-{hex}")
+    format!("t-{}", snapshots::hex(&digest[..8]))
 }
 
 impl Engine {
     /// Points a cold-boot `config` at its template when one loads on this host, or marks it
-    /// to make that template once it is agent-ready.
-    /// Anything that keeps this from working (a missing kernel, no VMM) is left for the cold
+    /// to make that template once it is agent-ready. Anything that keeps this from working (a missing kernel, no VMM) is left for the cold
     /// boot to report as it always has.
     pub(crate) async fn warm_start(&self, config: &mut SandboxConfig) {
         let Ok(vmm) = self.vmm() else {
@@ -103,29 +101,16 @@ impl Engine {
         };
         let name = key(&provenance, config);
         let templates = store(self.state());
-        let restorable = templates.get(&name).ok().filter(|meta| {
-            let host = snapshots::Host {
-                state: self.state(),
-                backend: provenance.backend.clone(),
-                vmm_version: provenance.vmm_version.clone(),
-                agent_protocol: PROTOCOL_VERSION,
-                agent_version: env!("CARGO_PKG_VERSION"),
-            };
-            meta.memory_file
-                && snapshots::check_restorable(meta, &host).is_ok()
-                && templates.state_file(&name).is_file()
-                && templates.memory_file(&name).is_file()
-        });
-        match restorable {
-            Some(_) => {
-                config.restore = Some(Restore {
-                    state: templates.state_file(&name),
-                    memory: Some(templates.memory_file(&name)),
-                    snapshot: format!("template {name}"),
-                    cold_if_gone: true,
-                });
-            }
-            None => config.make_template = Some(name),
+        let restorable = self.restorable_in(&templates, &name);
+        if restorable.is_ok_and(|meta| meta.memory_file) {
+            config.restore = Some(Restore {
+                state: templates.state_file(&name),
+                memory: Some(templates.memory_file(&name)),
+                snapshot: format!("template {name}"),
+                cold_if_gone: true,
+            });
+        } else {
+            config.make_template = Some(name);
         }
     }
 
@@ -144,14 +129,7 @@ impl Engine {
     /// Removes every template that can no longer be restored here (another VMM, kernel,
     /// initramfs or agent, or a base image that is gone). Returns their names.
     pub fn template_prune(&self) -> Result<Vec<String>, EngineError> {
-        let vmm = self.vmm()?;
-        let host = snapshots::Host {
-            state: self.state(),
-            backend: vmm.describe().to_string(),
-            vmm_version: vmm.version().map_err(EngineError::VmmVersion)?,
-            agent_protocol: PROTOCOL_VERSION,
-            agent_version: env!("CARGO_PKG_VERSION"),
-        };
+        let host = self.restore_host()?;
         let store = store(self.state());
         let mut removed = Vec::new();
         for meta in self.templates()? {
