@@ -97,6 +97,9 @@ pub enum FsRequest {
     Remove { path: String, recursive: bool },
     /// Reads a regular file: `Stat`, then `Data` chunks, then `Done`.
     Read { path: String },
+    /// Renames `path` to `to` (replacing a file there, as rename(2) does): `Done`. Both must be
+    /// absolute.
+    Rename { path: String, to: String },
     /// Replaces a file: the agent answers `ReadyForData` (or an `Error`, e.g. no such
     /// directory), the host sends `Data` chunks up to `DataEnd`, the agent answers `Done` or the
     /// `Error` met while writing. The content goes to a temporary file that is renamed over
@@ -113,6 +116,7 @@ impl FsRequest {
             | FsRequest::Mkdir { path, .. }
             | FsRequest::Remove { path, .. }
             | FsRequest::Read { path }
+            | FsRequest::Rename { path, .. }
             | FsRequest::Write { path, .. } => path,
         }
     }

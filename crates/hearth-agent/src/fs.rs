@@ -57,6 +57,7 @@ pub fn run<C: Connection>(
             remove(path, *recursive).and_then(|()| done(writer))
         }
         FsRequest::Read { path } => read(writer, path),
+        FsRequest::Rename { path, to } => rename(path, to).and_then(|()| done(writer)),
         FsRequest::Write { path, mode } => {
             write(reader, writer, path, *mode).and_then(|()| done(writer))
         }
@@ -66,6 +67,16 @@ pub fn run<C: Connection>(
         Err(Failure::Remote(error)) => reply(writer, &GuestMessage::Error(error)),
         Err(Failure::Connection(e)) => Err(e),
     }
+}
+
+fn rename(path: &str, to: &str) -> Result<(), Failure> {
+    if !to.starts_with('/') {
+        return Err(Failure::Remote(RemoteError::new(
+            ErrorCode::BadRequest,
+            format!("`{to}` is not an absolute path"),
+        )));
+    }
+    fs::rename(path, to).map_err(|e| op_error(&format!("rename `{path}` to"), to, &e))
 }
 
 /// Why an operation stopped: the operation failed (told to the host), or the connection broke.

@@ -218,3 +218,32 @@ fn test_write_cut_short_by_the_host_leaves_the_old_file() {
     assert_eq!(std::fs::read(&target).unwrap(), b"old");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn test_rename_replaces_the_target_and_names_both_paths_when_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+    std::fs::write(&from, b"new").unwrap();
+    std::fs::write(&to, b"old").unwrap();
+    let replies = all_replies(FsRequest::Rename {
+        path: path(&from),
+        to: path(&to),
+    });
+    assert_eq!(replies, vec![GuestMessage::Done]);
+    assert_eq!(std::fs::read(&to).unwrap(), b"new");
+    assert!(!from.exists());
+
+    let replies = all_replies(FsRequest::Rename {
+        path: path(&from),
+        to: path(&to),
+    });
+    let e = error_of(&replies);
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert!(e.to_string().contains(&path(&from)), "{e}");
+
+    let replies = all_replies(FsRequest::Rename {
+        path: path(&to),
+        to: "relative".to_owned(),
+    });
+    assert_eq!(error_of(&replies).code, ErrorCode::BadRequest);
+}

@@ -77,6 +77,10 @@ impl ApiError {
         )
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub fn detail(&self) -> &ErrorDetail {
         &self.detail
     }

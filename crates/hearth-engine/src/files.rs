@@ -123,6 +123,15 @@ pub async fn remove(agent: &Path, path: &str, recursive: bool) -> Result<(), Fil
     expect_done(&mut send(agent, request).await?).await
 }
 
+/// Renames guest `path` to `to`, replacing a file there.
+pub async fn rename(agent: &Path, path: &str, to: &str) -> Result<(), FilesError> {
+    let request = FsRequest::Rename {
+        path: path.into(),
+        to: to.into(),
+    };
+    expect_done(&mut send(agent, request).await?).await
+}
+
 /// Copies the guest file `path` into `out`; returns its metadata.
 pub async fn read(
     agent: &Path,

@@ -39,6 +39,10 @@ pub struct DetachedSpec {
     pub timeout: Option<Duration>,
     /// A command whose exit status says whether the sandbox is healthy.
     pub health: Option<HealthCheck>,
+    /// `KEY=VALUE`: the image's Env and the sandbox's own, for clients whose processes start
+    /// with the sandbox's environment (the E2B protocol's `envVars`).
+    #[serde(default)]
+    pub env: Vec<String>,
 }
 
 /// `--health-cmd` and its timing.

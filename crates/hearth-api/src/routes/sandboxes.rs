@@ -62,6 +62,10 @@ pub struct CreateSandbox {
     /// Boot even when a template of this machine could be resumed (and make none).
     #[serde(default)]
     pub cold: bool,
+    /// No main process, whatever the image's command: the sandbox stays up for exec, whose
+    /// processes keep the image's Env, WorkingDir and User.
+    #[serde(default)]
+    pub idle: bool,
     /// `false` only records it (state `created`); `POST .../start` boots it.
     #[serde(default = "yes")]
     pub start: bool,
@@ -388,6 +392,7 @@ fn sandbox_spec(request: CreateSandbox, app: &AppState) -> Result<SandboxSpec, A
             user: request.user,
             tty: None,
             stdin: false,
+            idle: request.idle,
         },
         ..defaults
     })

@@ -44,6 +44,12 @@ impl Engine {
         Ok(files::remove(&socket, path, recursive).await?)
     }
 
+    /// Renames guest `path` to `to`, replacing a file there (rename(2)).
+    pub async fn rename(&self, query: &str, path: &str, to: &str) -> Result<(), EngineError> {
+        let socket = self.agent_socket(&self.running(query)?.id);
+        Ok(files::rename(&socket, path, to).await?)
+    }
+
     /// Copies guest file `path` into `out`; returns its metadata.
     pub async fn read_file(
         &self,

@@ -69,6 +69,7 @@ impl Engine {
             make_template: None,
         };
         let process = spec.process;
+        let idle = process.idle;
         let mut request = ExecRequest {
             argv: process.command.clone(),
             env: process.env.clone(),
@@ -91,13 +92,16 @@ impl Engine {
                     user: process.user,
                 },
             );
-            if from_image.argv.is_empty() {
+            if from_image.argv.is_empty() && !idle {
                 return Err(EngineError::NoCommand);
             }
             request.argv = from_image.argv;
             request.env = from_image.env;
             request.cwd = from_image.cwd;
             request.user = from_image.user;
+        }
+        if idle {
+            request.argv.clear();
         }
         if let Some(meta) = snapshot {
             let store = SnapshotStore::new(state);

@@ -165,6 +165,13 @@ impl Engine {
         Ok(self.db()?.find(query)?)
     }
 
+    /// The environment (`KEY=VALUE`) sandbox `query` was created with: its image's Env and its
+    /// own.
+    pub fn sandbox_env(&self, query: &str) -> Result<Vec<String>, EngineError> {
+        let record = self.find(query)?;
+        Ok(supervisor::read_spec(self.state(), &record.id)?.env)
+    }
+
     /// A sandbox's record and its network: the policy and published ports from its spec, the
     /// host link's addresses looked up live.
     pub fn inspect(&self, query: &str) -> Result<Inspection, EngineError> {
@@ -393,5 +400,6 @@ fn detached(spec: &ResolvedSpec, options: &DetachOptions) -> DetachedSpec {
         main: spec.main_process(),
         timeout: options.timeout,
         health: options.health.clone(),
+        env: spec.process.env.clone(),
     }
 }

@@ -72,6 +72,9 @@ pub struct ProcessSpec {
     pub tty: Option<TermSize>,
     /// Whether the caller will send stdin.
     pub stdin: bool,
+    /// No main process, whatever the image's command: a detached sandbox that stays up for
+    /// exec, with the image's Env, WorkingDir and User kept for its processes.
+    pub idle: bool,
 }
 
 /// How to reach registries and how much a pulled image may unpack to.

@@ -33,6 +33,7 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
             user: process.user,
             tty: process.tty,
             stdin: process.stdin,
+            idle: false,
         },
     };
     let spec = engine
