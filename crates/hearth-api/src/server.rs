@@ -66,6 +66,8 @@ pub struct ServeConfig {
     pub dns_upstream: Option<SocketAddr>,
     /// Sandboxes booting at once; further create and start requests wait.
     pub max_starts: usize,
+    /// A second TCP listener that speaks E2B's protocols ([`crate::e2b`]).
+    pub e2b: Option<(SocketAddr, crate::e2b::E2bConfig)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,7 @@ pub struct Server {
     tcp: Option<TcpListener>,
     unix: Option<(UnixListener, PathBuf)>,
     router: Router,
+    e2b: Option<(TcpListener, Router)>,
     stop: CancellationToken,
 }
 
@@ -170,17 +173,17 @@ impl Server {
         if config.listen.is_none() && config.unix.is_none() {
             return Err(ServeError::NoListener);
         }
-        if let Some(addr) = config.listen {
+        let public = config
+            .listen
+            .iter()
+            .chain(config.e2b.iter().map(|(addr, _)| addr));
+        for addr in public {
             if config.keys.is_none() && !addr.ip().is_loopback() {
-                return Err(ServeError::PublicWithoutKeys(addr));
+                return Err(ServeError::PublicWithoutKeys(*addr));
             }
         }
         let tcp = match config.listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| ServeError::BindTcp(addr, e))?,
-            ),
+            Some(addr) => Some(bind_tcp(addr).await?),
             None => None,
         };
         let unix = match config.unix {
@@ -188,11 +191,19 @@ impl Server {
             None => None,
         };
         let state = AppState::new(engine, config.dns_upstream, config.max_starts);
+        let e2b = match config.e2b {
+            Some((addr, e2b)) => {
+                let router = crate::e2b::router(state.clone(), config.keys.clone(), e2b);
+                Some((bind_tcp(addr).await?, router))
+            }
+            None => None,
+        };
         let stop = CancellationToken::new();
         Ok(Server {
             tcp,
             unix,
             router: router(state, config.keys, stop.clone()),
+            e2b,
             stop,
         })
     }
@@ -200,6 +211,11 @@ impl Server {
     /// The bound TCP address (with the port the system chose for port 0).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound address of the E2B listener.
+    pub fn e2b_addr(&self) -> Option<SocketAddr> {
+        self.e2b.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Answers until `shutdown` completes, then lets requests in flight finish. Sandboxes are
@@ -218,28 +234,31 @@ impl Server {
         let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
             let _ = rx.changed().await;
         };
-        let tcp = self.tcp.map(|listener| {
-            axum::serve(listener, self.router.clone())
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-        });
+        let mut servers: Vec<futures::future::BoxFuture<'static, std::io::Result<()>>> = Vec::new();
+        let tcp_listeners = self.tcp.map(|l| (l, self.router.clone())).into_iter();
+        for (listener, router) in tcp_listeners.chain(self.e2b) {
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+            servers.push(Box::pin(serve.into_future()));
+        }
         let unix_path = self.unix.as_ref().map(|(_, path)| path.clone());
-        let unix = self.unix.map(|(listener, _)| {
-            axum::serve(listener, self.router.clone())
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-        });
-        let result = match (tcp, unix) {
-            (Some(tcp), Some(unix)) => {
-                tokio::try_join!(tcp.into_future(), unix.into_future()).map(|_| ())
-            }
-            (Some(tcp), None) => tcp.await,
-            (None, Some(unix)) => unix.await,
-            (None, None) => Ok(()),
-        };
+        if let Some((listener, _)) = self.unix {
+            let serve = axum::serve(listener, self.router.clone())
+                .with_graceful_shutdown(stopped(stop_rx.clone()));
+            servers.push(Box::pin(serve.into_future()));
+        }
+        let result = futures::future::try_join_all(servers).await.map(|_| ());
         if let Some(path) = unix_path {
             let _ = std::fs::remove_file(path);
         }
         result.map_err(ServeError::Serve)
     }
+}
+
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::BindTcp(addr, e))
 }
 
 /// Binds a Unix socket at `path`, replacing a stale socket a previous server left.

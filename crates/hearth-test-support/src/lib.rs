@@ -17,6 +17,7 @@
 pub mod assets;
 pub mod cutting_proxy;
 pub mod host;
+pub mod host_files;
 pub mod initramfs;
 pub mod netns;
 pub mod oci_layout;

@@ -299,6 +299,7 @@ pub fn busybox_entries() -> anyhow::Result<Vec<Entry>> {
     ];
     for applet in [
         "sh", "cat", "ls", "id", "env", "pwd", "stat", "echo", "test", "true", "find", "sort",
+        "stty", "sleep",
     ] {
         entries.push(Entry::hard_link(&format!("bin/{applet}"), "bin/busybox"));
     }

@@ -127,6 +127,26 @@ pub struct ServeArgs {
     /// does not starve every boot of CPU [default: twice the CPUs].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_starts: Option<u32>,
+
+    /// Also serve E2B's protocols (control plane, envd, code interpreter) on this TCP
+    /// address, for the E2B SDKs with E2B_API_URL and E2B_SANDBOX_URL set to it.
+    #[arg(long, value_name = "ADDR")]
+    pub e2b_listen: Option<std::net::SocketAddr>,
+
+    /// Map an E2B template id to an image, NAME=IMAGE (repeatable). `base` and
+    /// `code-interpreter-v1` default to python:3.12-slim; other ids are taken as image
+    /// references.
+    #[arg(long, value_name = "NAME=IMAGE", requires = "e2b_listen", value_parser = parse_template)]
+    pub e2b_template: Vec<(String, String)>,
+}
+
+fn parse_template(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, image)) if !name.is_empty() && !image.is_empty() => {
+            Ok((name.to_owned(), image.to_owned()))
+        }
+        _ => Err(format!("`{text}` is not NAME=IMAGE")),
+    }
 }
 
 #[derive(Debug, Args)]

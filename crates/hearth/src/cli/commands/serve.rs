@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use hearth_api::e2b::{E2bConfig, TokenKey};
 use hearth_api::mcp::HearthMcp;
 use hearth_api::{ApiKeys, AppState, ServeConfig, Server};
 use hearth_engine::Engine;
@@ -29,6 +30,21 @@ pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32>
     let listen = args
         .listen
         .or_else(|| args.unix.is_none().then_some(DEFAULT_LISTEN));
+    let e2b = match args.e2b_listen {
+        Some(addr) => {
+            let mut templates = E2bConfig::default_templates();
+            templates.extend(args.e2b_template.iter().cloned());
+            let token_key = TokenKey::load_or_generate(engine.state().root())?;
+            Some((
+                addr,
+                E2bConfig {
+                    templates,
+                    token_key,
+                },
+            ))
+        }
+        None => None,
+    };
     let config = ServeConfig {
         listen,
         unix: args.unix.clone(),
@@ -37,6 +53,7 @@ pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32>
         max_starts: args
             .max_starts
             .map_or_else(default_max_starts, |n| n as usize),
+        e2b,
     };
     let server = Server::bind(engine, config).await?;
     if let Some(addr) = server.local_addr() {
@@ -44,6 +61,9 @@ pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32>
     }
     if let Some(path) = &args.unix {
         println!("listening on unix:{}", path.display());
+    }
+    if let Some(addr) = server.e2b_addr() {
+        println!("e2b listening on http://{addr}");
     }
     let mut terminate = signal(SignalKind::terminate())?;
     let shutdown = async move {

@@ -1,0 +1,77 @@
+//! The E2B SDKs from PyPI (`e2b`, `e2b-code-interpreter`), unmodified, against `hearth serve
+//! --e2b-listen` and real VMs: `e2b_client.py` drives commands, PTYs, files, the code
+//! interpreter and the control plane through the SDKs' public API.
+
+use std::io::BufRead;
+use std::process::Command;
+
+use hearth_test_support::host_files::bash_and_python_entries;
+use hearth_test_support::oci_layout::{busybox_entries, Compression, TestConfig, TestImage};
+use hearth_test_support::python;
+use hearth_test_support::registry::LocalRegistry;
+
+use super::ApiServer;
+use crate::{code, host, stderr, stdout, HEARTH};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/api/e2b_client.py");
+
+#[test]
+fn test_the_e2b_sdks_drive_sandboxes_unmodified() {
+    let host = host();
+    let registry = LocalRegistry::start().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let busybox = TestImage::new(TestConfig::default())
+        .layer(&busybox_entries().unwrap(), Compression::Gzip)
+        .unwrap();
+    busybox.write_layout(layout.path(), "1").unwrap();
+    registry.push_layout(layout.path(), "1", "busybox").unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    TestImage::new(TestConfig::default())
+        .layer(&busybox_entries().unwrap(), Compression::Gzip)
+        .unwrap()
+        .layer(&bash_and_python_entries().unwrap(), Compression::Zstd)
+        .unwrap()
+        .write_layout(layout.path(), "1")
+        .unwrap();
+    registry.push_layout(layout.path(), "1", "python").unwrap();
+    let python_image = format!("{}/python:1", registry.host());
+    let busybox_image = format!("{}/busybox:1", registry.host());
+
+    let template = format!("code-interpreter-v1={python_image}");
+    let mut server = ApiServer::start(
+        &host,
+        &["--e2b-listen", "127.0.0.1:0", "--e2b-template", &template],
+    );
+    let key = server.new_key.clone().expect("a new key");
+    let mut line = String::new();
+    server._stdout.read_line(&mut line).unwrap();
+    let e2b_url = line
+        .trim()
+        .strip_prefix("e2b listening on ")
+        .unwrap_or_else(|| panic!("no e2b listener line, got {line:?}"))
+        .to_owned();
+
+    let bin = python::venv_bin(std::path::Path::new(HEARTH));
+    let output = Command::new(bin.join("python"))
+        .arg(SCRIPT)
+        .arg(&busybox_image)
+        .env("E2B_API_URL", &e2b_url)
+        .env("E2B_SANDBOX_URL", &e2b_url)
+        .env("E2B_API_KEY", &key)
+        .env_remove("E2B_DEBUG")
+        .output()
+        .expect("python runs");
+    assert_eq!(
+        code(&output),
+        0,
+        "e2b_client.py:\n{}\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert_eq!(stdout(&output).lines().last(), Some("ok"));
+
+    let listed = host.hearth().args(["ps", "-a", "-q"]).output().unwrap();
+    assert_eq!(stdout(&listed).trim(), "", "killed sandboxes are removed");
+    assert!(server.stop().success(), "a graceful shutdown exits 0");
+    host.assert_clean();
+}

@@ -1,0 +1,223 @@
+# The E2B SDKs (e2b and e2b-code-interpreter from PyPI, unmodified) against `hearth serve
+# --e2b-listen`: E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY come from the test. Each check
+# fails with a message saying what differed; "ok" on the last line means all passed.
+import os
+import sys
+import time
+
+import httpx
+
+from e2b import CommandExitException, PtySize, Sandbox
+from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException
+from e2b_code_interpreter import Sandbox as CodeSandbox
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+def commands(sbx):
+    result = sbx.commands.run("echo hello; echo oops >&2")
+    check(result.exit_code == 0, f"exit code {result.exit_code}")
+    check(result.stdout == "hello\n", f"stdout {result.stdout!r}")
+    check(result.stderr == "oops\n", f"stderr {result.stderr!r}")
+
+    try:
+        sbx.commands.run("exit 3")
+        raise AssertionError("a failing command did not raise")
+    except CommandExitException as e:
+        check(e.exit_code == 3, f"exit code of a failing command {e.exit_code}")
+
+    result = sbx.commands.run("echo $GREETING; pwd", envs={"GREETING": "hi there"}, cwd="/tmp")
+    check(result.stdout == "hi there\n/tmp\n", f"envs and cwd: {result.stdout!r}")
+
+    streamed = []
+    sbx.commands.run("for i in 1 2 3; do echo $i; done", on_stdout=streamed.append)
+    check("".join(streamed) == "1\n2\n3\n", f"streamed stdout {streamed!r}")
+
+    handle = sbx.commands.run("read line; echo got $line; sleep 600", background=True, stdin=True)
+    check(handle.pid > 0, f"pid {handle.pid}")
+    listed = [p.pid for p in sbx.commands.list()]
+    check(handle.pid in listed, f"{handle.pid} not in {listed}")
+    sbx.commands.send_stdin(handle.pid, "abc\n")
+    deadline = time.time() + 30
+    seen = []
+    for stdout, _, _ in handle:
+        if stdout:
+            seen.append(stdout)
+        if "got abc" in "".join(seen) or time.time() > deadline:
+            break
+    check("got abc\n" in "".join(seen), f"stdin round trip: {seen!r}")
+    check(sbx.commands.kill(handle.pid), "kill of a running process")
+    try:
+        handle.wait()
+        raise AssertionError("a killed command did not raise")
+    except CommandExitException as e:
+        check(e.exit_code == -1, f"killed exit code {e.exit_code}")
+    check(not sbx.commands.kill(handle.pid), "kill of a gone process says False")
+
+    waited = sbx.commands.run("sleep 1; echo done", background=True)
+    check(waited.wait().stdout == "done\n", "background wait")
+
+
+def pty(sbx):
+    out = bytearray()
+    terminal = sbx.pty.create(PtySize(rows=24, cols=80))
+    sbx.pty.send_stdin(terminal.pid, b"stty size; exit 7\n")
+    try:
+        terminal.wait(on_pty=out.extend)
+        raise AssertionError("a PTY shell that exits 7 did not raise")
+    except CommandExitException as e:
+        check(e.exit_code == 7, f"PTY exit code {e.exit_code}")
+    check(b"24 80" in out, f"PTY size not seen in {bytes(out)!r}")
+
+    terminal = sbx.pty.create(PtySize(rows=10, cols=40))
+    sbx.pty.resize(terminal.pid, PtySize(rows=33, cols=99))
+    sbx.pty.send_stdin(terminal.pid, b"stty size; exit\n")
+    out.clear()
+    terminal.wait(on_pty=out.extend)
+    check(b"33 99" in out, f"resized PTY size not seen in {bytes(out)!r}")
+
+
+def files(sbx):
+    info = sbx.files.write("/tmp/e2b/dir/hello.txt", "hello file")
+    check(info.path == "/tmp/e2b/dir/hello.txt", f"write info {info}")
+    check(sbx.files.read("/tmp/e2b/dir/hello.txt") == "hello file", "read back text")
+    payload = bytes(range(256)) * 1024
+    sbx.files.write("/tmp/e2b/blob.bin", payload)
+    check(sbx.files.read("/tmp/e2b/blob.bin", format="bytes") == payload, "binary round trip")
+    check(sbx.commands.run("cat /tmp/e2b/dir/hello.txt").stdout == "hello file", "file seen by a command")
+
+    names = sorted(e.name for e in sbx.files.list("/tmp/e2b"))
+    check(names == ["blob.bin", "dir"], f"list {names}")
+    deep = sorted(e.path for e in sbx.files.list("/tmp/e2b", depth=2))
+    check("/tmp/e2b/dir/hello.txt" in deep, f"list depth 2 {deep}")
+    check(sbx.files.exists("/tmp/e2b/blob.bin"), "exists")
+    check(not sbx.files.exists("/tmp/e2b/nothing"), "exists of a missing file")
+    check(sbx.files.get_info("/tmp/e2b/blob.bin").size == len(payload), "stat size")
+
+    check(sbx.files.make_dir("/tmp/e2b/new"), "make_dir of a new dir")
+    check(not sbx.files.make_dir("/tmp/e2b/new"), "make_dir of an existing dir says False")
+    moved = sbx.files.rename("/tmp/e2b/dir/hello.txt", "/tmp/e2b/new/moved.txt")
+    check(moved.path == "/tmp/e2b/new/moved.txt", f"rename answer {moved}")
+    check(sbx.files.read("/tmp/e2b/new/moved.txt") == "hello file", "read after rename")
+    sbx.files.remove("/tmp/e2b/new")
+    check(not sbx.files.exists("/tmp/e2b/new"), "remove of a dir")
+    try:
+        sbx.files.read("/tmp/e2b/nothing")
+        raise AssertionError("reading a missing file did not raise")
+    except NotFoundException:
+        pass
+
+    watcher = sbx.files.watch_dir("/tmp/e2b")
+    sbx.files.write("/tmp/e2b/watched.txt", "x")
+    events = []
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(e.name == "watched.txt" for e in events):
+        time.sleep(0.5)
+        events += watcher.get_new_events()
+    watcher.stop()
+    check(any(e.name == "watched.txt" for e in events), f"watch events {events}")
+
+
+def interpreter(sbx):
+    check(sbx.run_code("x = 41").error is None, "assignment")
+    execution = sbx.run_code("x + 1")
+    check(execution.text == "42", f"stateful result {execution.text!r} {execution.error}")
+    printed = []
+    execution = sbx.run_code("print('hi'); import sys; print('err', file=sys.stderr)", on_stdout=printed.append)
+    check(execution.logs.stdout == ["hi\n"], f"stdout {execution.logs.stdout}")
+    check(execution.logs.stderr == ["err\n"], f"stderr {execution.logs.stderr}")
+    check(printed and printed[0].line == "hi\n", f"on_stdout {printed}")
+    execution = sbx.run_code("1 / 0")
+    check(execution.error is not None and execution.error.name == "ZeroDivisionError", f"error {execution.error}")
+    check("ZeroDivisionError" in execution.error.traceback, "traceback")
+
+    context = sbx.create_code_context()
+    sbx.run_code("y = 'in context'", context=context)
+    check(sbx.run_code("y", context=context).text == "'in context'", "context keeps its names")
+    check(sbx.run_code("y").error.name == "NameError", "the default context does not see them")
+    check(context.id in [c.id for c in sbx.list_code_contexts()], "context listed")
+    sbx.restart_code_context(context)
+    check(sbx.run_code("y", context=context).error.name == "NameError", "restart clears names")
+    sbx.remove_code_context(context)
+    check(context.id not in [c.id for c in sbx.list_code_contexts()], "context removed")
+
+
+def control(sbx):
+    info = sbx.get_info()
+    check(info.sandbox_id == sbx.sandbox_id, f"info {info}")
+    check(info.metadata.get("purpose") == "test", f"metadata {info.metadata}")
+    sbx.set_timeout(600)
+    listed = [s.sandbox_id for s in Sandbox.list().next_items()]
+    check(sbx.sandbox_id in listed, f"{sbx.sandbox_id} not in {listed}")
+    again = Sandbox.connect(sbx.sandbox_id)
+    check(again.commands.run("echo again").stdout == "again\n", "connect")
+
+    try:
+        Sandbox.connect("nosuchsandbox")
+        raise AssertionError("connecting to an unknown sandbox did not raise")
+    except (NotFoundException, SandboxException):
+        pass
+
+
+def bad_credentials(sbx):
+    try:
+        Sandbox.list(api_key="hearth_wrong").next_items()
+        raise AssertionError("a wrong API key was accepted")
+    except AuthenticationException:
+        pass
+    url = os.environ["E2B_SANDBOX_URL"]
+    for token in [None, "forged", sbx._envd_access_token + "x"]:
+        headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983"}
+        if token is not None:
+            headers["X-Access-Token"] = token
+        files = httpx.get(f"{url}/files", params={"path": "/tmp/e2b/blob.bin"}, headers=headers)
+        check(files.status_code == 401, f"GET /files with token {token!r}: {files.status_code}")
+        rpc = httpx.post(
+            f"{url}/process.Process/List",
+            json={},
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        check(rpc.status_code == 401, f"List with token {token!r}: {rpc.status_code}")
+        check(rpc.json()["code"] == "unauthenticated", f"List error {rpc.text}")
+    headers = {
+        "E2b-Sandbox-Id": sbx.sandbox_id,
+        "E2b-Sandbox-Port": "49983",
+        "X-Access-Token": sbx._envd_access_token,
+    }
+    files = httpx.get(f"{url}/files", params={"path": "/tmp/e2b/blob.bin"}, headers=headers)
+    check(files.status_code == 200, f"GET /files with the real token: {files.status_code}")
+
+
+def without_python(template):
+    sbx = CodeSandbox.create(template=template)
+    try:
+        execution = sbx.run_code("1 + 1")
+        check(execution.error is not None, "run_code without python3 gave no error")
+        check(execution.error.name == "KernelError", f"error name {execution.error.name}")
+        check("python3" in execution.error.value, f"error value {execution.error.value}")
+    finally:
+        sbx.kill()
+
+
+def main():
+    without_python(sys.argv[1])
+    sbx = CodeSandbox.create(template="code-interpreter-v1", metadata={"purpose": "test"}, timeout=300)
+    try:
+        commands(sbx)
+        pty(sbx)
+        files(sbx)
+        interpreter(sbx)
+        control(sbx)
+        bad_credentials(sbx)
+    finally:
+        killed = sbx.kill()
+    check(killed, "kill of a running sandbox")
+    check(not Sandbox.kill(sbx.sandbox_id), "a second kill says False")
+    print("ok")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
