@@ -24,6 +24,9 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The SDK tests run the E2B JS SDK (fetch and ESM need Node >= 18; Debian 12 ships 18). A
+# Node already on the PATH is kept.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
     step "Installing Debian packages: ${missing[*]}"
     apt-get update -q

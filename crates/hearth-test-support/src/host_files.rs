@@ -30,7 +30,7 @@ const PYTHON_SKIP: &[&str] = &[
 ];
 
 /// Entries for `/bin/bash` and Debian's `python3.11` (as `/usr/bin/python3` too), their
-/// libraries and Python's standard library.
+/// libraries, Python's standard library, and `/etc/passwd` with `root` and `user` (1000).
 pub fn bash_and_python_entries() -> anyhow::Result<Vec<Entry>> {
     let python = "/usr/bin/python3.11";
     for program in ["/bin/bash", python] {
@@ -53,6 +53,13 @@ pub fn bash_and_python_entries() -> anyhow::Result<Vec<Entry>> {
     add_parents("/usr/bin/python3", &mut dirs);
     entries.push(Entry::symlink("usr/bin/python3", "python3.11"));
     tree(Path::new("/usr/lib/python3.11"), &mut entries, &mut dirs)?;
+    // root, and an unprivileged `user` (E2B's default user name) whose home is /tmp.
+    dirs.insert("etc".to_owned());
+    entries.push(Entry::file(
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/tmp:/bin/bash\n",
+    ));
+    entries.push(Entry::file("etc/group", "root:x:0:\nuser:x:1000:\n"));
     let mut all: Vec<Entry> = dirs.iter().map(|d| Entry::dir(d)).collect();
     all.extend(entries);
     Ok(all)

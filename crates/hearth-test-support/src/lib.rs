@@ -20,6 +20,7 @@ pub mod host;
 pub mod host_files;
 pub mod initramfs;
 pub mod netns;
+pub mod node;
 pub mod oci_layout;
 pub mod pty;
 pub mod python;

@@ -1,4 +1,4 @@
-//! A Python virtualenv of real third-party clients (the official MCP SDK, an OpenAPI client
+//! A Python virtualenv of real third-party clients (the official MCP SDK, the E2B SDKs, an OpenAPI client
 //! generator and validator), made on first use under `<target>/test-python` from the pinned
 //! `python/requirements.txt`, under a file lock so parallel test processes do not race.
 
@@ -27,26 +27,40 @@ pub fn venv_bin(hearth_bin: &Path) -> &'static Path {
 
 fn build(target: &Path) -> anyhow::Result<PathBuf> {
     let dir = target.join("test-python");
-    std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
-    let _lock = lock_exclusive(&target.join("test-python.lock"))?;
-    // The requirements it was made from, written last: a half-made virtualenv has none.
-    let stamp = dir.join(".made-from-requirements.txt");
-    let bin = dir.join("bin");
-    if std::fs::read_to_string(&stamp).is_ok_and(|have| have == REQUIREMENTS) {
-        return Ok(bin);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
-    let requirements = dir.join("requirements.txt");
-    std::fs::write(&requirements, REQUIREMENTS)?;
-    run(Command::new(bin.join("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(&requirements))?;
-    std::fs::write(&stamp, REQUIREMENTS)?;
-    Ok(bin)
+    made_from(&dir, REQUIREMENTS, |dir| {
+        run(Command::new("python3").args(["-m", "venv"]).arg(dir))?;
+        let requirements = dir.join("requirements.txt");
+        std::fs::write(&requirements, REQUIREMENTS)?;
+        run(Command::new(dir.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements))
+    })?;
+    Ok(dir.join("bin"))
 }
 
-fn run(command: &mut Command) -> anyhow::Result<()> {
+/// Makes `dir` with `make` unless it was last made from the same `recipe`, under a file lock
+/// beside it so parallel test processes do not race.
+pub(crate) fn made_from(
+    dir: &Path,
+    recipe: &str,
+    make: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let parent = dir.parent().context("a directory with a parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let _lock = lock_exclusive(&dir.with_extension("lock"))?;
+    // The recipe it was made from, written last: a half-made dir has none.
+    let stamp = dir.join(".made-from");
+    if std::fs::read_to_string(&stamp).is_ok_and(|have| have == recipe) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    make(dir)?;
+    std::fs::write(&stamp, recipe)?;
+    Ok(())
+}
+
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     let output = command
         .output()
         .with_context(|| format!("running {command:?}"))?;

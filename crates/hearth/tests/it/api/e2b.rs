@@ -7,13 +7,14 @@ use std::process::Command;
 
 use hearth_test_support::host_files::bash_and_python_entries;
 use hearth_test_support::oci_layout::{busybox_entries, Compression, TestConfig, TestImage};
-use hearth_test_support::python;
 use hearth_test_support::registry::LocalRegistry;
+use hearth_test_support::{node, python};
 
 use super::ApiServer;
 use crate::{code, host, stderr, stdout, HEARTH};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/api/e2b_client.py");
+const JS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/api/e2b_client.mjs");
 
 #[test]
 fn test_the_e2b_sdks_drive_sandboxes_unmodified() {
@@ -52,26 +53,39 @@ fn test_the_e2b_sdks_drive_sandboxes_unmodified() {
         .to_owned();
 
     let bin = python::venv_bin(std::path::Path::new(HEARTH));
-    let output = Command::new(bin.join("python"))
-        .arg(SCRIPT)
-        .arg(&busybox_image)
-        .env("E2B_API_URL", &e2b_url)
-        .env("E2B_SANDBOX_URL", &e2b_url)
-        .env("E2B_API_KEY", &key)
-        .env_remove("E2B_DEBUG")
-        .output()
-        .expect("python runs");
-    assert_eq!(
-        code(&output),
-        0,
-        "e2b_client.py:\n{}\n{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    assert_eq!(stdout(&output).lines().last(), Some("ok"));
+    let mut python = Command::new(bin.join("python"));
+    python.arg(SCRIPT).arg(&busybox_image);
+    sdk_passes("e2b_client.py", &mut python, &e2b_url, &key);
+    // Node resolves `e2b` from the script's own directory up, so the script goes beside the
+    // node_modules it needs.
+    let modules = node::modules_dir(std::path::Path::new(HEARTH));
+    let script = modules.join("e2b_client.mjs");
+    std::fs::copy(JS_SCRIPT, &script).unwrap();
+    let mut node = Command::new("node");
+    node.arg(&script).arg(&python_image);
+    sdk_passes("e2b_client.mjs", &mut node, &e2b_url, &key);
 
     let listed = host.hearth().args(["ps", "-a", "-q"]).output().unwrap();
     assert_eq!(stdout(&listed).trim(), "", "killed sandboxes are removed");
     assert!(server.stop().success(), "a graceful shutdown exits 0");
     host.assert_clean();
+}
+
+/// Runs an SDK script against the E2B listener; it must print "ok" last and exit 0.
+fn sdk_passes(name: &str, command: &mut Command, url: &str, key: &str) {
+    let output = command
+        .env("E2B_API_URL", url)
+        .env("E2B_SANDBOX_URL", url)
+        .env("E2B_API_KEY", key)
+        .env_remove("E2B_DEBUG")
+        .output()
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+    assert_eq!(
+        code(&output),
+        0,
+        "{name}:\n{}\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert_eq!(stdout(&output).lines().last(), Some("ok"), "{name}");
 }

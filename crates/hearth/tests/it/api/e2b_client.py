@@ -24,10 +24,13 @@ def commands(sbx):
     check(result.stderr == "oops\n", f"stderr {result.stderr!r}")
 
     try:
-        sbx.commands.run("exit 3")
+        sbx.commands.run("echo bad >&2; exit 3")
         raise AssertionError("a failing command did not raise")
     except CommandExitException as e:
         check(e.exit_code == 3, f"exit code of a failing command {e.exit_code}")
+        check(e.stderr == "bad\n", f"stderr of a failing command {e.stderr!r}")
+    check(sbx.commands.run("id -u", user="root").stdout == "0\n", "user=root")
+    check(sbx.commands.run("id -u", user="user").stdout == "1000\n", "user=user")
 
     result = sbx.commands.run("echo $GREETING; pwd", envs={"GREETING": "hi there"}, cwd="/tmp")
     check(result.stdout == "hi there\n/tmp\n", f"envs and cwd: {result.stdout!r}")
@@ -88,6 +91,11 @@ def files(sbx):
     sbx.files.write("/tmp/e2b/blob.bin", payload)
     check(sbx.files.read("/tmp/e2b/blob.bin", format="bytes") == payload, "binary round trip")
     check(sbx.commands.run("cat /tmp/e2b/dir/hello.txt").stdout == "hello file", "file seen by a command")
+
+    text = "héllo wörld ✓\n"
+    sbx.files.write("/tmp/e2b/dir/ünïcødé.txt", text)
+    check(sbx.files.read("/tmp/e2b/dir/ünïcødé.txt") == text, "non-ASCII name and content")
+    check(sbx.commands.run("cat /tmp/e2b/dir/ünïcødé.txt").stdout == text, "non-ASCII via a command")
 
     names = sorted(e.name for e in sbx.files.list("/tmp/e2b"))
     check(names == ["blob.bin", "dir"], f"list {names}")
