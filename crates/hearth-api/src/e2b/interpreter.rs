@@ -57,11 +57,16 @@ struct Context {
     cwd: Option<String>,
     /// The running driver, started at the first execution and again after it ends.
     session: tokio::sync::Mutex<Option<Session>>,
+    /// The driver's input, also kept outside `session`: a restart must reach a driver whose
+    /// execution holds the session and never ends.
+    input: Mutex<Option<Input>>,
 }
+
+type Input = Arc<tokio::sync::Mutex<ExecInput>>;
 
 #[derive(Debug)]
 struct Session {
-    input: ExecInput,
+    input: Input,
     output: ExecOutput,
     /// Stdout bytes not yet ending in a newline.
     pending: Vec<u8>,
@@ -125,6 +130,7 @@ impl Context {
             id,
             cwd,
             session: tokio::sync::Mutex::new(None),
+            input: Mutex::new(None),
         })
     }
 
@@ -134,8 +140,13 @@ impl Context {
 
     /// Ends the driver, so that the next execution starts with a clean namespace.
     async fn stop(&self) {
-        if let Some(mut session) = self.session.lock().await.take() {
-            let _ = session.input.signal(libc::SIGKILL).await;
+        let input = self.input.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(input) = input {
+            // An execution in progress then sees its driver end and drops the session itself.
+            let _ = input.lock().await.signal(libc::SIGKILL).await;
+        }
+        if let Ok(mut session) = self.session.try_lock() {
+            *session = None;
         }
     }
 }
@@ -172,11 +183,7 @@ async fn execute(
     let (tx, rx) = mpsc::channel::<Value>(EVENT_BUFFER);
     tokio::spawn(async move {
         let mut session = context.session.lock().await;
-        let events = Events {
-            tx,
-            interrupted: false,
-        };
-        let outcome = run(&state, &sandbox, &context, &mut session, &line, events).await;
+        let outcome = run(&state, &sandbox, &context, &mut session, &line, &tx).await;
         if outcome.is_err() {
             // The driver is gone or out of step: the next execution starts a new one.
             *session = None;
@@ -194,20 +201,24 @@ async fn execute(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Where an execution's events go; a client that left gets its execution interrupted.
-struct Events {
-    tx: mpsc::Sender<Value>,
-    interrupted: bool,
+/// Interrupts the running cell once its client has gone, as Jupyter does on a timeout or
+/// Ctrl-C; the execution reads on to the cell's end so the driver stays in step. Dropped
+/// (the execution over), it stops watching.
+struct InterruptWhenGone(tokio::task::JoinHandle<()>);
+
+impl InterruptWhenGone {
+    fn watch(tx: &mpsc::Sender<Value>, input: &Input) -> Self {
+        let (tx, input) = (tx.clone(), input.clone());
+        InterruptWhenGone(tokio::spawn(async move {
+            tx.closed().await;
+            let _ = input.lock().await.signal(libc::SIGINT).await;
+        }))
+    }
 }
 
-impl Events {
-    async fn send(&mut self, event: Value, input: &mut ExecInput) {
-        if self.tx.send(event).await.is_err() && !self.interrupted {
-            // As Jupyter does when the client goes (timeout or Ctrl-C): interrupt the cell,
-            // then read on to its end so the driver stays in step.
-            self.interrupted = true;
-            let _ = input.signal(libc::SIGINT).await;
-        }
+impl Drop for InterruptWhenGone {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -219,13 +230,13 @@ async fn run(
     context: &Context,
     session: &mut Option<Session>,
     line: &Value,
-    mut events: Events,
+    events: &mpsc::Sender<Value>,
 ) -> Result<(), ()> {
     if session.is_none() {
         match start(state, sandbox, context).await {
             Ok(started) => *session = Some(started),
             Err(message) => {
-                let _ = events.tx.send(kernel_error(&message)).await;
+                let _ = events.send(kernel_error(&message)).await;
                 return Err(());
             }
         }
@@ -235,11 +246,13 @@ async fn run(
     };
     let mut request = line.to_string().into_bytes();
     request.push(b'\n');
-    if let Err(e) = session.input.stdin(request).await {
+    let written = session.input.lock().await.stdin(request).await;
+    if let Err(e) = written {
         let message = format!("the kernel is gone: {}", hearth_engine::error_chain(&e));
-        let _ = events.tx.send(kernel_error(&message)).await;
+        let _ = events.send(kernel_error(&message)).await;
         return Err(());
     }
+    let _interrupt = InterruptWhenGone::watch(events, &session.input);
     let mut stderr_tail = Vec::new();
     loop {
         let event = match session.output.next().await {
@@ -247,7 +260,7 @@ async fn run(
             Ok(None) => return Err(()),
             Err(e) => {
                 let message = format!("lost the kernel: {}", hearth_engine::error_chain(&e));
-                let _ = events.tx.send(kernel_error(&message)).await;
+                let _ = events.send(kernel_error(&message)).await;
                 return Err(());
             }
         };
@@ -258,20 +271,18 @@ async fn run(
                     let raw: Vec<u8> = session.pending.drain(..=end).collect();
                     let Some(event) = parse_event(&raw[..end]) else {
                         let _ = events
-                            .tx
                             .send(kernel_error("the kernel sent a line that is not an event"))
                             .await;
                         return Err(());
                     };
                     let last = event["type"] == "end_of_execution";
-                    events.send(event, &mut session.input).await;
+                    let _ = events.send(event).await;
                     if last {
                         return Ok(());
                     }
                 }
                 if session.pending.len() > MAX_LINE {
                     let _ = events
-                        .tx
                         .send(kernel_error("the kernel sent an event line over 16 MiB"))
                         .await;
                     return Err(());
@@ -284,11 +295,10 @@ async fn run(
                 stderr_tail.drain(..excess);
                 let text = String::from_utf8_lossy(&data).into_owned();
                 let event = json!({ "type": "stderr", "text": text, "timestamp": now_ns() });
-                events.send(event, &mut session.input).await;
+                let _ = events.send(event).await;
             }
             ExecEvent::Exited(status) => {
                 let _ = events
-                    .tx
                     .send(kernel_error(&ended(status, &stderr_tail)))
                     .await;
                 return Err(());
@@ -312,11 +322,15 @@ async fn start(state: &E2bState, sandbox: &str, context: &Context) -> Result<Ses
         user: None,
     };
     match state.app.engine.exec(sandbox, request).await {
-        Ok((_, input, output)) => Ok(Session {
-            input,
-            output,
-            pending: Vec::new(),
-        }),
+        Ok((_, input, output)) => {
+            let input = Arc::new(tokio::sync::Mutex::new(input));
+            *context.input.lock().unwrap_or_else(|e| e.into_inner()) = Some(input.clone());
+            Ok(Session {
+                input,
+                output,
+                pending: Vec::new(),
+            })
+        }
         Err(e) if e.process_exit_code() == Some(127) => Err(
             "the code interpreter needs python3, and the sandbox's image has none on its PATH"
                 .to_owned(),

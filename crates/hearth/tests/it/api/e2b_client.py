@@ -8,7 +8,12 @@ import time
 import httpx
 
 from e2b import CommandExitException, PtySize, Sandbox
-from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException
+from e2b.exceptions import (
+    AuthenticationException,
+    NotFoundException,
+    SandboxException,
+    TimeoutException,
+)
 from e2b_code_interpreter import Sandbox as CodeSandbox
 
 
@@ -141,6 +146,23 @@ def interpreter(sbx):
     execution = sbx.run_code("1 / 0")
     check(execution.error is not None and execution.error.name == "ZeroDivisionError", f"error {execution.error}")
     check("ZeroDivisionError" in execution.error.traceback, "traceback")
+
+    # A client that gives up interrupts its cell; the context keeps its names.
+    try:
+        sbx.run_code("while True: pass", timeout=3)
+        raise AssertionError("an endless cell did not time out")
+    except TimeoutException:
+        pass
+    check(sbx.run_code("x").text == "41", "names survive an interrupted cell")
+    # A cell that ignores the interrupt holds its context until a restart ends the kernel.
+    stubborn = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass"
+    try:
+        sbx.run_code(stubborn, timeout=3)
+        raise AssertionError("an endless cell did not time out")
+    except TimeoutException:
+        pass
+    sbx.restart_code_context("default")
+    check(sbx.run_code("6 * 7").text == "42", "the default context after a restart")
 
     context = sbx.create_code_context()
     sbx.run_code("y = 'in context'", context=context)
