@@ -4,9 +4,10 @@
 //! with the status its kind picks ([`error`]). [`auth`] checks bearer keys kept as hashes;
 //! [`openapi`] builds the OpenAPI document from the same types; [`metrics`] serves
 //! Prometheus metrics; [`mcp`] the same operations as MCP tools; [`server`] binds TCP and Unix
-//! listeners and serves until shutdown; [`e2b`] speaks E2B's protocols on a listener of its own.
+//! listeners and serves until shutdown; [`e2b`] and [`computesdk`] speak those SDKs' protocols on listeners of their own.
 
 pub mod auth;
+pub mod computesdk;
 pub mod e2b;
 pub mod error;
 mod extract;

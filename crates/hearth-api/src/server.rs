@@ -68,6 +68,8 @@ pub struct ServeConfig {
     pub max_starts: usize,
     /// A second TCP listener that speaks E2B's protocols ([`crate::e2b`]).
     pub e2b: Option<(SocketAddr, crate::e2b::E2bConfig)>,
+    /// A TCP listener that speaks ComputeSDK's gateway protocol ([`crate::computesdk`]).
+    pub computesdk: Option<(SocketAddr, crate::e2b::TokenKey)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +92,8 @@ pub struct Server {
     tcp: Option<TcpListener>,
     unix: Option<(UnixListener, PathBuf)>,
     router: Router,
-    e2b: Option<(TcpListener, Router)>,
+    /// The SDK protocols' listeners: E2B, then ComputeSDK.
+    sdks: Vec<(&'static str, TcpListener, Router)>,
     stop: CancellationToken,
 }
 
@@ -191,19 +194,21 @@ impl Server {
             None => None,
         };
         let state = AppState::new(engine, config.dns_upstream, config.max_starts);
-        let e2b = match config.e2b {
-            Some((addr, e2b)) => {
-                let router = crate::e2b::router(state.clone(), config.keys.clone(), e2b);
-                Some((bind_tcp(addr).await?, router))
-            }
-            None => None,
-        };
+        let mut sdks = Vec::new();
+        if let Some((addr, e2b)) = config.e2b {
+            let router = crate::e2b::router(state.clone(), config.keys.clone(), e2b);
+            sdks.push(("e2b", bind_tcp(addr).await?, router));
+        }
+        if let Some((addr, tokens)) = config.computesdk {
+            let router = crate::computesdk::router(state.clone(), config.keys.clone(), tokens);
+            sdks.push(("computesdk", bind_tcp(addr).await?, router));
+        }
         let stop = CancellationToken::new();
         Ok(Server {
             tcp,
             unix,
             router: router(state, config.keys, stop.clone()),
-            e2b,
+            sdks,
             stop,
         })
     }
@@ -213,9 +218,12 @@ impl Server {
         self.tcp.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// The bound address of the E2B listener.
-    pub fn e2b_addr(&self) -> Option<SocketAddr> {
-        self.e2b.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    /// The bound addresses of the SDK listeners, each with its protocol's name.
+    pub fn sdk_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.sdks
+            .iter()
+            .filter_map(|(name, l, _)| Some((*name, l.local_addr().ok()?)))
+            .collect()
     }
 
     /// Answers until `shutdown` completes, then lets requests in flight finish. Sandboxes are
@@ -236,7 +244,11 @@ impl Server {
         };
         let mut servers: Vec<futures::future::BoxFuture<'static, std::io::Result<()>>> = Vec::new();
         let tcp_listeners = self.tcp.map(|l| (l, self.router.clone())).into_iter();
-        for (listener, router) in tcp_listeners.chain(self.e2b) {
+        let sdks = self
+            .sdks
+            .into_iter()
+            .map(|(_, listener, router)| (listener, router));
+        for (listener, router) in tcp_listeners.chain(sdks) {
             let serve =
                 axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
             servers.push(Box::pin(serve.into_future()));

@@ -1,4 +1,4 @@
-//! Node packages of real third-party clients (the E2B JS SDK), installed on first use under
+//! Node packages of real third-party clients (the E2B JS SDK, ComputeSDK), installed on first use under
 //! `<target>/test-node` from the pinned `node/package.json` with the host's npm.
 
 use std::path::{Path, PathBuf};

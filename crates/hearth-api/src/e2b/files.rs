@@ -16,9 +16,6 @@ use super::{absolute, user_of, E2bState, SandboxId};
 use crate::error::ApiError;
 use crate::routes::files::MAX_FILE_BYTES;
 
-const FILE_MODE: u32 = 0o644;
-const DIR_MODE: u32 = 0o755;
-
 pub fn router() -> Router<E2bState> {
     Router::new()
         .route("/files", get(read).post(write))
@@ -147,21 +144,14 @@ async fn write(
 /// Writes `data` to `path`, making its missing parents as envd does.
 async fn put(state: &E2bState, sandbox: &str, path: &str, data: &[u8]) -> Result<Value, Response> {
     let engine = &state.app.engine;
-    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let (_, name) = path.rsplit_once('/').unwrap_or(("", path));
     if name.is_empty() {
         return Err(error(
             StatusCode::BAD_REQUEST,
             &format!("`{path}` names a directory, not a file"),
         ));
     }
-    if !parent.is_empty() {
-        engine
-            .mkdir(sandbox, parent, DIR_MODE, true)
-            .await
-            .map_err(from_engine)?;
-    }
-    engine
-        .write_file(sandbox, path, FILE_MODE, &mut &data[..])
+    crate::routes::files::write_with_parents(engine, sandbox, path, data)
         .await
         .map_err(from_engine)?;
     Ok(json!({ "name": name, "type": "file", "path": path }))

@@ -206,6 +206,26 @@ pub(crate) fn mode(text: Option<&str>, default: u32) -> Result<u32, ApiError> {
     }
 }
 
+/// Writes `data` to guest `path` (0644), making its missing parent directories (0755) first,
+/// as the SDK protocols hearth speaks expect of an upload.
+pub(crate) async fn write_with_parents(
+    engine: &hearth_engine::Engine,
+    sandbox: &str,
+    path: &str,
+    data: &[u8],
+) -> Result<(), hearth_engine::EngineError> {
+    if let Some((parent, _)) = path
+        .rsplit_once('/')
+        .filter(|(parent, _)| !parent.is_empty())
+    {
+        engine.mkdir(sandbox, parent, 0o755, true).await?;
+    }
+    engine
+        .write_file(sandbox, path, 0o644, &mut &data[..])
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

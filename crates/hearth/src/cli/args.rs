@@ -138,6 +138,11 @@ pub struct ServeArgs {
     /// references.
     #[arg(long, value_name = "NAME=IMAGE", requires = "e2b_listen", value_parser = parse_template)]
     pub e2b_template: Vec<(String, String)>,
+
+    /// Also serve ComputeSDK's gateway protocol on this TCP address, for `computesdk` with
+    /// COMPUTESDK_PROVIDER=computesdk and COMPUTESDK_TRIBUTARY_URL set to it.
+    #[arg(long, value_name = "ADDR")]
+    pub computesdk_listen: Option<std::net::SocketAddr>,
 }
 
 fn parse_template(text: &str) -> Result<(String, String), String> {

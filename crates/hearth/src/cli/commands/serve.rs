@@ -30,21 +30,25 @@ pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32>
     let listen = args
         .listen
         .or_else(|| args.unix.is_none().then_some(DEFAULT_LISTEN));
-    let e2b = match args.e2b_listen {
-        Some(addr) => {
+    let token_key = match (args.e2b_listen, args.computesdk_listen) {
+        (None, None) => None,
+        _ => Some(TokenKey::load_or_generate(engine.state().root())?),
+    };
+    let e2b = args
+        .e2b_listen
+        .zip(token_key.clone())
+        .map(|(addr, token_key)| {
             let mut templates = E2bConfig::default_templates();
             templates.extend(args.e2b_template.iter().cloned());
-            let token_key = TokenKey::load_or_generate(engine.state().root())?;
-            Some((
+            (
                 addr,
                 E2bConfig {
                     templates,
                     token_key,
                 },
-            ))
-        }
-        None => None,
-    };
+            )
+        });
+    let computesdk = args.computesdk_listen.zip(token_key);
     let config = ServeConfig {
         listen,
         unix: args.unix.clone(),
@@ -54,6 +58,7 @@ pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32>
             .max_starts
             .map_or_else(default_max_starts, |n| n as usize),
         e2b,
+        computesdk,
     };
     let server = Server::bind(engine, config).await?;
     if let Some(addr) = server.local_addr() {
@@ -62,8 +67,8 @@ pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32>
     if let Some(path) = &args.unix {
         println!("listening on unix:{}", path.display());
     }
-    if let Some(addr) = server.e2b_addr() {
-        println!("e2b listening on http://{addr}");
+    for (protocol, addr) in server.sdk_addrs() {
+        println!("{protocol} listening on http://{addr}");
     }
     let mut terminate = signal(SignalKind::terminate())?;
     let shutdown = async move {

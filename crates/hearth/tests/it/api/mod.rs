@@ -1016,7 +1016,7 @@ async fn test_api_images_and_openapi() {
 }
 
 mod concurrency;
-mod e2b;
 mod generated_client;
 mod mcp;
+mod sdks;
 mod terminal;

@@ -1,6 +1,8 @@
-//! The E2B SDKs from PyPI (`e2b`, `e2b-code-interpreter`), unmodified, against `hearth serve
-//! --e2b-listen` and real VMs: `e2b_client.py` drives commands, PTYs, files, the code
-//! interpreter and the control plane through the SDKs' public API.
+//! Other projects' SDKs, unmodified, against `hearth serve` and real VMs: the E2B SDKs from
+//! PyPI and npm (`e2b_client.py` drives commands, PTYs, files, the code interpreter and the
+//! control plane; `e2b_client.mjs` the JS core flow) on `--e2b-listen`, and ComputeSDK from
+//! npm (`computesdk_client.mjs`) on `--computesdk-listen`. One server and one pair of images
+//! serve them all.
 
 use std::io::BufRead;
 use std::process::Command;
@@ -15,9 +17,13 @@ use crate::{code, host, stderr, stdout, HEARTH};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/api/e2b_client.py");
 const JS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/api/e2b_client.mjs");
+const COMPUTESDK_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/it/api/computesdk_client.mjs"
+);
 
 #[test]
-fn test_the_e2b_sdks_drive_sandboxes_unmodified() {
+fn test_the_e2b_sdks_and_computesdk_drive_sandboxes_unmodified() {
     let host = host();
     let registry = LocalRegistry::start().unwrap();
     let layout = tempfile::tempdir().unwrap();
@@ -41,16 +47,18 @@ fn test_the_e2b_sdks_drive_sandboxes_unmodified() {
     let template = format!("code-interpreter-v1={python_image}");
     let mut server = ApiServer::start(
         &host,
-        &["--e2b-listen", "127.0.0.1:0", "--e2b-template", &template],
+        &[
+            "--e2b-listen",
+            "127.0.0.1:0",
+            "--e2b-template",
+            &template,
+            "--computesdk-listen",
+            "127.0.0.1:0",
+        ],
     );
     let key = server.new_key.clone().expect("a new key");
-    let mut line = String::new();
-    server._stdout.read_line(&mut line).unwrap();
-    let e2b_url = line
-        .trim()
-        .strip_prefix("e2b listening on ")
-        .unwrap_or_else(|| panic!("no e2b listener line, got {line:?}"))
-        .to_owned();
+    let e2b_url = listener_url(&mut server, "e2b");
+    let computesdk_url = listener_url(&mut server, "computesdk");
 
     let bin = python::venv_bin(std::path::Path::new(HEARTH));
     let mut python = Command::new(bin.join("python"));
@@ -65,10 +73,32 @@ fn test_the_e2b_sdks_drive_sandboxes_unmodified() {
     node.arg(&script).arg(&python_image);
     sdk_passes("e2b_client.mjs", &mut node, &e2b_url, &key);
 
+    let script = modules.join("computesdk_client.mjs");
+    std::fs::copy(COMPUTESDK_SCRIPT, &script).unwrap();
+    // ComputeSDK wants a global WebSocket, which Node 20 has only behind this flag.
+    let mut node = Command::new("node");
+    node.arg("--experimental-websocket")
+        .arg(&script)
+        .arg(&python_image)
+        .env("COMPUTESDK_API_KEY", &key)
+        .env("COMPUTESDK_TRIBUTARY_URL", &computesdk_url)
+        .env("COMPUTESDK_PROVIDER", "computesdk");
+    sdk_passes("computesdk_client.mjs", &mut node, &e2b_url, &key);
+
     let listed = host.hearth().args(["ps", "-a", "-q"]).output().unwrap();
     assert_eq!(stdout(&listed).trim(), "", "killed sandboxes are removed");
     assert!(server.stop().success(), "a graceful shutdown exits 0");
     host.assert_clean();
+}
+
+/// The URL `hearth serve` printed for its `protocol` listener (printed in a fixed order).
+fn listener_url(server: &mut ApiServer, protocol: &str) -> String {
+    let mut line = String::new();
+    server._stdout.read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix(&format!("{protocol} listening on "))
+        .unwrap_or_else(|| panic!("no {protocol} listener line, got {line:?}"))
+        .to_owned()
 }
 
 /// Runs an SDK script against the E2B listener; it must print "ok" last and exit 0.
