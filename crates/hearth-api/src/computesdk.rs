@@ -187,25 +187,13 @@ async fn create(
         })
         .collect();
     let timeout_ms = request.timeout.unwrap_or(DEFAULT_TIMEOUT_MS);
-    let create = CreateSandbox {
-        image: request.template_id,
-        name: None,
-        cpus: None,
-        memory_mib: None,
-        command: Vec::new(),
-        entrypoint: None,
-        env: request.envs,
-        workdir: None,
-        user: None,
-        network: NetworkRequest::default(),
-        timeout_secs: Some(timeout_ms.div_ceil(1000).max(1)),
+    let create = CreateSandbox::idle_for_sdk(
+        request.template_id,
+        request.envs,
+        NetworkRequest::default(),
+        timeout_ms.div_ceil(1000).max(1),
         labels,
-        auto_remove: true,
-        from_snapshot: None,
-        cold: false,
-        start: true,
-        idle: true,
-    };
+    );
     let sandbox = match create_sandbox(&state.app, create).await {
         Ok(sandbox) => sandbox,
         Err(e) => return from_api(&e),

@@ -135,28 +135,16 @@ async fn create(State(state): State<E2bState>, body: Bytes) -> Response {
         Some(false) => Egress::DenyAll,
         _ => Egress::AllowAll,
     };
-    let create = CreateSandbox {
-        image: Some(state.config.image_of(&request.template_id).to_owned()),
-        name: None,
-        cpus: None,
-        memory_mib: None,
-        command: Vec::new(),
-        entrypoint: None,
-        env: request.env_vars.unwrap_or_default(),
-        workdir: None,
-        user: None,
-        network: NetworkRequest {
+    let create = CreateSandbox::idle_for_sdk(
+        Some(state.config.image_of(&request.template_id).to_owned()),
+        request.env_vars.unwrap_or_default(),
+        NetworkRequest {
             egress,
             ..NetworkRequest::default()
         },
-        timeout_secs: Some(request.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
+        request.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS),
         labels,
-        auto_remove: true,
-        from_snapshot: None,
-        cold: false,
-        start: true,
-        idle: true,
-    };
+    );
     match create_sandbox(&state.app, create).await {
         Ok(sandbox) => match state.app.engine.find(&sandbox.id) {
             Ok(record) => (

@@ -75,6 +75,38 @@ fn yes() -> bool {
     true
 }
 
+impl CreateSandbox {
+    /// A sandbox as the SDK protocols make them: started at once, with no main process,
+    /// removed when it ends, everything else the image's or hearth's default.
+    pub(crate) fn idle_for_sdk(
+        image: Option<String>,
+        env: BTreeMap<String, String>,
+        network: NetworkRequest,
+        timeout_secs: u64,
+        labels: BTreeMap<String, String>,
+    ) -> Self {
+        CreateSandbox {
+            image,
+            name: None,
+            cpus: None,
+            memory_mib: None,
+            command: Vec::new(),
+            entrypoint: None,
+            env,
+            workdir: None,
+            user: None,
+            network,
+            timeout_secs: Some(timeout_secs),
+            labels,
+            auto_remove: true,
+            from_snapshot: None,
+            cold: false,
+            idle: true,
+            start: true,
+        }
+    }
+}
+
 /// The sandbox's network. Under every policy the host, other sandboxes, metadata addresses
 /// and DNS other than hearth's forwarder stay blocked.
 #[derive(Debug, Default, Deserialize, ToSchema)]
