@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use config::{Accel, DiskConfig, MemoryFile, MemoryMode, NetConfig, NetNamespace, VmConfig};
+pub use sys::TapNameTooLong;
 
 /// A way of running VMs.
 #[async_trait::async_trait]
@@ -123,6 +124,8 @@ pub enum StartVmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot hand the tap to the jailed VMM")]
+    Tap(#[source] sys::TapNameTooLong),
     #[error("`{program}` exited during start-up ({status}); its output: {output}")]
     HelperExited {
         program: String,

@@ -101,7 +101,8 @@ impl Vmm for QemuVmm {
                 source,
             }
         })?;
-        let mut qemu = spawn(&self.qemu, args, &qemu_log, netns)?;
+        let tap = config.net.as_ref().map(|net| net.tap.as_str());
+        let mut qemu = spawn(&self.qemu, args, &qemu_log, netns, tap)?;
         // QEMU waits for this reader before it goes on (see the console chardev).
         wait_for_socket(&mut qemu, &self.qemu, &files.console_socket, &qemu_log).await?;
         let console = match connect_retrying(&files.console_socket, UnixStream::connect).await {
@@ -217,12 +218,14 @@ fn check_inputs(config: &VmConfig) -> Result<(), StartVmError> {
     Ok(())
 }
 
-/// Spawns a helper logging to `log`, inside network namespace `netns` when given.
+/// Spawns the VMM logging to `log`, inside network namespace `netns` when given, jailed (see
+/// `sys::jail`) with tap `tap` handed over as a descriptor.
 fn spawn(
     program: &Path,
     args: Vec<std::ffi::OsString>,
     log: &Path,
     netns: Option<OwnedFd>,
+    tap: Option<&str>,
 ) -> Result<Child, StartVmError> {
     let name = program.display().to_string();
     let log_file = std::fs::File::create(log).map_err(|source| StartVmError::Prepare {
@@ -246,6 +249,7 @@ fn spawn(
     if let Some(netns) = netns {
         crate::sys::enter_netns(&mut command, netns);
     }
+    crate::sys::jail(&mut command, tap).map_err(StartVmError::Tap)?;
     command.spawn().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             StartVmError::ProgramMissing {

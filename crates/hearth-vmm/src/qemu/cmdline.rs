@@ -34,6 +34,9 @@ impl RunFiles {
 /// from a VM with either memory loads into the other.
 const RAM_ID: &str = "microvm.ram";
 
+/// QEMU's seccomp sandbox as every VM runs it.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// Kernel arguments the backend always adds: serial console, and a panic that ends the VM
 /// (`panic=-1` reboots at once, and `-no-reboot` turns the reboot into QEMU exiting).
 const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=t";
@@ -88,6 +91,10 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
         }
     }
     push(&[
+        // QEMU's own seccomp filter: no obsolete syscalls, no set*id, no fork/exec (migrations
+        // go through descriptors hearth hands over), no scheduler or affinity changes.
+        &"-sandbox",
+        &SANDBOX,
         &"-nodefaults",
         &"-no-user-config",
         &"-display",
@@ -148,11 +155,12 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
             &format!("virtio-blk-device,drive=disk{i}"),
         ]);
     }
-    if let Some(net) = &config.net {
+    if config.net.is_some() {
         push(&[
             &"-netdev",
-            // script=no: the tap already exists and is configured; QEMU only opens it.
-            &format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
+            // The tap is already attached on this fd by the jail (see `sys::jail`), so QEMU
+            // needs neither `/dev/net/tun` nor CAP_NET_ADMIN, and runs no script.
+            &format!("tap,id=net0,fd={}", crate::sys::TAP_FD),
             &"-device",
             &"virtio-net-device,netdev=net0",
         ]);
@@ -289,7 +297,8 @@ mod tests {
         let args = qemu_args(&config, Accel::Tcg, &RunFiles::new(&config), 1)
             .join(std::ffi::OsStr::new(" "));
         let args = args.to_string_lossy();
-        assert!(args.contains("-netdev tap,id=net0,ifname=httx,script=no,downscript=no"));
+        assert!(args.contains("-netdev tap,id=net0,fd=200"));
+        assert!(args.contains(&format!("-sandbox {SANDBOX}")));
         assert!(args.contains("-device virtio-net-device,netdev=net0"));
     }
 

@@ -4,10 +4,11 @@
 //! generated schema of the whole QEMU API that hearth does not need.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
@@ -88,6 +89,44 @@ impl Qmp {
             let message = self.read_message().await?;
             if let Some(reply) = parse_reply(command, &message) {
                 return reply;
+            }
+        }
+    }
+
+    /// Hands `fd` to QEMU under `name` (`getfd`, the fd sent with SCM_RIGHTS along with the
+    /// command's bytes), for commands that take `fd:NAME`, such as a migration to a file the
+    /// jailed QEMU could not open itself.
+    pub async fn send_fd(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<(), QmpError> {
+        let mut line = json!({ "execute": "getfd", "arguments": { "fdname": name } }).to_string();
+        line.push('\n');
+        let stream = self.writer.as_ref();
+        let raw = [fd.as_raw_fd()];
+        let sent = stream
+            .async_io(Interest::WRITABLE, || {
+                let iov = [io::IoSlice::new(line.as_bytes())];
+                let rights = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
+                nix::sys::socket::sendmsg::<()>(
+                    stream.as_raw_fd(),
+                    &iov,
+                    &rights,
+                    nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(io::Error::from)
+            })
+            .await
+            .map_err(QmpError::Io)?;
+        if sent != line.len() {
+            // The rights went with the first bytes; the rest of the line follows plainly.
+            self.writer
+                .write_all(&line.as_bytes()[sent..])
+                .await
+                .map_err(QmpError::Io)?;
+        }
+        loop {
+            let message = self.read_message().await?;
+            if let Some(reply) = parse_reply("getfd", &message) {
+                return reply.map(|_| ());
             }
         }
     }
