@@ -58,6 +58,7 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
         report.killed_pids.extend(kill_processes_in(&run_dir));
         remove_dir(&run_dir, &mut report);
         remove_network(&record.id, &mut report);
+        remove_cgroup(&record.id, &mut report);
         db.set_ended(
             &record.id,
             SandboxState::Exited,
@@ -84,6 +85,7 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
             report.killed_pids.extend(kill_processes_in(&dir));
             remove_dir(&dir, &mut report);
             remove_network(&name, &mut report);
+            remove_cgroup(&name, &mut report);
         }
     }
     // Staging dirs and partial downloads of pulls that died; a live pull's are locked.
@@ -108,6 +110,13 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
 fn remove_dir(dir: &Path, report: &mut GcReport) {
     if std::fs::remove_dir_all(dir).is_ok() {
         report.removed_dirs.push(dir.display().to_string());
+    }
+}
+
+/// Removes the cgroup of a dead sandbox's VMM (see `hearth_vmm::cgroup`), once it is empty.
+fn remove_cgroup(id: &str, report: &mut GcReport) {
+    if hearth_vmm::cgroup::remove_cgroup(id) {
+        report.removed_dirs.push(format!("cgroup hearth/{id}"));
     }
 }
 

@@ -6,6 +6,7 @@
 //! whichever backend runs it. Today: QEMU `microvm` ([`qemu::QemuVmm`]) with KVM or TCG, where
 //! the stream is a virtio-serial port.
 
+pub mod cgroup;
 pub mod config;
 pub mod console;
 pub mod qemu;
@@ -124,6 +125,8 @@ pub enum StartVmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to set up the VMM's cgroup")]
+    Cgroup(#[source] cgroup::CgroupError),
     #[error("cannot hand the tap to the jailed VMM")]
     Tap(#[source] sys::TapNameTooLong),
     #[error("`{program}` exited during start-up ({status}); its output: {output}")]

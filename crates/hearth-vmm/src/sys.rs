@@ -81,7 +81,8 @@ struct CapData {
 pub struct TapNameTooLong(pub String);
 
 /// Confines the VMM child between fork and exec, after it entered its network namespace (hooks
-/// run in the order registered): new IPC and UTS namespaces, the tap opened onto [`TAP_FD`] so
+/// run in the order registered): into its cgroup (`cgroup_procs`, each a `cgroup.procs` open
+/// for writing), new IPC and UTS namespaces, the tap opened onto [`TAP_FD`] so
 /// QEMU needs neither `/dev/net/tun` nor CAP_NET_ADMIN, no core files, bounded open files,
 /// every capability dropped (bounding set, ambient, then effective, permitted and inheritable)
 /// and NoNewPrivs, so nothing the VMM executes can gain privileges again.
@@ -92,6 +93,7 @@ pub struct TapNameTooLong(pub String);
 pub(crate) fn jail(
     command: &mut tokio::process::Command,
     tap: Option<&str>,
+    cgroup_procs: Vec<std::fs::File>,
 ) -> Result<(), TapNameTooLong> {
     let tap = match tap {
         Some(name) if name.len() >= libc::IFNAMSIZ => {
@@ -109,12 +111,19 @@ pub(crate) fn jail(
         None => None,
     };
     // SAFETY: the hook runs between fork and exec and makes only async-signal-safe syscalls
-    // (unshare, open, ioctl, dup2, close, setrlimit, prctl, capset) on values built before the
+    // (write, unshare, open, ioctl, dup2, close, setrlimit, prctl, capset) on values built before the
     // fork and moved in; it allocates nothing and touches no memory shared with the parent.
     unsafe {
         command.pre_exec(move || {
             use nix::sched::{unshare, CloneFlags};
             use nix::sys::resource::{setrlimit, Resource};
+            use std::os::fd::AsRawFd;
+            // Into the VMM's cgroup first, so all it does from here on is counted.
+            for procs in &cgroup_procs {
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             unshare(CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)?;
             if let Some(mut req) = tap {
                 let tun = libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR);

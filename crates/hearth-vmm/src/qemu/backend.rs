@@ -14,6 +14,7 @@ use tokio::time::{sleep, timeout, Instant};
 use super::cmdline::{qemu_args, RunFiles};
 use super::migration;
 use super::qmp::Qmp;
+use crate::cgroup::{CgroupLimits, VmCgroup};
 use crate::config::{Accel, MemoryMode, NetConfig, NetNamespace, VmConfig};
 use crate::console::{self, CappedLog, CONSOLE_LOG_CAP};
 use crate::{BackendInfo, SaveError, StartVmError, VersionError, Vm, VmExit, Vmm};
@@ -53,6 +54,8 @@ pub struct QemuVm {
     console: Option<JoinHandle<()>>,
     files: RunFiles,
     exit: Option<VmExit>,
+    /// Removed once QEMU is reaped.
+    cgroup: Option<VmCgroup>,
 }
 
 #[async_trait::async_trait]
@@ -102,7 +105,18 @@ impl Vmm for QemuVmm {
             }
         })?;
         let tap = config.net.as_ref().map(|net| net.tap.as_str());
-        let mut qemu = spawn(&self.qemu, args, &qemu_log, netns, tap)?;
+        let name = config
+            .run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cgroup = VmCgroup::create(
+            &name,
+            CgroupLimits::for_vm(config.mem_size_mib, config.vcpus),
+        )
+        .map_err(StartVmError::Cgroup)?;
+        let procs = cgroup.procs().map_err(StartVmError::Cgroup)?;
+        let mut qemu = spawn(&self.qemu, args, &qemu_log, netns, tap, procs)?;
         // QEMU waits for this reader before it goes on (see the console chardev).
         wait_for_socket(&mut qemu, &self.qemu, &files.console_socket, &qemu_log).await?;
         let console = match connect_retrying(&files.console_socket, UnixStream::connect).await {
@@ -145,6 +159,7 @@ impl Vmm for QemuVmm {
             console: Some(console),
             files,
             exit: None,
+            cgroup: Some(cgroup),
         }))
     }
 
@@ -226,6 +241,7 @@ fn spawn(
     log: &Path,
     netns: Option<OwnedFd>,
     tap: Option<&str>,
+    cgroup_procs: Vec<std::fs::File>,
 ) -> Result<Child, StartVmError> {
     let name = program.display().to_string();
     let log_file = std::fs::File::create(log).map_err(|source| StartVmError::Prepare {
@@ -249,7 +265,7 @@ fn spawn(
     if let Some(netns) = netns {
         crate::sys::enter_netns(&mut command, netns);
     }
-    crate::sys::jail(&mut command, tap).map_err(StartVmError::Tap)?;
+    crate::sys::jail(&mut command, tap, cgroup_procs).map_err(StartVmError::Tap)?;
     command.spawn().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             StartVmError::ProgramMissing {
@@ -338,6 +354,7 @@ impl QemuVm {
             let _ = tokio::task::spawn_blocking(move || pump.join()).await;
         }
         self.exit = Some(exit.clone());
+        self.cgroup = None;
         exit
     }
 }

@@ -1,0 +1,202 @@
+//! A cgroup per VMM bounding its memory (guest RAM plus QEMU's own), CPU (its vcpu count) and
+//! tasks: v2 where the host mounts the unified hierarchy at `/sys/fs/cgroup`, v1 (one
+//! directory per controller) otherwise. Each VMM's group is `hearth/<name>` under every
+//! controller, `<name>` being its run dir's name (the sandbox id), so gc finds it again.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const ROOT: &str = "/sys/fs/cgroup";
+/// The parent group of every VMM's group.
+const PARENT: &str = "hearth";
+
+/// What QEMU needs above guest RAM under TCG: its translation cache (grows with the code the
+/// guest runs), device and migration buffers and its own heap. A booted, idle 512 MiB guest's
+/// QEMU measured about 150 MiB RSS on top of the RAM it touched (see docs/security.md); this
+/// leaves room for a busy one and for a migration's buffers.
+pub const MEMORY_OVERHEAD_MIB: u64 = 384;
+
+/// Tasks (threads) a VMM may run: one per vcpu, QEMU's RCU, I/O and main threads, and its
+/// worker pool of up to 64 threads, with room to spare. Processes it cannot make anyway
+/// (seccomp's spawn=deny).
+pub const MAX_TASKS: u64 = 256;
+
+/// The CFS period a CPU quota is given in.
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("failed to create cgroup `{}`", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to write `{value}` to `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The limits one VMM's group gets.
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupLimits {
+    pub memory_bytes: u64,
+    pub vcpus: u8,
+    pub tasks: u64,
+}
+
+impl CgroupLimits {
+    /// The limits for a VM with `mem_size_mib` of guest RAM and `vcpus` vcpus.
+    pub fn for_vm(mem_size_mib: u32, vcpus: u8) -> Self {
+        CgroupLimits {
+            memory_bytes: (u64::from(mem_size_mib) + MEMORY_OVERHEAD_MIB) << 20,
+            vcpus,
+            tasks: MAX_TASKS,
+        }
+    }
+}
+
+/// One VMM's group, removed when dropped (once the VMM is gone).
+#[derive(Debug)]
+pub struct VmCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+fn is_v2() -> bool {
+    Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
+/// The group directories `name` has under each controller.
+fn dirs_for(name: &str) -> Vec<PathBuf> {
+    if is_v2() {
+        vec![Path::new(ROOT).join(PARENT).join(name)]
+    } else {
+        ["memory", "cpu", "pids"]
+            .iter()
+            .map(|controller| Path::new(ROOT).join(controller).join(PARENT).join(name))
+            .collect()
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_owned(),
+        value: value.to_owned(),
+        source,
+    })
+}
+
+fn create_dir(path: &Path) -> Result<(), CgroupError> {
+    std::fs::create_dir_all(path).map_err(|source| CgroupError::Create {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl VmCgroup {
+    /// Makes group `name` with `limits` under every controller.
+    pub fn create(name: &str, limits: CgroupLimits) -> Result<Self, CgroupError> {
+        let quota = u64::from(limits.vcpus) * CPU_PERIOD_US;
+        let memory = limits.memory_bytes.to_string();
+        let tasks = limits.tasks.to_string();
+        let group = VmCgroup {
+            dirs: dirs_for(name),
+        };
+        if is_v2() {
+            let parent = Path::new(ROOT).join(PARENT);
+            create_dir(&parent)?;
+            write(
+                &Path::new(ROOT).join("cgroup.subtree_control"),
+                "+memory +cpu +pids",
+            )?;
+            write(&parent.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
+            let dir = &group.dirs[0];
+            create_dir(dir)?;
+            write(&dir.join("memory.max"), &memory)?;
+            write(&dir.join("memory.swap.max"), "0").or_else(|_| Ok::<_, CgroupError>(()))?;
+            write(&dir.join("pids.max"), &tasks)?;
+            write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+        } else {
+            for dir in &group.dirs {
+                create_dir(dir)?;
+            }
+            let [memory_dir, cpu_dir, pids_dir] = [&group.dirs[0], &group.dirs[1], &group.dirs[2]];
+            write(&memory_dir.join("memory.limit_in_bytes"), &memory)?;
+            write(
+                &cpu_dir.join("cpu.cfs_period_us"),
+                &CPU_PERIOD_US.to_string(),
+            )?;
+            write(&cpu_dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            write(&pids_dir.join("pids.max"), &tasks)?;
+        }
+        Ok(group)
+    }
+
+    /// The group's `cgroup.procs` files, open for the child to write itself into before exec.
+    pub(crate) fn procs(&self) -> Result<Vec<File>, CgroupError> {
+        self.dirs
+            .iter()
+            .map(|dir| {
+                let path = dir.join("cgroup.procs");
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|source| CgroupError::Write {
+                        path,
+                        value: "0".to_owned(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+
+    /// The group directories, memory's first.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+}
+
+impl Drop for VmCgroup {
+    fn drop(&mut self) {
+        remove_dirs(&self.dirs);
+    }
+}
+
+/// Removes group `name` if it is there and empty; what gc calls for a VMM whose owner died.
+/// Returns whether something was removed.
+pub fn remove_cgroup(name: &str) -> bool {
+    let dirs: Vec<PathBuf> = dirs_for(name).into_iter().filter(|d| d.exists()).collect();
+    !dirs.is_empty() && remove_dirs(&dirs)
+}
+
+/// A group is removable once its last task is reaped, which can trail the VMM's exit by a
+/// moment; a few short retries cover that.
+fn remove_dirs(dirs: &[PathBuf]) -> bool {
+    let mut all = true;
+    for dir in dirs {
+        let mut removed = false;
+        for _ in 0..40 {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {
+                    removed = true;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    removed = true;
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        if !removed {
+            tracing::warn!(cgroup = %dir.display(), "could not remove a VMM's cgroup");
+            all = false;
+        }
+    }
+    all
+}
