@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use hearth_vmm::jail::{JailError, JailIds, DEFAULT_ID_BASE};
 use hearth_vmm::qemu::QemuVmm;
 use hearth_vmm::Vmm;
 
@@ -10,6 +11,9 @@ use crate::kvm;
 
 pub const QEMU: &str = "qemu-system-x86_64";
 
+/// Overrides where the uids and gids of jailed VMMs start (see `hearth_vmm::jail::JailIds`).
+pub const JAIL_ID_BASE_ENV: &str = "HEARTH_JAIL_ID_BASE";
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("`{program}` was not found in PATH, ~/.cargo/bin or /usr/local/bin; {fix}")]
@@ -17,6 +21,10 @@ pub enum BackendError {
         program: &'static str,
         fix: &'static str,
     },
+    #[error("{JAIL_ID_BASE_ENV}=`{0}` is not a number")]
+    JailIdBaseNotANumber(String),
+    #[error(transparent)]
+    JailIds(#[from] JailError),
 }
 
 /// The backend this host supports: QEMU `microvm` with the programs found here, accelerated by
@@ -25,7 +33,23 @@ pub fn detect() -> Result<Box<dyn Vmm>, BackendError> {
     let qemu = require(QEMU, "install it with `apt-get install qemu-system-x86`")?;
     let choice = kvm::accelerator();
     tracing::debug!(accel = %choice.accel, reason = %choice.reason, "accelerator chosen");
-    Ok(Box::new(QemuVmm::new(qemu, choice.accel)))
+    Ok(Box::new(QemuVmm::new(qemu, choice.accel, jail_ids()?)))
+}
+
+/// The ids VMM jails take, when this process is root and so can jail; unprivileged, QEMU runs
+/// as the caller with only its own seccomp sandbox, rlimits and NoNewPrivs.
+fn jail_ids() -> Result<Option<JailIds>, BackendError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let base = match std::env::var(JAIL_ID_BASE_ENV) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map_err(|_| BackendError::JailIdBaseNotANumber(value))?,
+        Err(_) => DEFAULT_ID_BASE,
+    };
+    Ok(Some(JailIds::new(base)?))
 }
 
 fn require(program: &'static str, fix: &'static str) -> Result<PathBuf, BackendError> {

@@ -118,7 +118,8 @@ impl VmCgroup {
             let dir = &group.dirs[0];
             create_dir(dir)?;
             write(&dir.join("memory.max"), &memory)?;
-            write(&dir.join("memory.swap.max"), "0").or_else(|_| Ok::<_, CgroupError>(()))?;
+            // Absent where swap is not accounted; then there is nothing to bound.
+            let _ = write(&dir.join("memory.swap.max"), "0");
             write(&dir.join("pids.max"), &tasks)?;
             write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
         } else {

@@ -9,6 +9,7 @@
 pub mod cgroup;
 pub mod config;
 pub mod console;
+pub mod jail;
 pub mod qemu;
 mod sys;
 
@@ -16,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use config::{Accel, DiskConfig, MemoryFile, MemoryMode, NetConfig, NetNamespace, VmConfig};
-pub use sys::TapNameTooLong;
+pub use sys::HandoverError;
 
 /// A way of running VMs.
 #[async_trait::async_trait]
@@ -127,18 +128,20 @@ pub enum StartVmError {
     },
     #[error("failed to set up the VMM's cgroup")]
     Cgroup(#[source] cgroup::CgroupError),
-    #[error("cannot hand the tap to the jailed VMM")]
-    Tap(#[source] sys::TapNameTooLong),
+    #[error("cannot hand the VMM its descriptors")]
+    Handover(#[source] sys::HandoverError),
+    #[error("failed to set up the VMM's jail")]
+    Jail(#[source] jail::JailError),
     #[error("`{program}` exited during start-up ({status}); its output: {output}")]
     HelperExited {
         program: String,
         status: String,
         output: String,
     },
-    #[error("timed out waiting for `{program}` to create `{}`", path.display())]
-    SocketTimeout {
+    #[error("`{program}` did not answer on QMP within {timeout:?}")]
+    StartTimeout {
         program: String,
-        path: std::path::PathBuf,
+        timeout: std::time::Duration,
     },
     #[error("socket path `{}` is longer than the 107 bytes a Unix socket allows; use a shorter state dir", path.display())]
     PathTooLong { path: std::path::PathBuf },

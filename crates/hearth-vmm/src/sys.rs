@@ -1,5 +1,5 @@
 //! Process plumbing that needs `unsafe`: the parent-death signal for VMM children, running a
-//! child inside a network namespace, and the VMM's jail (see [`jail`]).
+//! child inside a network namespace, and the VMM's confinement (see [`confine`]).
 #![expect(
     unsafe_code,
     reason = "pre_exec hooks are unsafe to register; each makes only async-signal-safe calls"
@@ -33,9 +33,18 @@ pub(crate) fn enter_netns(command: &mut tokio::process::Command, netns: OwnedFd)
     }
 }
 
-/// The descriptor number the jailed VMM finds its tap on (`-netdev tap,fd=`): high, so it never
-/// lands on the pipe std uses to report a failed exec.
+/// Descriptor numbers the VMM finds its tap, sockets and disks on: high, so they never land on
+/// descriptors the hook still needs (the pipe std uses to report a failed exec is low).
 pub(crate) const TAP_FD: i32 = 200;
+pub(crate) const CONSOLE_FD: i32 = 201;
+pub(crate) const QMP_FD: i32 = 202;
+pub(crate) const AGENT_FD: i32 = 203;
+pub(crate) const FIRST_DISK_FD: i32 = 210;
+/// Handed-over descriptors are first copied at or above this, above every target, so placing
+/// one never overwrites another still to be placed.
+const STAGING_FD: i32 = 300;
+/// Most descriptors handed over besides the tap (a fixed array: the hook cannot allocate).
+pub(crate) const MAX_HANDOVER: usize = 16;
 
 /// Most files a VMM may hold open: its disks, sockets, eventfds and the tap, with room to spare.
 const MAX_OPEN_FILES: u64 = 1024;
@@ -43,6 +52,9 @@ const MAX_OPEN_FILES: u64 = 1024;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+/// Virtio-net headers on the tap, as QEMU asks for when it opens a tap by name: offloads work,
+/// and saved states of either kind load.
+const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// `_LINUX_CAPABILITY_VERSION_3`: capsets of two 32-bit words.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// `PR_CAP_AMBIENT` and its `PR_CAP_AMBIENT_CLEAR_ALL` operation.
@@ -75,34 +87,60 @@ struct CapData {
     inheritable: u32,
 }
 
-/// A tap name too long for `struct ifreq`.
+/// Why the VMM's descriptors cannot be handed over.
 #[derive(Debug, thiserror::Error)]
-#[error("tap name `{0}` is longer than {max} bytes", max = libc::IFNAMSIZ - 1)]
-pub struct TapNameTooLong(pub String);
+pub enum HandoverError {
+    #[error("tap name `{0}` is longer than {max} bytes", max = libc::IFNAMSIZ - 1)]
+    TapNameTooLong(String),
+    #[error("{0} descriptors to hand over; at most {MAX_HANDOVER} fit")]
+    TooMany(usize),
+}
+
+/// What the VMM gets as open descriptors: the tap named `tap` (attached by the hook, so QEMU
+/// needs neither `/dev/net/tun` nor CAP_NET_ADMIN) and `fds`, each at its target number.
+#[derive(Debug, Default)]
+pub(crate) struct Handover {
+    pub tap: Option<String>,
+    pub fds: Vec<(OwnedFd, i32)>,
+}
+
+/// The jail as the hook applies it (see [`crate::jail`]), everything made before the fork.
+#[derive(Debug)]
+pub(crate) struct JailExec {
+    pub id: u32,
+    pub groups: Vec<libc::gid_t>,
+    pub root: std::ffi::CString,
+    pub mounts: Vec<crate::jail::MountStep>,
+    /// The VMM's cgroup's `cgroup.procs` files, open for writing.
+    pub cgroup_procs: Vec<std::fs::File>,
+}
 
 /// Confines the VMM child between fork and exec, after it entered its network namespace (hooks
-/// run in the order registered): into its cgroup (`cgroup_procs`, each a `cgroup.procs` open
-/// for writing), new IPC and UTS namespaces, the tap opened onto [`TAP_FD`] so
-/// QEMU needs neither `/dev/net/tun` nor CAP_NET_ADMIN, no core files, bounded open files,
-/// every capability dropped (bounding set, ambient, then effective, permitted and inheritable)
-/// and NoNewPrivs, so nothing the VMM executes can gain privileges again.
+/// run in the order registered). Always: its descriptors placed (see [`Handover`]), no core
+/// files, bounded open files, no ambient capabilities, NoNewPrivs. With `jail` (hearth runs as
+/// root), first into its cgroup, then new mount, IPC and UTS namespaces (the pid namespace is
+/// the spawning thread's), the jail's bind mounts and `pivot_root` into it, its own uid and
+/// gid, every capability dropped from the bounding set and all sets cleared.
 ///
 /// A pre-exec hook rather than a re-exec of hearth as a helper: every step is one syscall on
 /// values prepared before the fork, so the hook stays async-signal-safe and QEMU remains the
 /// direct child hearth waits on and kills.
-pub(crate) fn jail(
+pub(crate) fn confine(
     command: &mut tokio::process::Command,
-    tap: Option<&str>,
-    cgroup_procs: Vec<std::fs::File>,
-) -> Result<(), TapNameTooLong> {
-    let tap = match tap {
+    handover: Handover,
+    jail: Option<JailExec>,
+) -> Result<(), HandoverError> {
+    if handover.fds.len() > MAX_HANDOVER {
+        return Err(HandoverError::TooMany(handover.fds.len()));
+    }
+    let tap = match handover.tap {
         Some(name) if name.len() >= libc::IFNAMSIZ => {
-            return Err(TapNameTooLong(name.to_owned()));
+            return Err(HandoverError::TapNameTooLong(name));
         }
         Some(name) => {
             let mut req = IfReqFlags {
                 name: [0; libc::IFNAMSIZ],
-                flags: IFF_TAP | IFF_NO_PI,
+                flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
                 _pad: [0; 22],
             };
             req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -110,42 +148,75 @@ pub(crate) fn jail(
         }
         None => None,
     };
+    let fds = handover.fds;
     // SAFETY: the hook runs between fork and exec and makes only async-signal-safe syscalls
-    // (write, unshare, open, ioctl, dup2, close, setrlimit, prctl, capset) on values built before the
+    // (write, fcntl, open, ioctl, dup2, close, unshare, mount, chdir, pivot_root, umount2,
+    // setrlimit, setgroups, setresgid, setresuid, prctl, capset) on values built before the
     // fork and moved in; it allocates nothing and touches no memory shared with the parent.
     unsafe {
         command.pre_exec(move || {
-            use nix::sched::{unshare, CloneFlags};
             use nix::sys::resource::{setrlimit, Resource};
             use std::os::fd::AsRawFd;
-            // Into the VMM's cgroup first, so all it does from here on is counted.
-            for procs in &cgroup_procs {
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) < 0 {
-                    return Err(std::io::Error::last_os_error());
+            let fail = || Err(std::io::Error::last_os_error());
+            if let Some(jail) = &jail {
+                // Into the VMM's cgroup first, so all it does from here on is counted.
+                for procs in &jail.cgroup_procs {
+                    if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) < 0 {
+                        return fail();
+                    }
                 }
             }
-            unshare(CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)?;
+            let mut staged = [-1; MAX_HANDOVER];
+            for (slot, (fd, _)) in staged.iter_mut().zip(&fds) {
+                *slot = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, STAGING_FD);
+                if *slot < 0 {
+                    return fail();
+                }
+            }
             if let Some(mut req) = tap {
-                let tun = libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR);
+                let tun = libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
                 if tun < 0 {
-                    return Err(std::io::Error::last_os_error());
+                    return fail();
                 }
                 if libc::ioctl(tun, TUNSETIFF, &mut req as *mut IfReqFlags) < 0
                     || libc::dup2(tun, TAP_FD) < 0
                 {
-                    return Err(std::io::Error::last_os_error());
+                    return fail();
                 }
                 libc::close(tun);
             }
+            for (staged, (_, target)) in staged.iter().zip(&fds) {
+                if libc::dup2(*staged, *target) < 0 {
+                    return fail();
+                }
+            }
+            if let Some(jail) = &jail {
+                enter_jail(jail)?;
+            }
             setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
             setrlimit(Resource::RLIMIT_NOFILE, MAX_OPEN_FILES, MAX_OPEN_FILES)?;
-            for cap in 0..CAP_NUMBERS {
-                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
-                    break;
+            if let Some(jail) = &jail {
+                if libc::setgroups(jail.groups.len(), jail.groups.as_ptr()) < 0
+                    || libc::setresgid(jail.id, jail.id, jail.id) < 0
+                {
+                    return fail();
+                }
+                for cap in 0..CAP_NUMBERS {
+                    if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
+                        break;
+                    }
                 }
             }
             if libc::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
+                return fail();
+            }
+            if let Some(jail) = &jail {
+                // Leaving uid 0 clears every capability set; it also clears the parent-death
+                // signal, which is set again.
+                if libc::setresuid(jail.id, jail.id, jail.id) < 0 {
+                    return fail();
+                }
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
             }
             nix::sys::prctl::set_no_new_privs()?;
             let mut header = CapHeader {
@@ -163,10 +234,77 @@ pub(crate) fn jail(
                 data.as_ptr(),
             ) < 0
             {
-                return Err(std::io::Error::last_os_error());
+                return fail();
             }
             Ok(())
         });
+    }
+    Ok(())
+}
+
+/// New mount, IPC and UTS namespaces, the jail's mounts, and `pivot_root` into it, leaving
+/// nothing of the host's tree reachable.
+///
+/// # Safety
+/// Called only from the pre-exec hook; makes only async-signal-safe syscalls.
+unsafe fn enter_jail(jail: &JailExec) -> std::io::Result<()> {
+    use crate::jail::BindKind;
+    use nix::sched::{unshare, CloneFlags};
+    let null = std::ptr::null::<libc::c_char>();
+    let fail = || Err(std::io::Error::last_os_error());
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)?;
+    // Private first: nothing mounted from here on propagates back to the host.
+    if libc::mount(
+        null,
+        c"/".as_ptr(),
+        null,
+        libc::MS_REC | libc::MS_PRIVATE,
+        null.cast(),
+    ) < 0
+    {
+        return fail();
+    }
+    // The root must be a mount point for pivot_root, and bound before what goes inside it.
+    let root = jail.root.as_ptr();
+    if libc::mount(root, root, null, libc::MS_BIND, null.cast()) < 0 {
+        return fail();
+    }
+    for step in &jail.mounts {
+        let target = step.target.as_ptr();
+        if libc::mount(
+            step.source.as_ptr(),
+            target,
+            null,
+            libc::MS_BIND,
+            null.cast(),
+        ) < 0
+        {
+            return fail();
+        }
+        let flags = libc::MS_BIND
+            | libc::MS_REMOUNT
+            | libc::MS_NOSUID
+            | match step.kind {
+                BindKind::ReadOnly => libc::MS_RDONLY | libc::MS_NODEV,
+                BindKind::Writable => libc::MS_NODEV | libc::MS_NOEXEC,
+                BindKind::Device => libc::MS_RDONLY | libc::MS_NOEXEC,
+            };
+        if libc::mount(null, target, null, flags, null.cast()) < 0 {
+            return fail();
+        }
+    }
+    let dot = c".".as_ptr();
+    if libc::chdir(root) < 0
+        || libc::syscall(libc::SYS_pivot_root, dot, dot) < 0
+        || libc::umount2(dot, libc::MNT_DETACH) < 0
+        || libc::chdir(c"/".as_ptr()) < 0
+    {
+        return fail();
+    }
+    let read_only =
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    if libc::mount(null, c"/".as_ptr(), null, read_only, null.cast()) < 0 {
+        return fail();
     }
     Ok(())
 }

@@ -9,37 +9,41 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::timeout;
 
-use super::cmdline::{qemu_args, RunFiles};
+use super::cmdline::{disk_fd, qemu_args, RunFiles, VmmPaths};
 use super::migration;
 use super::qmp::Qmp;
 use crate::cgroup::{CgroupLimits, VmCgroup};
 use crate::config::{Accel, MemoryMode, NetConfig, NetNamespace, VmConfig};
 use crate::console::{self, CappedLog, CONSOLE_LOG_CAP};
+use crate::jail::{JailIds, JailPlan};
+use crate::sys::{Handover, JailExec, AGENT_FD, CONSOLE_FD, QMP_FD};
 use crate::{BackendInfo, SaveError, StartVmError, VersionError, Vm, VmExit, Vmm};
 
-/// How long QEMU gets to create a socket before start-up is declared failed.
-const SOCKET_WAIT: Duration = Duration::from_secs(10);
-const SOCKET_POLL: Duration = Duration::from_millis(2);
+/// How long QEMU gets to greet on QMP before start-up is declared failed.
+const START_WAIT: Duration = Duration::from_secs(30);
 
 /// sockaddr_un holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
-/// The QEMU backend, holding the path of the program it runs and the accelerator its VMs use.
+/// The QEMU backend, holding the path of the program it runs, the accelerator its VMs use and
+/// the ids its jails take (none when hearth is not root and cannot jail).
 #[derive(Debug, Clone)]
 pub struct QemuVmm {
     qemu: PathBuf,
     accel: Accel,
+    jail: Option<JailIds>,
     /// `qemu -version`'s first line, asked once.
     version: std::sync::OnceLock<String>,
 }
 
 impl QemuVmm {
-    pub fn new(qemu: PathBuf, accel: Accel) -> Self {
+    pub fn new(qemu: PathBuf, accel: Accel, jail: Option<JailIds>) -> Self {
         QemuVmm {
             qemu,
             accel,
+            jail,
             version: std::sync::OnceLock::new(),
         }
     }
@@ -49,6 +53,9 @@ impl QemuVmm {
 #[derive(Debug)]
 pub struct QemuVm {
     qemu: Child,
+    /// Keeps the thread holding QEMU's pid namespace (and giving it its ids) alive; QEMU gets
+    /// SIGKILL when that thread ends.
+    _pid_ns: Option<std::sync::mpsc::Sender<()>>,
     qmp: Option<Qmp>,
     /// The thread copying the console into its log; ends when QEMU does.
     console: Option<JoinHandle<()>>,
@@ -78,7 +85,11 @@ impl Vmm for QemuVmm {
             }
         }
         let qemu_log = config.run_dir.join("qemu.log");
-        let args = qemu_args(config, self.accel, &files, super::tsc::host_tsc_khz());
+        let paths = match self.jail {
+            Some(_) => VmmPaths::jailed(config),
+            None => VmmPaths::host(config),
+        };
+        let args = qemu_args(config, self.accel, &paths, super::tsc::host_tsc_khz());
         let netns = match &config.net {
             Some(NetConfig {
                 netns: NetNamespace::At(path),
@@ -104,22 +115,19 @@ impl Vmm for QemuVmm {
                 source,
             }
         })?;
-        let tap = config.net.as_ref().map(|net| net.tap.as_str());
-        let name = config
-            .run_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let cgroup = VmCgroup::create(
-            &name,
-            CgroupLimits::for_vm(config.mem_size_mib, config.vcpus),
-        )
-        .map_err(StartVmError::Cgroup)?;
-        let procs = cgroup.procs().map_err(StartVmError::Cgroup)?;
-        let mut qemu = spawn(&self.qemu, args, &qemu_log, netns, tap, procs)?;
-        // QEMU waits for this reader before it goes on (see the console chardev).
-        wait_for_socket(&mut qemu, &self.qemu, &files.console_socket, &qemu_log).await?;
-        let console = match connect_retrying(&files.console_socket, UnixStream::connect).await {
+        let handover = handover(config, &files)?;
+        let (jail, cgroup) = match self.jail {
+            Some(ids) => {
+                let (jail, cgroup) = self.prepare_jail(config, ids)?;
+                (Some((ids, jail)), Some(cgroup))
+            }
+            None => (None, None),
+        };
+        let (mut qemu, pid_ns) = spawn(&self.qemu, args, &qemu_log, netns, handover, jail).await?;
+        // QEMU waits for this reader before it goes on (see the console chardev). The sockets
+        // are hearth's and listen from before QEMU ran, so a refused connection means QEMU is
+        // gone.
+        let console = match UnixStream::connect(&files.console_socket).await {
             Ok(stream) => stream.into_std().and_then(|stream| {
                 stream.set_nonblocking(false)?;
                 console::spawn_pump(stream, log)
@@ -133,11 +141,18 @@ impl Vmm for QemuVmm {
                 return Err(helper_exited(&mut qemu, &self.qemu, &qemu_log, &why).await);
             }
         };
-        wait_for_socket(&mut qemu, &self.qemu, &files.qmp, &qemu_log).await?;
-        wait_for_socket(&mut qemu, &self.qemu, &files.agent_stream, &qemu_log).await?;
         // QMP is how the VM is stopped; a VM that cannot be controlled is not worth keeping.
-        let qmp = match connect_retrying(&files.qmp, UnixStream::connect).await {
-            Ok(stream) => Qmp::negotiate(stream).await.map_err(|e| e.to_string()),
+        let qmp = match UnixStream::connect(&files.qmp).await {
+            Ok(stream) => match timeout(START_WAIT, Qmp::negotiate(stream)).await {
+                Ok(negotiated) => negotiated.map_err(|e| e.to_string()),
+                Err(_) => {
+                    let _ = qemu.start_kill();
+                    return Err(StartVmError::StartTimeout {
+                        program: self.qemu.display().to_string(),
+                        timeout: START_WAIT,
+                    });
+                }
+            },
             Err(e) => Err(format!("failed to connect to QMP: {e}")),
         };
         let mut qmp = match qmp {
@@ -155,11 +170,12 @@ impl Vmm for QemuVmm {
         tracing::debug!(pid = ?qemu.id(), "qemu started");
         Ok(Box::new(QemuVm {
             qemu,
+            _pid_ns: pid_ns,
             qmp: Some(qmp),
             console: Some(console),
             files,
             exit: None,
-            cgroup: Some(cgroup),
+            cgroup,
         }))
     }
 
@@ -233,17 +249,102 @@ fn check_inputs(config: &VmConfig) -> Result<(), StartVmError> {
     Ok(())
 }
 
-/// Spawns the VMM logging to `log`, inside network namespace `netns` when given, jailed (see
-/// `sys::jail`) with tap `tap` handed over as a descriptor.
-fn spawn(
+impl QemuVmm {
+    /// Makes the VMM's cgroup and its jail directory (see [`JailPlan`]).
+    fn prepare_jail(
+        &self,
+        config: &VmConfig,
+        ids: JailIds,
+    ) -> Result<(JailSetup, VmCgroup), StartVmError> {
+        let name = config
+            .run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cgroup = VmCgroup::create(
+            &name,
+            CgroupLimits::for_vm(config.mem_size_mib, config.vcpus),
+        )
+        .map_err(StartVmError::Cgroup)?;
+        let plan = JailPlan::for_vm(config, self.accel, &self.qemu);
+        let mounts = plan.build(ids).map_err(StartVmError::Jail)?;
+        let mut groups = vec![ids.shared_group()];
+        groups.extend(&plan.groups);
+        let setup = JailSetup {
+            groups,
+            root: plan.root_c().map_err(StartVmError::Jail)?,
+            mounts,
+            cgroup_procs: cgroup.procs().map_err(StartVmError::Cgroup)?,
+        };
+        Ok((setup, cgroup))
+    }
+}
+
+/// A jail made ready before the spawn; only its uid waits for the pid namespace's thread.
+struct JailSetup {
+    groups: Vec<u32>,
+    root: std::ffi::CString,
+    mounts: Vec<crate::jail::MountStep>,
+    cgroup_procs: Vec<std::fs::File>,
+}
+
+/// The descriptors QEMU is given: its three sockets, bound here (0600, in the run dir) so QEMU
+/// never creates a path the host later connects to, its disks opened read-only or read-write,
+/// and the tap.
+fn handover(config: &VmConfig, files: &RunFiles) -> Result<Handover, StartVmError> {
+    let mut fds = Vec::new();
+    for (path, fd) in [
+        (&files.console_socket, CONSOLE_FD),
+        (&files.qmp, QMP_FD),
+        (&files.agent_stream, AGENT_FD),
+    ] {
+        fds.push((listen(path)?, fd));
+    }
+    for (i, disk) in config.disks.iter().enumerate() {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!disk.read_only)
+            .open(&disk.path)
+            .map_err(|source| StartVmError::Prepare {
+                path: disk.path.clone(),
+                source,
+            })?;
+        fds.push((OwnedFd::from(file), disk_fd(i)));
+    }
+    Ok(Handover {
+        tap: config.net.as_ref().map(|net| net.tap.clone()),
+        fds,
+    })
+}
+
+fn listen(path: &Path) -> Result<OwnedFd, StartVmError> {
+    let prepare = |source| StartVmError::Prepare {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(prepare(e)),
+        _ => {}
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(prepare)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(prepare)?;
+    Ok(OwnedFd::from(listener))
+}
+
+/// Spawns the VMM logging to `log`, inside network namespace `netns` when given, with its
+/// descriptors handed over and, with `jail`, jailed (see `sys::confine`). A jailed VMM is
+/// forked from a thread of its own that first made a new pid namespace for its children: QEMU
+/// is that namespace's first process, its ids come from the thread's id, and it dies with the
+/// thread, which lives until the returned sender is dropped.
+async fn spawn(
     program: &Path,
     args: Vec<std::ffi::OsString>,
     log: &Path,
     netns: Option<OwnedFd>,
-    tap: Option<&str>,
-    cgroup_procs: Vec<std::fs::File>,
-) -> Result<Child, StartVmError> {
-    let name = program.display().to_string();
+    handover: Handover,
+    jail: Option<(JailIds, JailSetup)>,
+) -> Result<(Child, Option<std::sync::mpsc::Sender<()>>), StartVmError> {
     let log_file = std::fs::File::create(log).map_err(|source| StartVmError::Prepare {
         path: log.to_owned(),
         source,
@@ -265,63 +366,77 @@ fn spawn(
     if let Some(netns) = netns {
         crate::sys::enter_netns(&mut command, netns);
     }
-    crate::sys::jail(&mut command, tap, cgroup_procs).map_err(StartVmError::Tap)?;
+    let program = program.to_owned();
+    let Some((ids, setup)) = jail else {
+        crate::sys::confine(&mut command, handover, None).map_err(StartVmError::Handover)?;
+        return Ok((spawn_now(&mut command, &program)?, None));
+    };
+    let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel();
+    let (keep_tx, keep_rx) = std::sync::mpsc::channel::<()>();
+    let runtime = tokio::runtime::Handle::current();
+    let spawn_error = |source| StartVmError::Spawn {
+        program: program.display().to_string(),
+        source,
+    };
+    std::thread::Builder::new()
+        .name("vmm-pid-ns".to_owned())
+        .spawn({
+            let program = program.clone();
+            move || {
+                let _runtime = runtime.enter();
+                let spawned = spawn_jailed(&mut command, &program, handover, ids, setup);
+                drop(command);
+                let running = spawned.is_ok();
+                let _ = spawned_tx.send(spawned);
+                if running {
+                    // Returns once the VM's owner drops the sender.
+                    let _ = keep_rx.recv();
+                }
+            }
+        })
+        .map_err(spawn_error)?;
+    let child = spawned_rx
+        .await
+        .map_err(|_| spawn_error(std::io::Error::other("the spawning thread died")))??;
+    Ok((child, Some(keep_tx)))
+}
+
+/// On the pid namespace thread: the namespace, the VMM's ids from the thread's, then the spawn.
+fn spawn_jailed(
+    command: &mut Command,
+    program: &Path,
+    handover: Handover,
+    ids: JailIds,
+    setup: JailSetup,
+) -> Result<Child, StartVmError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| StartVmError::Spawn {
+        program: program.display().to_string(),
+        source: e.into(),
+    })?;
+    let tid = u32::try_from(nix::unistd::gettid().as_raw()).unwrap_or_default();
+    let jail = JailExec {
+        id: ids.for_thread(tid),
+        groups: setup.groups,
+        root: setup.root,
+        mounts: setup.mounts,
+        cgroup_procs: setup.cgroup_procs,
+    };
+    crate::sys::confine(command, handover, Some(jail)).map_err(StartVmError::Handover)?;
+    spawn_now(command, program)
+}
+
+fn spawn_now(command: &mut Command, program: &Path) -> Result<Child, StartVmError> {
     command.spawn().map_err(|source| {
+        let program = program.display().to_string();
         if source.kind() == std::io::ErrorKind::NotFound {
             StartVmError::ProgramMissing {
-                program: name,
+                program,
                 hint: "run `hearth doctor` to see what to install".to_owned(),
             }
         } else {
-            StartVmError::Spawn {
-                program: name,
-                source,
-            }
+            StartVmError::Spawn { program, source }
         }
     })
-}
-
-async fn wait_for_socket(
-    child: &mut Child,
-    program: &Path,
-    socket: &Path,
-    log: &Path,
-) -> Result<(), StartVmError> {
-    let deadline = Instant::now() + SOCKET_WAIT;
-    while !socket.exists() {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Err(helper_exited(child, program, log, "").await);
-        }
-        if Instant::now() > deadline {
-            return Err(StartVmError::SocketTimeout {
-                program: program.display().to_string(),
-                path: socket.to_owned(),
-            });
-        }
-        sleep(SOCKET_POLL).await;
-    }
-    Ok(())
-}
-
-/// QEMU creates a socket file when it binds, a moment before it listens, so a refused
-/// connection within the start-up window is retried rather than taken as a failed start.
-async fn connect_retrying<'a, T, F, Fut>(path: &'a Path, connect: F) -> std::io::Result<T>
-where
-    F: Fn(&'a Path) -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<T>>,
-{
-    let deadline = Instant::now() + SOCKET_WAIT;
-    loop {
-        match connect(path).await {
-            Err(e)
-                if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    && Instant::now() < deadline =>
-            {
-                sleep(SOCKET_POLL).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Builds the error for a helper that died (or is unusable) during start-up, from its log.

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use hearth_agent_proto::AGENT_PORT_NAME;
 
 use crate::config::{Accel, MemoryMode, VmConfig};
+use crate::jail;
+use crate::sys::{AGENT_FD, CONSOLE_FD, FIRST_DISK_FD, QMP_FD, TAP_FD};
 
-/// Files a VM creates in its run dir.
+/// The sockets hearth binds in a VM's run dir and hands to QEMU as listening descriptors.
 #[derive(Debug, Clone)]
 pub struct RunFiles {
     pub qmp: PathBuf,
@@ -30,6 +32,36 @@ impl RunFiles {
     }
 }
 
+/// The paths QEMU opens itself: inside its jail, or the host's when it runs unjailed.
+#[derive(Debug, Clone)]
+pub struct VmmPaths {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub memory: Option<PathBuf>,
+}
+
+impl VmmPaths {
+    /// The paths as [`crate::jail::JailPlan`] binds them.
+    pub fn jailed(config: &VmConfig) -> Self {
+        VmmPaths {
+            kernel: jail::JAIL_KERNEL.into(),
+            initramfs: jail::JAIL_INITRAMFS.into(),
+            memory: config
+                .memory_file
+                .as_ref()
+                .map(|_| jail::JAIL_MEMORY.into()),
+        }
+    }
+
+    pub fn host(config: &VmConfig) -> Self {
+        VmmPaths {
+            kernel: config.kernel.clone(),
+            initramfs: config.initramfs.clone(),
+            memory: config.memory_file.as_ref().map(|file| file.path.clone()),
+        }
+    }
+}
+
 /// The id of guest RAM's backend object. `-m` names its RAM block the same, so a state saved
 /// from a VM with either memory loads into the other.
 const RAM_ID: &str = "microvm.ram";
@@ -47,8 +79,9 @@ fn tcg_cmdline(tsc_khz: u64) -> String {
     format!("tsc_early_khz={tsc_khz} tsc=reliable no_timer_check")
 }
 
-/// QEMU's arguments; `tsc_khz` is the host's TSC rate, used under TCG.
-pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64) -> Vec<OsString> {
+/// QEMU's arguments; `tsc_khz` is the host's TSC rate, used under TCG. Sockets, disks and the
+/// tap are descriptors `sys::confine` places (see `sys::TAP_FD` and its neighbours).
+pub fn qemu_args(config: &VmConfig, accel: Accel, paths: &VmmPaths, tsc_khz: u64) -> Vec<OsString> {
     let mem = format!("{}M", config.mem_size_mib);
     let accel_cmdline = match accel {
         Accel::Kvm => String::new(),
@@ -74,9 +107,8 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
         &"-smp",
         &config.vcpus.to_string(),
     ]);
-    match &config.memory_file {
-        None => push(&[&"-m", &mem]),
-        Some(file) => {
+    match (&config.memory_file, &paths.memory) {
+        (Some(file), Some(path)) => {
             let share = match file.mode {
                 MemoryMode::Shared => "on",
                 MemoryMode::Private => "off",
@@ -85,10 +117,11 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
                 &"-object",
                 &format!(
                     "memory-backend-file,id={RAM_ID},size={mem},mem-path={},share={share}",
-                    escape_option(&file.path)
+                    escape_option(path)
                 ),
             ]);
         }
+        _ => push(&[&"-m", &mem]),
     }
     push(&[
         // QEMU's own seccomp filter: no obsolete syscalls, no set*id, no fork/exec (migrations
@@ -106,9 +139,9 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
     if config.restore.is_none() {
         push(&[
             &"-kernel",
-            &config.kernel,
+            &paths.kernel,
             &"-initrd",
-            &config.initramfs,
+            &paths.initramfs,
             &"-append",
             &format!("{BASE_CMDLINE}{accel_cmdline} {}", config.cmdline),
         ]);
@@ -117,10 +150,7 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
         &"-chardev",
         // wait=on: QEMU starts the guest only once the backend reads the console, so no
         // output is lost; once that reader is gone QEMU drops the output instead of stalling.
-        &format!(
-            "{},server=on,wait=on",
-            chardev_arg("socket", "console", &files.console_socket)
-        ),
+        &format!("socket,id=console,fd={CONSOLE_FD},server=on,wait=on"),
         &"-serial",
         &"chardev:console",
         // The agent's stream: a virtio-serial port (it migrates, unlike vhost-user-vsock) on a
@@ -129,28 +159,24 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
         &"-device",
         &"virtio-serial-device,id=vser0",
         &"-chardev",
-        &format!(
-            "{},server=on,wait=off",
-            chardev_arg("socket", "agent", &files.agent_stream)
-        ),
+        &format!("socket,id=agent,fd={AGENT_FD},server=on,wait=off"),
         &"-device",
         &format!("virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT_NAME}"),
         &"-chardev",
-        &format!(
-            "{},server=on,wait=off",
-            chardev_arg("socket", "qmp", &files.qmp)
-        ),
+        &format!("socket,id=qmp,fd={QMP_FD},server=on,wait=off"),
         &"-mon",
         &"chardev=qmp,mode=control",
     ]);
     for (i, disk) in config.disks.iter().enumerate() {
         let readonly = if disk.read_only { "on" } else { "off" };
+        // Each disk is a descriptor in an fd set of its own; QEMU opens `/dev/fdset/N` by
+        // duplicating the set's descriptor whose access mode matches.
+        let set = i + 1;
         push(&[
+            &"-add-fd",
+            &format!("fd={},set={set}", disk_fd(i)),
             &"-drive",
-            &format!(
-                "id=disk{i},file={},format=raw,if=none,readonly={readonly}",
-                escape_option(&disk.path)
-            ),
+            &format!("id=disk{i},file=/dev/fdset/{set},format=raw,if=none,readonly={readonly}"),
             &"-device",
             &format!("virtio-blk-device,drive=disk{i}"),
         ]);
@@ -158,9 +184,9 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
     if config.net.is_some() {
         push(&[
             &"-netdev",
-            // The tap is already attached on this fd by the jail (see `sys::jail`), so QEMU
+            // The tap is already attached on this fd (see `sys::confine`), so QEMU
             // needs neither `/dev/net/tun` nor CAP_NET_ADMIN, and runs no script.
-            &format!("tap,id=net0,fd={}", crate::sys::TAP_FD),
+            &format!("tap,id=net0,fd={TAP_FD}"),
             &"-device",
             &"virtio-net-device,netdev=net0",
         ]);
@@ -173,8 +199,9 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, files: &RunFiles, tsc_khz: u64
     args
 }
 
-fn chardev_arg(kind: &str, id: &str, path: &Path) -> String {
-    format!("{kind},id={id},path={}", escape_option(path))
+/// The descriptor number disk `index` is handed over on.
+pub fn disk_fd(index: usize) -> i32 {
+    FIRST_DISK_FD + i32::try_from(index).unwrap_or(i32::MAX - FIRST_DISK_FD)
 }
 
 /// QEMU option values separate fields with `,`; a literal comma is written twice.
@@ -208,7 +235,7 @@ mod tests {
 
     fn joined(accel: Accel) -> String {
         let config = config();
-        qemu_args(&config, accel, &RunFiles::new(&config), 2_445_406)
+        qemu_args(&config, accel, &VmmPaths::host(&config), 2_445_406)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -227,7 +254,7 @@ mod tests {
         let args = joined(Accel::Tcg);
         assert!(args.contains(
             "-device virtio-serial-device,id=vser0 \
-             -chardev socket,id=agent,path=/run/vm/agent-port.sock,server=on,wait=off \
+             -chardev socket,id=agent,fd=203,server=on,wait=off \
              -device virtserialport,bus=vser0.0,chardev=agent,name=org.hearth.agent"
         ));
         assert!(!args.contains("vsock"));
@@ -238,7 +265,7 @@ mod tests {
         let cold = joined(Accel::Tcg);
         let mut config = config();
         config.restore = Some("/snapshots/a/state".into());
-        let restore = qemu_args(&config, Accel::Tcg, &RunFiles::new(&config), 2_445_406)
+        let restore = qemu_args(&config, Accel::Tcg, &VmmPaths::host(&config), 2_445_406)
             .join(std::ffi::OsStr::new(" "));
         let restore = restore.to_string_lossy();
         let boot_files = cold
@@ -257,7 +284,7 @@ mod tests {
             path: "/snapshots/a/ram".into(),
             mode: MemoryMode::Private,
         });
-        let args = qemu_args(&config, Accel::Tcg, &RunFiles::new(&config), 1)
+        let args = qemu_args(&config, Accel::Tcg, &VmmPaths::host(&config), 1)
             .join(std::ffi::OsStr::new(" "));
         let args = args.to_string_lossy();
         assert!(args.contains("-M microvm,acpi=on,pcie=off,rtc=on,memory-backend=microvm.ram "));
@@ -280,10 +307,38 @@ mod tests {
     }
 
     #[test]
-    fn test_qemu_args_escape_commas_in_disk_paths() {
-        assert!(
-            joined(Accel::Tcg).contains("file=/images/a,,b.ext4,format=raw,if=none,readonly=on")
-        );
+    fn test_disks_are_descriptors_in_fd_sets() {
+        assert!(joined(Accel::Tcg).contains(
+            "-add-fd fd=210,set=1 -drive id=disk0,file=/dev/fdset/1,format=raw,if=none,readonly=on"
+        ));
+    }
+
+    #[test]
+    fn test_memory_path_commas_are_escaped() {
+        let mut config = config();
+        config.memory_file = Some(crate::config::MemoryFile {
+            path: "/snap,a/ram".into(),
+            mode: MemoryMode::Private,
+        });
+        let args = qemu_args(&config, Accel::Tcg, &VmmPaths::host(&config), 1)
+            .join(std::ffi::OsStr::new(" "));
+        assert!(args
+            .to_string_lossy()
+            .contains("mem-path=/snap,,a/ram,share=off"));
+    }
+
+    #[test]
+    fn test_jailed_paths_are_the_jails() {
+        let mut config = config();
+        config.memory_file = Some(crate::config::MemoryFile {
+            path: "/snap/ram".into(),
+            mode: MemoryMode::Shared,
+        });
+        let args = qemu_args(&config, Accel::Tcg, &VmmPaths::jailed(&config), 1)
+            .join(std::ffi::OsStr::new(" "));
+        let args = args.to_string_lossy();
+        assert!(args.contains("-kernel /boot/vmlinuz -initrd /boot/initramfs "));
+        assert!(args.contains("mem-path=/memory,share=on"));
     }
 
     #[test]
@@ -294,7 +349,7 @@ mod tests {
             netns: crate::config::NetNamespace::At("/run/netns/hearth-x".into()),
             tap: "httx".into(),
         });
-        let args = qemu_args(&config, Accel::Tcg, &RunFiles::new(&config), 1)
+        let args = qemu_args(&config, Accel::Tcg, &VmmPaths::host(&config), 1)
             .join(std::ffi::OsStr::new(" "));
         let args = args.to_string_lossy();
         assert!(args.contains("-netdev tap,id=net0,fd=200"));
