@@ -364,7 +364,7 @@ mod tests {
             args.contains("-append console=ttyS0 panic=-1 reboot=t tsc_early_khz=2445406 tsc=reliable no_timer_check quiet hearth.rootfs=/dev/vda")
         );
         assert!(args.contains(
-            "-chardev socket,id=console,path=/run/vm/console.sock,server=on,wait=on -serial chardev:console"
+            "-chardev socket,id=console,fd=201,server=on,wait=on -serial chardev:console"
         ));
         assert!(args.contains("-no-reboot"));
     }
