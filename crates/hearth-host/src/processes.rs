@@ -19,7 +19,7 @@ pub fn processes_mentioning(needle: &[u8]) -> Vec<u32> {
 }
 
 /// Pids of live processes whose command line names something inside `dir` (a sandbox's run
-/// dir: its VMM and helpers are given sockets and logs there).
+/// dir: its VMM is named after it, see `-name` in hearth-vmm's `qemu/cmdline.rs`).
 pub fn processes_in(dir: &Path) -> Vec<u32> {
     let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
     needle.push(b'/');

@@ -123,6 +123,11 @@ pub fn qemu_args(config: &VmConfig, accel: Accel, paths: &VmmPaths, tsc_khz: u64
         }
         _ => push(&[&"-m", &mem]),
     }
+    // A label naming the run dir: every file QEMU uses is a descriptor or a jail path, so this
+    // is how `ps`, and gc looking for a dead sandbox's processes, tell which sandbox it serves.
+    let mut run_dir = escape_option(&config.run_dir);
+    run_dir.push('/');
+    push(&[&"-name", &format!("guest={run_dir}")]);
     push(&[
         // QEMU's own seccomp filter: no obsolete syscalls, no set*id, no fork/exec (migrations
         // go through descriptors hearth hands over), no scheduler or affinity changes.
@@ -292,6 +297,11 @@ mod tests {
             "-object memory-backend-file,id=microvm.ram,size=512M,mem-path=/snapshots/a/ram,share=off"
         ));
         assert!(!args.contains("-m 512M"));
+    }
+
+    #[test]
+    fn test_the_guest_name_is_the_run_dir() {
+        assert!(joined(Accel::Tcg).contains("-name guest=/run/vm/ "));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod failures;
 mod hostile;
 mod images;
 mod interrupted_pull;
+mod jail;
 mod network;
 mod run;
 mod snapshot;

@@ -220,10 +220,21 @@ fn test_clones_resume_the_snapshot_each_as_its_own_machine() {
             "clones see only their own writes"
         );
     }
-    // Every clone maps the snapshot's memory file copy-on-write, and it never changes.
-    let mapping = hearth_test_support::host::processes_mentioning(
-        format!("mem-path={},share=off", ram.display()).as_bytes(),
-    );
+    // Every clone maps the snapshot's memory file copy-on-write (the jail binds it in as
+    // `/memory`, so the mapping is found by inode), and it never changes.
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&ram).unwrap());
+    let state = host.state_dir().to_string_lossy().into_owned();
+    let mapping: Vec<u32> = hearth_test_support::host::processes_mentioning(state.as_bytes())
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains("mem-path=/memory,share=off")
+                && maps
+                    .lines()
+                    .any(|line| line.split_whitespace().nth(4) == Some(inode.to_string().as_str()))
+        })
+        .collect();
     assert_eq!(mapping.len(), CLONES, "QEMUs mapping the snapshot's RAM");
     assert_eq!(ram_digest(), saved_ram, "the clones' writes stayed private");
     let mut distinct = randoms.clone();
