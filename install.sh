@@ -27,6 +27,8 @@ done
 # The SDK tests run the E2B JS SDK (fetch and ESM need Node >= 18; Debian 12 ships 18). A
 # Node already on the PATH is kept.
 command -v npm >/dev/null || missing+=(nodejs npm)
+# The volume tests commit with the host's git inside a guest.
+command -v git >/dev/null || missing+=(git)
 if [ ${#missing[@]} -gt 0 ]; then
     step "Installing Debian packages: ${missing[*]}"
     apt-get update -q

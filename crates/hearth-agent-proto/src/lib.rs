@@ -10,10 +10,13 @@
 //! - [`frame`]: encoding/decoding of frames, bounded by [`MAX_FRAME_LEN`].
 //! - [`message`]: the message types and the exec/exit data they carry.
 //! - [`session`]: the multiplexed stream: channels, credit, half-close, reset, session hello.
+//! - [`volume`]: host directories mounted in the guest, the guest's FUSE calls and the host's
+//!   replies.
 
 pub mod frame;
 pub mod message;
 pub mod session;
+pub mod volume;
 
 pub use frame::{decode_frame, encode_frame, read_frame, write_frame, FrameError, MAX_FRAME_LEN};
 #[cfg(feature = "tokio")]
@@ -24,7 +27,7 @@ pub use message::{
 };
 
 /// Version of this protocol; bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Name of the virtio-serial port that carries the agent's session stream.
 pub const AGENT_PORT_NAME: &str = "org.hearth.agent";

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::volume::{MountRequest, VolumeOp, VolumeResult};
+
 /// What the host sends to the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostMessage {
@@ -30,6 +32,11 @@ pub enum HostMessage {
     /// Make a guest restored from a snapshot its own machine before anything runs in it:
     /// answered by `Done`.
     Refresh(Identity),
+    /// Mount a host directory (see [`crate::volume`]): answered by `Done`, then the channel
+    /// carries the mount's calls and replies.
+    Mount(MountRequest),
+    /// The answer to the [`GuestMessage::VolumeCall`] with the same `id`.
+    VolumeReply { id: u64, result: VolumeResult },
 }
 
 /// What makes one restored guest differ from the others restored from the same snapshot, and
@@ -77,6 +84,9 @@ pub enum GuestMessage {
     ReadyForData,
     /// A filesystem operation finished.
     Done,
+    /// A request of a mounted host directory's filesystem, answered by
+    /// [`HostMessage::VolumeReply`] with the same `id`.
+    VolumeCall { id: u64, op: VolumeOp },
 }
 
 /// A filesystem operation on an absolute guest path. Paths are not confined: the guest is the

@@ -31,6 +31,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Permits to boot: create and start requests hold one while their sandbox boots.
     pub starts: Arc<tokio::sync::Semaphore>,
+    /// Host dirs under which API clients may mount host paths (`hearth serve
+    /// --allow-host-dir`); empty allows named volumes only.
+    pub host_dirs: Arc<Vec<PathBuf>>,
 }
 
 impl AppState {
@@ -40,6 +43,7 @@ impl AppState {
             dns_upstream,
             metrics: Arc::default(),
             starts: Arc::new(tokio::sync::Semaphore::new(max_starts)),
+            host_dirs: Arc::default(),
         }
     }
 
@@ -70,6 +74,8 @@ pub struct ServeConfig {
     pub e2b: Option<(SocketAddr, crate::e2b::E2bConfig)>,
     /// A TCP listener that speaks ComputeSDK's gateway protocol ([`crate::computesdk`]).
     pub computesdk: Option<(SocketAddr, crate::e2b::TokenKey)>,
+    /// See [`AppState::host_dirs`].
+    pub host_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +199,8 @@ impl Server {
             Some(path) => Some((bind_unix(&path)?, path)),
             None => None,
         };
-        let state = AppState::new(engine, config.dns_upstream, config.max_starts);
+        let mut state = AppState::new(engine, config.dns_upstream, config.max_starts);
+        state.host_dirs = Arc::new(config.host_dirs);
         let mut sdks = Vec::new();
         if let Some((addr, e2b)) = config.e2b {
             let router = crate::e2b::router(state.clone(), config.keys.clone(), e2b);

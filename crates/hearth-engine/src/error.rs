@@ -18,7 +18,9 @@ use crate::files::FilesError;
 use crate::sandbox::BootError;
 use crate::snapshots::SnapshotError;
 use crate::state::{SandboxState, StateError};
+use crate::mounts::AttachError;
 use crate::supervisor::SupervisorError;
+use crate::volumes::VolumeError;
 
 /// What kind of failure an [`EngineError`] is, for clients that act on it rather than print it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -155,6 +157,10 @@ pub enum EngineError {
     },
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("failed to mount a host dir in the sandbox")]
+    Mount(#[from] AttachError),
     #[error("failed to tell the VMM's version")]
     VmmVersion(#[source] hearth_vmm::VersionError),
     #[error("a background task failed: {0}")]
@@ -207,6 +213,8 @@ impl EngineError {
                 | SnapshotError::Mismatch { .. }
                 | SnapshotError::BaseInUse { .. },
             ) => ErrorKind::Conflict,
+            EngineError::Volume(e) => volume_kind(e),
+            EngineError::Mount(_) => ErrorKind::Sandbox,
             EngineError::Login { .. } | EngineError::Control(ControlError::Denied { .. }) => {
                 ErrorKind::PermissionDenied
             }
@@ -258,6 +266,24 @@ fn guest_kind(code: ErrorCode) -> ErrorKind {
         }
         ErrorCode::PermissionDenied => ErrorKind::PermissionDenied,
         ErrorCode::VersionMismatch | ErrorCode::NoSpace | ErrorCode::Internal => ErrorKind::Sandbox,
+    }
+}
+
+fn volume_kind(error: &VolumeError) -> ErrorKind {
+    match error {
+        VolumeError::BadSpec { .. }
+        | VolumeError::BadTarget { .. }
+        | VolumeError::DuplicateTarget(_)
+        | VolumeError::NotADirectory(_)
+        | VolumeError::InvalidName(_) => ErrorKind::InvalidInput,
+        VolumeError::NotFound(_) => ErrorKind::NotFound,
+        VolumeError::HostDir { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            ErrorKind::NotFound
+        }
+        VolumeError::Exists(_) | VolumeError::InUse { .. } => ErrorKind::Conflict,
+        VolumeError::HostDir { .. } | VolumeError::BadRecord { .. } | VolumeError::Io { .. } => {
+            ErrorKind::Internal
+        }
     }
 }
 

@@ -138,7 +138,7 @@ fn remove_network(id: &str, report: &mut GcReport) {
 
 /// Whether the process that owned run dir `dir` is gone: `Some(true)` if its owner lock can be
 /// taken, `Some(false)` if it is held, `None` if the dir has no lock file.
-fn owner_gone(dir: &Path) -> Option<bool> {
+pub(crate) fn owner_gone(dir: &Path) -> Option<bool> {
     let file = std::fs::File::open(crate::sandbox::owner_lock_path(dir)).ok()?;
     // Taken only to test it: the lock is released again at the end of the statement.
     Some(Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok())

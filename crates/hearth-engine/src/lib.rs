@@ -26,11 +26,13 @@ mod images;
 mod launcher;
 mod lifecycle;
 mod limits;
+mod mounts;
 pub mod ops;
 mod sandbox;
 mod snapshots;
 mod state;
 mod supervisor;
+mod volumes;
 
 /// Where everything lives on disk (from `hearth-host`).
 pub mod paths {
@@ -61,10 +63,12 @@ pub use ops::sandboxes::Inspection;
 pub use ops::{
     DetachOptions, ProcessSpec, RegistryOptions, ResolvedSpec, SandboxSpec, DEFAULT_IMAGE,
 };
+pub use mounts::{Mount, MountSpec};
 pub use sandbox::Sandbox;
 pub use snapshots::SnapshotMeta;
 pub use state::{Health, SandboxRecord, SandboxState};
 pub use supervisor::HealthCheck;
+pub use volumes::{VolumeError, VolumeInfo, VolumeMeta};
 
 // The types of the engine's requests and results that other hearth crates define.
 pub use hearth_agent_proto::{ExecRequest, ExitStatus, FileKind, FileStat, TermSize};

@@ -18,6 +18,7 @@ use tokio::time::timeout;
 use crate::agent::{self, AgentError};
 use crate::agent_relay::{self, AgentRelay, RECONNECT_TIMEOUT};
 use crate::exec::{self, ExecError, ExecInput, ExecOutput};
+use crate::mounts::{self, Attached, AttachError, Mount};
 
 /// Lines of the guest console shown when a boot fails.
 const CONSOLE_TAIL_LINES: usize = 40;
@@ -56,6 +57,9 @@ pub struct SandboxConfig {
     /// Booted cold for want of a template: save it as template `<name>` once agent-ready.
     #[serde(default)]
     pub make_template: Option<String>,
+    /// Host dirs mounted in the guest once it is ready (after a template is made).
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
 }
 
 /// The snapshot a sandbox resumes.
@@ -142,6 +146,8 @@ pub enum BootError {
 pub struct Sandbox {
     id: String,
     run_dir: PathBuf,
+    /// The host dirs being served; each ends its guest mount when dropped.
+    mounts: Vec<Attached>,
     /// Declared before `vm`, so the agent's channels end before the VM is killed.
     relay: AgentRelay,
     vm: Box<dyn Vm>,
@@ -231,6 +237,37 @@ impl Sandbox {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Mounts host dirs in the guest and serves them for as long as this sandbox lives. Called
+    /// once the sandbox is ready and any template is saved: a template holds nothing of the
+    /// sandbox that made it, and its clones mount their own dirs after the restore.
+    pub(crate) async fn attach_mounts(&mut self, mounts: &[Mount]) -> Result<(), AttachError> {
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        // What `volume rm` looks for to tell a volume is in use by this run.
+        let names: Vec<&str> = mounts.iter().filter_map(|m| m.volume.as_deref()).collect();
+        let list = volumes_in_use_path(&self.run_dir);
+        if let Err(source) = std::fs::write(&list, names.join("\n")) {
+            return Err(AttachError::Channel {
+                target: list.display().to_string(),
+                source,
+            });
+        }
+        for mount in mounts {
+            let attached = mounts::attach(self.relay.path(), mount).await?;
+            tracing::info!(sandbox = %self.id, host = %mount.host_dir.display(),
+                target = %mount.target, read_only = mount.read_only, "mounted");
+            self.mounts.push(attached);
+        }
+        Ok(())
+    }
+
+    /// Whether host dirs are mounted: such a sandbox cannot be snapshotted (its files live on
+    /// the host, outside any saved state).
+    pub fn has_mounts(&self) -> bool {
+        !self.mounts.is_empty()
     }
 
     pub fn agent_version(&self) -> &str {
@@ -517,6 +554,7 @@ impl Launched {
         Ok(Sandbox {
             id: prepared.id,
             run_dir: prepared.run_dir,
+            mounts: Vec::new(),
             relay,
             vm,
             network: prepared.network,
@@ -572,6 +610,11 @@ fn lock_owner(run_dir: &Path) -> Result<Flock<File>, BootError> {
         .map_err(|(_, errno)| error(std::io::Error::from(errno)))?;
     std::fs::rename(&fresh, &path).map_err(error)?;
     Ok(lock)
+}
+
+/// The named volumes a live sandbox mounts, one a line, inside its run dir.
+pub(crate) fn volumes_in_use_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("volumes")
 }
 
 /// The owner's agent socket (see `agent_relay`), inside the run dir.

@@ -242,6 +242,12 @@ impl EndRequests {
     }
 }
 
+/// Why a sandbox with mounts is not snapshotted: a restore would bring back a guest whose
+/// FUSE mounts point at channels that are gone, and files that live on the host, not in the
+/// snapshot. Templates still serve such sandboxes: they are saved before anything is mounted.
+const MOUNTS_NOT_SAVED: &str = "the sandbox has host dirs or volumes mounted (-v), which a \
+    snapshot cannot hold; snapshot a sandbox without mounts, or copy the files in with `hearth cp`";
+
 /// Runs sandbox `id` to its end, recording each state change in the database.
 pub async fn supervise(vmm: &dyn Vmm, state: &StateDir, id: &str) -> Result<(), SupervisorError> {
     let db = StateDb::open(&state.database())?;
@@ -285,6 +291,14 @@ pub async fn supervise(vmm: &dyn Vmm, state: &StateDir, id: &str) -> Result<(), 
     // Before anything runs in it, so the template is a fresh boot.
     let image = db.find(id).map(|record| record.image).unwrap_or_default();
     crate::ops::templates::make_template(vmm, state, &mut sandbox, &config, &image).await;
+    if let Err(e) = sandbox.attach_mounts(&config.mounts).await {
+        let reason = error_chain(&e);
+        tracing::warn!(sandbox = %id, error = %reason, "mounting failed");
+        sandbox.kill().await;
+        db.set_ended(id, SandboxState::Failed, None, Some(&reason))?;
+        requests.answer_all(None, Some(&reason));
+        return Ok(());
+    }
     if spec.health.is_some() {
         db.set_health(id, Health::Starting)?;
     }
@@ -395,6 +409,10 @@ async fn run_until_end(
                 state,
                 stop,
             } => {
+                if sandbox.has_mounts() {
+                    pending.answer_saved(Err(MOUNTS_NOT_SAVED.to_owned()));
+                    continue;
+                }
                 let saved = sandbox.save(&state, !stop).await;
                 let saved_ok = saved.is_ok();
                 pending.answer_saved(saved.map_err(|e| error_chain(&e)));

@@ -85,6 +85,11 @@ impl StateDir {
         self.root.join("snapshots")
     }
 
+    /// Named volumes: one dir per volume, `<name>/{data/,volume.json}`.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
     /// Parent of the per-VM run dirs (sockets, console log).
     pub fn vms_dir(&self) -> PathBuf {
         self.root.join("vms")

@@ -32,6 +32,23 @@ const PYTHON_SKIP: &[&str] = &[
 /// Entries for `/bin/bash` and Debian's `python3.11` (as `/usr/bin/python3` too), their
 /// libraries, Python's standard library, and `/etc/passwd` with `root` and `user` (1000).
 pub fn bash_and_python_entries() -> anyhow::Result<Vec<Entry>> {
+    entries_with(&[])
+}
+
+/// [`bash_and_python_entries`] plus the host's `git` (found on the PATH) at the same path.
+pub fn bash_python_and_git_entries() -> anyhow::Result<Vec<Entry>> {
+    let output = Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .context("looking for git")?;
+    let git = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || !git.starts_with('/') {
+        bail!("git is missing: install it with `apt-get install git`");
+    }
+    entries_with(&[&git])
+}
+
+fn entries_with(extra: &[&str]) -> anyhow::Result<Vec<Entry>> {
     let python = "/usr/bin/python3.11";
     for program in ["/bin/bash", python] {
         if !Path::new(program).exists() {
@@ -39,8 +56,8 @@ pub fn bash_and_python_entries() -> anyhow::Result<Vec<Entry>> {
         }
     }
     let mut files = BTreeSet::new();
-    for program in ["/bin/bash", python] {
-        files.insert(program.to_owned());
+    for program in ["/bin/bash", python].iter().chain(extra) {
+        files.insert((*program).to_owned());
         files.extend(libraries(program)?);
     }
     let mut entries = Vec::new();

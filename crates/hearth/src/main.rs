@@ -13,7 +13,7 @@ fn main() {
     // specs hold secrets, sockets drive guests as root. Not left to the caller's umask.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.debug);
     let failure = cli.command.failure_code();
     let code = match cli::dispatch(cli) {
         Ok(code) => code,
@@ -25,8 +25,8 @@ fn main() {
     std::process::exit(code);
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
+fn init_logging(debug: u8) {
+    let default = match debug {
         0 => "warn",
         1 => "info,hearth=debug,hearth_engine=debug,hearth_vmm=debug",
         _ => "debug",

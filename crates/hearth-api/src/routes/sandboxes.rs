@@ -2,12 +2,14 @@
 //! JSON into the engine's request types, calls one engine operation and maps the result.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use hearth_engine::{
-    parse_allow, DetachOptions, EgressMode, EgressPolicy, Health, LabelSelector, NetworkConfig,
+    parse_allow, DetachOptions, EgressMode, EgressPolicy, Health, LabelSelector, MountSpec,
+    NetworkConfig,
     NetworkView, NoReporter, PortSpec, ProcessSpec, SandboxRecord, SandboxSpec, SandboxState,
 };
 use serde::{Deserialize, Serialize};
@@ -69,6 +71,22 @@ pub struct CreateSandbox {
     /// `false` only records it (state `created`); `POST .../start` boots it.
     #[serde(default = "yes")]
     pub start: bool,
+    /// Host dirs and named volumes mounted in the guest.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A mount: a named volume (made on first use), or an absolute host dir under one the server
+/// allows (`hearth serve --allow-host-dir`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// A volume name, or an absolute host path.
+    pub source: String,
+    /// Absolute path in the guest.
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 fn yes() -> bool {
@@ -103,6 +121,7 @@ impl CreateSandbox {
             cold: false,
             idle: true,
             start: true,
+            volumes: Vec::new(),
         }
     }
 }
@@ -409,8 +428,14 @@ fn sandbox_spec(request: CreateSandbox, app: &AppState) -> Result<SandboxSpec, A
     if let Some(network) = network.as_mut() {
         network.dns_upstream = app.dns_upstream;
     }
+    let mounts = request
+        .volumes
+        .into_iter()
+        .map(|v| mount_spec(v, &app.host_dirs))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(SandboxSpec {
         image: request.image,
+        mounts,
         from_snapshot: request.from_snapshot,
         cold: request.cold,
         vcpus: request.cpus.unwrap_or(defaults.vcpus),
@@ -427,6 +452,42 @@ fn sandbox_spec(request: CreateSandbox, app: &AppState) -> Result<SandboxSpec, A
             idle: request.idle,
         },
         ..defaults
+    })
+}
+
+/// A mount a client asked for, with a host path allowed only below `allowed` (checked on the
+/// canonical path, so `..` and symlinks cannot step out).
+fn mount_spec(mount: VolumeMount, allowed: &[PathBuf]) -> Result<MountSpec, ApiError> {
+    let is_path = mount.source.contains('/') || mount.source.starts_with('.');
+    if is_path {
+        if !mount.source.starts_with('/') {
+            return Err(ApiError::invalid_input(format!(
+                "volume source `{}`: host paths must be absolute",
+                mount.source
+            )));
+        }
+        let canonical = std::fs::canonicalize(&mount.source).map_err(|e| {
+            ApiError::invalid_input(format!("volume source `{}`: {e}", mount.source))
+        })?;
+        let permitted = allowed.iter().any(|dir| {
+            std::fs::canonicalize(dir).is_ok_and(|dir| canonical.starts_with(dir))
+        });
+        if !permitted {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "permission_denied",
+                format!(
+                    "volume source `{}` is not below a dir this server lets clients mount \
+                     (hearth serve --allow-host-dir DIR); named volumes are always allowed",
+                    mount.source
+                ),
+            ));
+        }
+    }
+    Ok(MountSpec {
+        source: mount.source,
+        target: mount.target,
+        read_only: mount.read_only,
     })
 }
 

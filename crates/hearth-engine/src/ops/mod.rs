@@ -12,6 +12,7 @@
 //! - [`images`]: pull, ensure, list, remove, prune, import; registry login and logout.
 //! - [`snapshots`]: save a running sandbox as a snapshot; list, inspect, remove snapshots.
 //! - [`host`]: setup (boot assets) and doctor (host checks).
+//! - [`volumes`]: named volumes: create, list, inspect, remove (refused while in use).
 
 pub mod files;
 pub mod host;
@@ -23,6 +24,7 @@ pub mod sandboxes;
 pub mod snapshots;
 mod spec;
 pub mod templates;
+pub mod volumes;
 
 pub use spec::{
     DetachOptions, ProcessSpec, RegistryOptions, ResolvedSpec, SandboxSpec, DEFAULT_IMAGE,

@@ -41,6 +41,13 @@ impl Engine {
             Some(name) => Some(self.restorable_snapshot(name)?),
             None => None,
         };
+        let volumes = crate::volumes::VolumeStore::new(state.volumes_dir());
+        let mounts = spec
+            .mounts
+            .iter()
+            .map(|m| m.resolve(&volumes))
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::mounts::check_distinct(&mounts)?;
         let mut spec = spec;
         if let Some(meta) = &snapshot {
             spec.image = Some(meta.image.clone());
@@ -67,6 +74,7 @@ impl Engine {
             console_log: None,
             restore: None,
             make_template: None,
+            mounts,
         };
         let process = spec.process;
         let idle = process.idle;
@@ -147,6 +155,7 @@ impl Engine {
             .await
             .map_err(EngineError::Boot)?;
         make_template(vmm, self.state(), &mut sandbox, &spec.config, &spec.image).await;
+        sandbox.attach_mounts(&spec.config.mounts).await?;
         Ok(sandbox)
     }
 }

@@ -8,6 +8,7 @@ use hearth_agent_proto::{ExecRequest, TermSize};
 use hearth_image::{RegistryTimeouts, DEFAULT_MAX_UNPACKED_BYTES};
 use hearth_net::NetworkConfig;
 
+use crate::mounts::MountSpec;
 use crate::engine::{DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCPUS};
 use crate::sandbox::SandboxConfig;
 use crate::supervisor::HealthCheck;
@@ -36,6 +37,8 @@ pub struct SandboxSpec {
     pub from_snapshot: Option<String>,
     /// Boot even when a template of this machine could be resumed (and make none).
     pub cold: bool,
+    /// Host dirs and named volumes to mount in the guest.
+    pub mounts: Vec<MountSpec>,
     pub process: ProcessSpec,
 }
 
@@ -52,6 +55,7 @@ impl Default for SandboxSpec {
             network: Some(NetworkConfig::default()),
             from_snapshot: None,
             cold: false,
+            mounts: Vec::new(),
             process: ProcessSpec::default(),
         }
     }

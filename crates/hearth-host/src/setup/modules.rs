@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::fingerprint::Fingerprint;
 
 /// What the guest needs that Debian's cloud kernel builds as modules: virtio over MMIO for
-/// disks, network and the agent's virtio-serial port, overlay for the root and erofs for images.
+/// disks, network and the agent's virtio-serial port, overlay for the root, erofs for images
+/// and fuse for host dirs mounted in the guest (`-v`).
 /// Their dependencies come from `modules.dep`.
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_ring",
@@ -22,6 +23,7 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_console",
     "overlay",
     "erofs",
+    "fuse",
 ];
 
 /// Where module files live inside the guest.
@@ -464,6 +466,7 @@ kernel/arch/x86/crypto/crc32c-intel.ko:
                 "overlay",
                 "libcrc32c",
                 "erofs",
+                "fuse",
             ]
         );
     }

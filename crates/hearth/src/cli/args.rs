@@ -14,9 +14,9 @@ pub struct Cli {
     #[arg(long, global = true, env = "HEARTH_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Print debug logs to stderr (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    /// Print debug logs to stderr (repeat for more). `-v` is `--volume`, as in docker.
+    #[arg(short = 'D', long, global = true, action = clap::ArgAction::Count)]
+    pub debug: u8,
 
     #[command(subcommand)]
     pub command: Command,
@@ -94,6 +94,9 @@ pub enum Command {
     /// Warm-start templates: one saved machine per image, resources and network mode.
     #[command(subcommand)]
     Template(TemplateCommand),
+    /// Named volumes: host dirs under the state dir that outlive sandboxes (`-v NAME:PATH`).
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Internal: the supervisor of a detached sandbox (started by `run -d`).
     #[command(hide = true)]
     Supervise(SandboxArgs),
@@ -138,6 +141,12 @@ pub struct ServeArgs {
     /// references.
     #[arg(long, value_name = "NAME=IMAGE", requires = "e2b_listen", value_parser = parse_template)]
     pub e2b_template: Vec<(String, String)>,
+
+    /// Let API clients mount host dirs at or below DIR (repeatable). Without it they may mount
+    /// named volumes only: a host path in a request would give every key holder that part of
+    /// the host's files, as root.
+    #[arg(long, value_name = "DIR")]
+    pub allow_host_dir: Vec<PathBuf>,
 
     /// Also serve ComputeSDK's gateway protocol on this TCP address, for `computesdk` with
     /// COMPUTESDK_PROVIDER=computesdk and COMPUTESDK_TRIBUTARY_URL set to it.
@@ -372,6 +381,13 @@ pub struct RunArgs {
     /// With --health-cmd: return only once the sandbox is healthy.
     #[arg(long, requires = "health_cmd")]
     pub wait_healthy: bool,
+
+    /// Mount a host dir or a named volume in the guest, HOST_DIR:GUEST_PATH[:ro] or
+    /// NAME:GUEST_PATH[:ro] (repeatable). Writes on either side show on the other while the
+    /// sandbox runs; `:ro` is enforced by the host. New files on the host belong to the owner of
+    /// the mapped dir; setuid bits and device files are never created.
+    #[arg(short = 'v', long = "volume", value_name = "SOURCE:TARGET[:ro]")]
+    pub volumes: Vec<hearth_engine::MountSpec>,
 
     /// Number of virtual CPUs.
     #[arg(long, value_name = "N", default_value_t = hearth_engine::DEFAULT_VCPUS,
@@ -623,6 +639,32 @@ pub struct PullArgs {
 
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Make an empty volume (`-v NAME:PATH` also makes a missing one).
+    Create {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// List volumes with their size and the sandboxes that mount them.
+    #[command(alias = "list")]
+    Ls {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Remove volumes and their files; refused while a sandbox (running or not) mounts one.
+    Rm {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -57,6 +57,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Command::Mcp(args) => commands::serve::mcp(Arc::clone(&shared), &args).await,
             Command::Snapshot(command) => commands::snapshot::snapshot(engine, command).await,
             Command::Template(command) => commands::template::template(engine, command),
+            Command::Volume(command) => commands::volume::volume(engine, command),
             Command::Supervise(args) => commands::supervise::supervise(engine, &args).await,
         }
     });

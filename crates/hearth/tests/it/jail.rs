@@ -8,14 +8,14 @@ use hearth_test_support::wait_until;
 
 use crate::{hearth, host, ok, stdout};
 
-fn inspect(host: &hearth_test_support::host::TestHost, name: &str) -> serde_json::Value {
+pub(crate) fn inspect(host: &hearth_test_support::host::TestHost, name: &str) -> serde_json::Value {
     let output = hearth(host, &["inspect", name]);
     let record: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     record[0].clone()
 }
 
 /// The VMM process the supervisor `supervisor` runs.
-fn vmm_of(supervisor: u64) -> u32 {
+pub(crate) fn vmm_of(supervisor: u64) -> u32 {
     let found = wait_until(Duration::from_secs(30), || {
         std::fs::read_dir("/proc")
             .unwrap()

@@ -17,6 +17,7 @@ mod run;
 mod snapshot;
 mod templates;
 mod tty;
+mod volumes;
 
 use std::process::Output;
 

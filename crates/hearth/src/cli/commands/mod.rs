@@ -19,3 +19,4 @@ pub mod snapshot;
 pub mod stop;
 pub mod supervise;
 pub mod template;
+pub mod volume;

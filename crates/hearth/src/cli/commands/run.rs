@@ -25,6 +25,7 @@ pub async fn run(engine: &Engine, args: RunArgs) -> anyhow::Result<i32> {
         network: args.network.config()?,
         from_snapshot: args.from_snapshot.clone(),
         cold: args.cold,
+        mounts: args.volumes.clone(),
         process: ProcessSpec {
             command: process.argv,
             entrypoint: args.entrypoint.clone(),

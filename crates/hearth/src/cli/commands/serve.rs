@@ -59,6 +59,7 @@ pub async fn serve(engine: Arc<Engine>, args: &ServeArgs) -> anyhow::Result<i32>
             .map_or_else(default_max_starts, |n| n as usize),
         e2b,
         computesdk,
+        host_dirs: args.allow_host_dir.clone(),
     };
     let server = Server::bind(engine, config).await?;
     if let Some(addr) = server.local_addr() {
