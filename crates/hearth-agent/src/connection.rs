@@ -1,6 +1,6 @@
 //! What every request handler shares about its host connection: the stream type, ending it, and
 //! naming the messages that arrive on it. A leaf module, so the server and the handlers it
-//! dispatches to (exec, output, fs) depend on it rather than on each other.
+//! dispatches to (exec, output, fs, volume) depend on it rather than on each other.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -35,5 +35,7 @@ pub fn kind(message: &HostMessage) -> &'static str {
         HostMessage::Data(_) => "Data",
         HostMessage::DataEnd => "DataEnd",
         HostMessage::Refresh(_) => "Refresh",
+        HostMessage::Mount(_) => "Mount",
+        HostMessage::VolumeReply { .. } => "VolumeReply",
     }
 }

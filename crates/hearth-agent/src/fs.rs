@@ -101,7 +101,15 @@ fn done<C: Connection>(writer: &mut C) -> Result<(), Failure> {
 
 /// An I/O error as the host sees it: a stable code and a message naming the path.
 fn op_error(op: &str, path: &str, e: &io::Error) -> Failure {
-    let code = match e.raw_os_error() {
+    Failure::Remote(RemoteError::new(
+        error_code(e),
+        format!("failed to {op} `{path}`: {e}"),
+    ))
+}
+
+/// The wire code of an I/O error on a guest path (shared with the volume mounts).
+pub(crate) fn error_code(e: &io::Error) -> ErrorCode {
+    match e.raw_os_error() {
         Some(libc::ENOENT) => ErrorCode::NotFound,
         Some(libc::EACCES | libc::EPERM | libc::EROFS) => ErrorCode::PermissionDenied,
         Some(libc::EEXIST) => ErrorCode::AlreadyExists,
@@ -110,11 +118,7 @@ fn op_error(op: &str, path: &str, e: &io::Error) -> Failure {
         Some(libc::ENOTEMPTY) => ErrorCode::DirectoryNotEmpty,
         Some(libc::ENOSPC | libc::EDQUOT) => ErrorCode::NoSpace,
         _ => ErrorCode::Internal,
-    };
-    Failure::Remote(RemoteError::new(
-        code,
-        format!("failed to {op} `{path}`: {e}"),
-    ))
+    }
 }
 
 fn stat(path: &str, meta: &Metadata) -> FileStat {

@@ -5,9 +5,10 @@
 //! ([`modules`]), switches to the image's overlay root ([`boot`], configured by [`cmdline`]),
 //! opens the agent's port ([`port`]) and runs the host's sessions on it ([`session`]: the
 //! answer to the host's hello is the ready signal), serving one operation per channel
-//! ([`server`]): ping, shutdown ([`power`]), file operations ([`fs`]) and exec ([`exec`]:
-//! processes on pipes or a PTY, their output pumped back by [`output`]); what these handlers
-//! share about the stream is in [`connection`]. [`net`] brings up the guest's network from the
+//! ([`server`]): ping, shutdown ([`power`]), file operations ([`fs`]), exec ([`exec`]:
+//! processes on pipes or a PTY, their output pumped back by [`output`]) and host directories
+//! mounted over FUSE ([`volume`]: each kernel request forwarded to the host as a call); what
+//! these handlers share about the stream is in [`connection`]. [`net`] brings up the guest's network from the
 //! command line. Every child is reaped by one [`reaper`] thread that hands each exec its own
 //! child's status. The few unsafe calls live in `sys`.
 
@@ -33,3 +34,4 @@ pub mod session;
 mod spawn;
 mod sys;
 mod user;
+mod volume;

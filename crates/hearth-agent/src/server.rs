@@ -17,6 +17,7 @@ use crate::connection::{kind, Connection};
 use crate::exec::{self, ExecError};
 use crate::fs::{self, FsError};
 use crate::identity;
+use crate::volume::{self, VolumeError};
 
 /// How long a shutdown waits for the host to close after hearing `ShuttingDown`, so the reply is
 /// not lost in a virtqueue when the VM powers off.
@@ -56,6 +57,8 @@ pub enum ConnectionError {
     Exec(#[from] ExecError),
     #[error("filesystem operation failed")]
     Fs(#[from] FsError),
+    #[error("volume mount failed")]
+    Volume(#[from] VolumeError),
 }
 
 /// Serves one connection: the versioned hello, then one request.
@@ -95,6 +98,7 @@ pub fn handle_connection<C: Connection>(conn: C, context: &Context) -> Result<()
         }
         HostMessage::Exec(request) => Ok(exec::run(&mut reader, writer, &request)?),
         HostMessage::Fs(request) => Ok(fs::run(&mut reader, &mut writer, &request)?),
+        HostMessage::Mount(request) => Ok(volume::run(&mut reader, writer, &request)?),
         HostMessage::Refresh(identity) => match identity::apply(&identity) {
             Ok(()) => reply(&mut writer, &GuestMessage::Done),
             Err(e) => {
@@ -108,7 +112,7 @@ pub fn handle_connection<C: Connection>(conn: C, context: &Context) -> Result<()
         },
         other => {
             let message = format!(
-                "expected Exec, Fs, Ping, Refresh or Shutdown, got {}",
+                "expected Exec, Fs, Mount, Ping, Refresh or Shutdown, got {}",
                 kind(&other)
             );
             reply(&mut writer, &bad_request(message))
