@@ -15,10 +15,10 @@ use crate::control::ControlError;
 use crate::copy::CopyError;
 use crate::exec::ExecError;
 use crate::files::FilesError;
+use crate::mounts::AttachError;
 use crate::sandbox::BootError;
 use crate::snapshots::SnapshotError;
 use crate::state::{SandboxState, StateError};
-use crate::mounts::AttachError;
 use crate::supervisor::SupervisorError;
 use crate::volumes::VolumeError;
 

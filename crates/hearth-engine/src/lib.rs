@@ -57,13 +57,13 @@ pub use files::FilesError;
 pub use gc::GcReport;
 pub use launcher::{ReexecLauncher, SupervisorLauncher};
 pub use lifecycle::{parse_label, LabelSelector, MAX_TIMEOUT};
+pub use mounts::{Mount, MountSpec};
 pub use ops::logs::{LogKind, LogReader};
 pub use ops::run::{OneShot, Started};
 pub use ops::sandboxes::Inspection;
 pub use ops::{
     DetachOptions, ProcessSpec, RegistryOptions, ResolvedSpec, SandboxSpec, DEFAULT_IMAGE,
 };
-pub use mounts::{Mount, MountSpec};
 pub use sandbox::Sandbox;
 pub use snapshots::SnapshotMeta;
 pub use state::{Health, SandboxRecord, SandboxState};

@@ -219,7 +219,10 @@ pub(crate) async fn attach(agent_socket: &Path, mount: &Mount) -> Result<Attache
     let mut stream = agent::open(agent_socket, &request)
         .await
         .map_err(agent_error)?;
-    match agent::next_message(&mut stream).await.map_err(agent_error)? {
+    match agent::next_message(&mut stream)
+        .await
+        .map_err(agent_error)?
+    {
         GuestMessage::Done => {}
         GuestMessage::Error(e) => return Err(agent_error(AgentError::Remote(e))),
         other => return Err(agent_error(agent::unexpected("done", &other))),

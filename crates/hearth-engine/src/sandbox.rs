@@ -18,7 +18,7 @@ use tokio::time::timeout;
 use crate::agent::{self, AgentError};
 use crate::agent_relay::{self, AgentRelay, RECONNECT_TIMEOUT};
 use crate::exec::{self, ExecError, ExecInput, ExecOutput};
-use crate::mounts::{self, Attached, AttachError, Mount};
+use crate::mounts::{self, AttachError, Attached, Mount};
 
 /// Lines of the guest console shown when a boot fails.
 const CONSOLE_TAIL_LINES: usize = 40;

@@ -9,8 +9,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use hearth_engine::{
     parse_allow, DetachOptions, EgressMode, EgressPolicy, Health, LabelSelector, MountSpec,
-    NetworkConfig,
-    NetworkView, NoReporter, PortSpec, ProcessSpec, SandboxRecord, SandboxSpec, SandboxState,
+    NetworkConfig, NetworkView, NoReporter, PortSpec, ProcessSpec, SandboxRecord, SandboxSpec,
+    SandboxState,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -469,9 +469,9 @@ fn mount_spec(mount: VolumeMount, allowed: &[PathBuf]) -> Result<MountSpec, ApiE
         let canonical = std::fs::canonicalize(&mount.source).map_err(|e| {
             ApiError::invalid_input(format!("volume source `{}`: {e}", mount.source))
         })?;
-        let permitted = allowed.iter().any(|dir| {
-            std::fs::canonicalize(dir).is_ok_and(|dir| canonical.starts_with(dir))
-        });
+        let permitted = allowed
+            .iter()
+            .any(|dir| std::fs::canonicalize(dir).is_ok_and(|dir| canonical.starts_with(dir)));
         if !permitted {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -8,8 +8,8 @@ use hearth_agent_proto::{ExecRequest, TermSize};
 use hearth_image::{RegistryTimeouts, DEFAULT_MAX_UNPACKED_BYTES};
 use hearth_net::NetworkConfig;
 
-use crate::mounts::MountSpec;
 use crate::engine::{DEFAULT_BOOT_TIMEOUT, DEFAULT_MEM_SIZE_MIB, DEFAULT_VCPUS};
+use crate::mounts::MountSpec;
 use crate::sandbox::SandboxConfig;
 use crate::supervisor::HealthCheck;
 

@@ -21,10 +21,7 @@ impl Engine {
     pub fn volumes(&self) -> Result<Vec<VolumeInfo>, EngineError> {
         let metas = store(self.state()).list()?;
         let users = self.volume_users()?;
-        Ok(metas
-            .into_iter()
-            .map(|meta| info(meta, &users))
-            .collect())
+        Ok(metas.into_iter().map(|meta| info(meta, &users)).collect())
     }
 
     pub fn volume_inspect(&self, name: &str) -> Result<VolumeInfo, EngineError> {
@@ -73,7 +70,8 @@ impl Engine {
         };
         for dir in run_dirs.flatten() {
             let id = dir.file_name().to_string_lossy().into_owned();
-            if records.iter().any(|r| r.id == id) || crate::gc::owner_gone(&dir.path()) != Some(false)
+            if records.iter().any(|r| r.id == id)
+                || crate::gc::owner_gone(&dir.path()) != Some(false)
             {
                 continue;
             }
