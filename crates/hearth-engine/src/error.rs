@@ -159,8 +159,9 @@ pub enum EngineError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    /// Boxed: it carries the agent's error, and every operation's result carries this enum.
     #[error("failed to mount a host dir in the sandbox")]
-    Mount(#[from] AttachError),
+    Mount(#[source] Box<AttachError>),
     #[error("failed to tell the VMM's version")]
     VmmVersion(#[source] hearth_vmm::VersionError),
     #[error("a background task failed: {0}")]
@@ -172,6 +173,12 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<AttachError> for EngineError {
+    fn from(error: AttachError) -> Self {
+        EngineError::Mount(Box::new(error))
+    }
 }
 
 impl EngineError {

@@ -32,10 +32,10 @@ pub fn volume(engine: &Engine, command: VolumeCommand) -> anyhow::Result<i32> {
             }
         }
         VolumeCommand::Inspect { names } => {
-            let infos = names
-                .iter()
-                .map(|name| engine.volume_inspect(name))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut infos = Vec::new();
+            for name in &names {
+                infos.push(engine.volume_inspect(name)?);
+            }
             println!("{}", serde_json::to_string_pretty(&infos)?);
         }
         VolumeCommand::Rm { names } => {
