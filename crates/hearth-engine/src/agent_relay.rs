@@ -257,8 +257,13 @@ mod tests {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
+    /// Held by the tests that run a guest's processes here: the memory test measures this
+    /// whole process, so another test's burst of execs must not overlap its window.
+    static IN_PROCESS_GUEST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn test_channels_progress_while_one_reader_stalls() {
+        let _serial = IN_PROCESS_GUEST.lock().await;
         let guest = Guest::start();
         let relay = guest.relay().await;
         // Its output fills the channel's window and nobody reads it.
@@ -285,6 +290,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn test_endless_output_to_a_stalled_reader_keeps_memory_bounded() {
+        let _serial = IN_PROCESS_GUEST.lock().await;
         let guest = Guest::start();
         let relay = guest.relay().await;
         let (_pid, _input, _stalled) = exec::start(relay.path(), request(&["cat", "/dev/zero"]))
@@ -306,6 +312,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn test_new_session_after_reconnect_serves_and_old_channels_end() {
+        let _serial = IN_PROCESS_GUEST.lock().await;
         let guest = Guest::start();
         let relay = guest.relay().await;
         let (_pid, _input, old) = exec::start(relay.path(), request(&["sleep", "100"]))

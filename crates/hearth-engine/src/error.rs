@@ -218,6 +218,7 @@ impl EngineError {
             EngineError::Snapshot(
                 SnapshotError::Exists(_)
                 | SnapshotError::Mismatch { .. }
+                | SnapshotError::HasMounts { .. }
                 | SnapshotError::BaseInUse { .. },
             ) => ErrorKind::Conflict,
             EngineError::Volume(e) => volume_kind(e),

@@ -81,6 +81,10 @@ pub enum SnapshotError {
         image: String,
         snapshots: Vec<String>,
     },
+    /// A restore would bring back FUSE mounts whose channels are gone, and the files live on
+    /// the host, outside any saved state.
+    #[error("sandbox {sandbox} has host dirs or volumes mounted (-v), which a snapshot cannot hold; snapshot a sandbox without mounts, or copy the files in with `hearth cp`")]
+    HasMounts { sandbox: String },
     #[error("snapshot `{name}` cannot be restored here: {reason}")]
     Mismatch { name: String, reason: String },
     #[error("snapshot `{name}` has an unreadable record `{}`", path.display())]

@@ -242,12 +242,6 @@ impl EndRequests {
     }
 }
 
-/// Why a sandbox with mounts is not snapshotted: a restore would bring back a guest whose
-/// FUSE mounts point at channels that are gone, and files that live on the host, not in the
-/// snapshot. Templates still serve such sandboxes: they are saved before anything is mounted.
-const MOUNTS_NOT_SAVED: &str = "the sandbox has host dirs or volumes mounted (-v), which a \
-    snapshot cannot hold; snapshot a sandbox without mounts, or copy the files in with `hearth cp`";
-
 /// Runs sandbox `id` to its end, recording each state change in the database.
 pub async fn supervise(vmm: &dyn Vmm, state: &StateDir, id: &str) -> Result<(), SupervisorError> {
     let db = StateDb::open(&state.database())?;
@@ -409,8 +403,12 @@ async fn run_until_end(
                 state,
                 stop,
             } => {
+                // The engine refuses this before asking; the sandbox is the authority.
                 if sandbox.has_mounts() {
-                    pending.answer_saved(Err(MOUNTS_NOT_SAVED.to_owned()));
+                    let refusal = crate::snapshots::SnapshotError::HasMounts {
+                        sandbox: id.to_owned(),
+                    };
+                    pending.answer_saved(Err(refusal.to_string()));
                     continue;
                 }
                 let saved = sandbox.save(&state, !stop).await;

@@ -185,6 +185,17 @@ fn set_mode(node: NodeId, mode: u32) -> VolumeOp {
     }
 }
 
+fn truncate(node: NodeId, size: u64) -> VolumeOp {
+    VolumeOp::SetAttr {
+        node,
+        handle: None,
+        mode: None,
+        size: Some(size),
+        atime: None,
+        mtime: None,
+    }
+}
+
 #[test]
 fn open_refuses_what_is_not_a_directory() {
     let fx = Fixture::new();
@@ -774,20 +785,7 @@ fn symlinks_are_stored_but_never_followed() {
         );
         // chmod is ignored on a symlink (it would follow), truncation refused.
         ok(&mut server, set_mode(node.node, 0o777));
-        assert_eq!(
-            err(
-                &mut server,
-                VolumeOp::SetAttr {
-                    node: node.node,
-                    handle: None,
-                    mode: None,
-                    size: Some(0),
-                    atime: None,
-                    mtime: None,
-                }
-            ),
-            libc::EINVAL
-        );
+        assert_eq!(err(&mut server, truncate(node.node, 0)), libc::EINVAL);
         assert!(
             err(
                 &mut server,
@@ -1105,20 +1103,7 @@ fn special_files_are_never_opened() {
             err(&mut server, VolumeOp::OpenDir { node: node.node }),
             libc::ENOTDIR
         );
-        assert_eq!(
-            err(
-                &mut server,
-                VolumeOp::SetAttr {
-                    node: node.node,
-                    handle: None,
-                    mode: None,
-                    size: Some(0),
-                    atime: None,
-                    mtime: None,
-                }
-            ),
-            libc::EINVAL
-        );
+        assert_eq!(err(&mut server, truncate(node.node, 0)), libc::EINVAL);
         // Creating over it must not open it either.
         assert_eq!(
             err(

@@ -30,6 +30,8 @@ pub struct Inspection {
     pub record: SandboxRecord,
     /// `None` for a sandbox without a network.
     pub network: Option<NetworkView>,
+    /// Host dirs and volumes mounted in it (`-v`).
+    pub mounts: Vec<crate::mounts::Mount>,
 }
 
 impl Engine {
@@ -187,7 +189,11 @@ impl Engine {
                 id: record.id.clone(),
                 source,
             })?;
-        Ok(Inspection { record, network })
+        Ok(Inspection {
+            record,
+            network,
+            mounts: spec.config.mounts,
+        })
     }
 
     /// Removes what crashed sandboxes left behind: VMM processes, run dirs, networks.

@@ -39,6 +39,12 @@ impl Engine {
         };
         lifecycle::check_name(&name)?;
         let config = supervisor::read_spec(self.state(), &record.id)?.config;
+        if !config.mounts.is_empty() {
+            return Err(SnapshotError::HasMounts {
+                sandbox: record.name,
+            }
+            .into());
+        }
         let vmm = self.vmm()?;
         let pending = self.snapshot_store().begin(&name)?;
         let provenance = templates::provenance(vmm, self.state(), &config).await?;

@@ -230,9 +230,37 @@ async fn test_api_sandbox_lifecycle_exec_and_files_on_one_vm() {
     assert_eq!(status, StatusCode::OK);
     assert!(version["backend"].as_str().unwrap().starts_with("qemu-"));
 
-    // Created, not started: the lifecycle's refusals.
+    // Host paths are for servers that allow them; bad targets are refused before anything.
+    let (status, refused) = api
+        .post(
+            "/v1/sandboxes",
+            json!({"volumes": [{"source": "/etc", "target": "/host-etc"}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (StatusCode::FORBIDDEN, "permission_denied"),
+        "{refused}"
+    );
+    let (status, refused) = api
+        .post(
+            "/v1/sandboxes",
+            json!({"volumes": [{"source": "apivol", "target": "data"}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (StatusCode::BAD_REQUEST, "invalid_input"),
+        "{refused}"
+    );
+
+    // Created, not started: the lifecycle's refusals. It mounts a named volume.
     let (status, created) = api
-        .post("/v1/sandboxes", json!({"name": "api", "start": false}))
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "api", "start": false,
+                   "volumes": [{"source": "apivol", "target": "/data"}]}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["state"], "created");
@@ -312,6 +340,14 @@ async fn test_api_sandbox_lifecycle_exec_and_files_on_one_vm() {
     assert_eq!(result["exit_code"], 3);
     let shown = api.sh("api", "echo $MORE; pwd").await;
     assert_eq!(shown, "\n/\n", "request env and cwd do not stick");
+    api.sh("api", "echo via-api > /data/f").await;
+    let volume: Value =
+        serde_json::from_str(&hearth_ok(&host, &["volume", "inspect", "apivol"])).unwrap();
+    let data = std::path::Path::new(volume[0]["path"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(data.join("f")).unwrap(),
+        "via-api\n"
+    );
     let bytes: Vec<u8> = (0..=255).collect();
     let binary = api
         .exec(
