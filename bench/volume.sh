@@ -41,18 +41,20 @@ mkdir -p "$tmp/mnt" "$tmp/host"
 # Milliseconds of WORK in DIR, as the clock of the side that runs it sees it. DROP=1 drops
 # the page cache before a read (the guest's own; the host's is left alone, so its reads come
 # from cache, which makes the host a stricter baseline).
+# The clock is /proc/uptime (10 ms steps): busybox `date` has no %N.
 script='
+now() { read up _ < /proc/uptime; echo $(( ${up%.*}${up#*.} * 10 )); }
 dir=$1; work=$2; mib=$3; tree=$4; drop=$5
 rm -rf "$dir/bench"; mkdir -p "$dir/bench"; sync
 case $work in
-  write) t0=$(date +%s%N); dd if=/dev/zero of="$dir/bench/seq" bs=1M count=$mib 2>/dev/null; sync; t1=$(date +%s%N) ;;
+  write) t0=$(now); dd if=/dev/zero of="$dir/bench/seq" bs=1M count=$mib 2>/dev/null; sync; t1=$(now) ;;
   read) dd if=/dev/zero of="$dir/bench/seq" bs=1M count=$mib 2>/dev/null; sync
         [ "$drop" = 1 ] && echo 3 > /proc/sys/vm/drop_caches
-        t0=$(date +%s%N); dd if="$dir/bench/seq" of=/dev/null bs=1M 2>/dev/null; t1=$(date +%s%N) ;;
-  untar) t0=$(date +%s%N); tar -xf "$tree" -C "$dir/bench"; sync; t1=$(date +%s%N) ;;
+        t0=$(now); dd if="$dir/bench/seq" of=/dev/null bs=1M 2>/dev/null; t1=$(now) ;;
+  untar) t0=$(now); tar -xf "$tree" -C "$dir/bench"; sync; t1=$(now) ;;
 esac
 rm -rf "$dir/bench"
-echo $(( (t1 - t0) / 1000000 ))'
+echo $(( t1 - t0 ))'
 
 measure() { # guest|host DIR WORK
     local i
