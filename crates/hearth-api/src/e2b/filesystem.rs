@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::connect::{self, Code, RpcError};
-use super::entry::{entry_info, join};
+use super::entry::{entry_info, join, Names};
 use super::{absolute, user_of, E2bState, SandboxId};
 
 /// Entries one listing or one watcher's snapshot may hold.
@@ -70,7 +70,8 @@ where
 
 async fn stat_entry(state: &E2bState, sandbox: &str, path: &str) -> Result<Value, RpcError> {
     let stat = state.app.engine.stat(sandbox, path).await?;
-    Ok(entry_info(path, &stat))
+    let names = Names::of(&state.app.engine, sandbox, [&stat]).await;
+    Ok(entry_info(path, &stat, &names))
 }
 
 async fn stat(
@@ -174,10 +175,16 @@ async fn list_dir(
 ) -> Response {
     unary(&headers, &body, |r: ListRequest, user| async move {
         let path = absolute(&r.path, user.as_deref());
-        let entries: Vec<Value> = walk(&state, &sandbox, &path, r.depth.unwrap_or(1))
-            .await?
+        let found = walk(&state, &sandbox, &path, r.depth.unwrap_or(1)).await?;
+        let names = Names::of(
+            &state.app.engine,
+            &sandbox,
+            found.iter().map(|(_, stat)| stat),
+        )
+        .await;
+        let entries: Vec<Value> = found
             .iter()
-            .map(|(path, stat)| entry_info(path, stat))
+            .map(|(path, stat)| entry_info(path, stat, &names))
             .collect();
         Ok(json!({ "entries": entries }))
     })

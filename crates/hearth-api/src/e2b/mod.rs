@@ -1,7 +1,8 @@
 //! E2B's protocols on a listener of their own, so that the E2B SDKs (`e2b`,
 //! `e2b-code-interpreter`, Python and JS) drive hearth with `E2B_API_URL` and
 //! `E2B_SANDBOX_URL` both set to it. Requests without an `E2b-Sandbox-Id` header are the
-//! control plane ([`control`]: create, list, kill, timeouts; `X-API-KEY` is a hearth key);
+//! control plane ([`control`]: create, list, kill, timeouts, pause and resume, metrics;
+//! `X-API-KEY` is a hearth key);
 //! requests with one go to that sandbox's envd ([`process`], [`filesystem`], [`files`]) or,
 //! with `E2b-Sandbox-Port: 49999`, to its code interpreter ([`interpreter`]), each checked
 //! against the sandbox's access token ([`token`]).
@@ -12,6 +13,8 @@ mod entry;
 mod files;
 mod filesystem;
 mod interpreter;
+mod metrics;
+mod paused;
 mod process;
 mod token;
 
@@ -74,6 +77,7 @@ pub struct E2bState {
     processes: process::Table,
     watchers: filesystem::Watchers,
     kernels: interpreter::Kernels,
+    transitions: control::Transitions,
 }
 
 /// The E2B router: control plane, envd and code interpreter, told apart by headers.
@@ -85,6 +89,7 @@ pub fn router(app: AppState, keys: Option<ApiKeys>, config: E2bConfig) -> Router
         processes: process::Table::default(),
         watchers: filesystem::Watchers::default(),
         kernels: interpreter::Kernels::default(),
+        transitions: control::Transitions::default(),
     };
     let control = control::router().with_state(state.clone());
     let envd = Router::new()
@@ -143,11 +148,14 @@ async fn dispatch(
             connect::RpcError::new(connect::Code::Unauthenticated, message).into_response()
         };
     }
-    match state.app.engine.running(&sandbox) {
-        Ok(record) if record.id == sandbox => {}
+    // The SDKs name the E2B sandbox; envd's handlers get the hearth sandbox serving it now.
+    match control::live(&state, &sandbox) {
+        Ok(Some(record)) => {
+            request.extensions_mut().insert(SandboxId(record.id));
+        }
         _ => {
             // The SDKs read a 502 whose message says "was not found" as a sandbox that is
-            // not running.
+            // not running (a paused one too: E2B's proxy answers the same).
             return (
                 StatusCode::BAD_GATEWAY,
                 axum::Json(json!({
@@ -159,7 +167,6 @@ async fn dispatch(
                 .into_response();
         }
     }
-    request.extensions_mut().insert(SandboxId(sandbox));
     match port.as_str() {
         INTERPRETER_PORT => serve(interpreter, request).await,
         ENVD_PORT => serve(envd, request).await,

@@ -504,7 +504,10 @@ impl Vm for QemuVm {
             (None, Some(qmp)) => qmp,
             _ => return Err(SaveError::NotRunning),
         };
-        let saved = migration::save(qmp, dest).await;
+        let saved = match migration::include_shared_memory(qmp).await {
+            Ok(()) => migration::save(qmp, dest).await,
+            Err(e) => Err(e),
+        };
         if resume {
             qmp.execute("cont", Value::Null)
                 .await

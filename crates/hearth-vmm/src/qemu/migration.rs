@@ -68,7 +68,17 @@ pub async fn save(qmp: &mut Qmp, dest: &Path) -> Result<(), MigrationError> {
 /// Has the next save or load leave out RAM in shared memory files (QEMU's x-ignore-shared):
 /// both ends of one stream must say so, the loading end over QMP before `migrate-incoming`.
 pub async fn ignore_shared_memory(qmp: &mut Qmp) -> Result<(), MigrationError> {
-    let capabilities = json!([{ "capability": "x-ignore-shared", "state": true }]);
+    set_ignore_shared(qmp, true).await
+}
+
+/// Has the next save carry all RAM: a clone keeps x-ignore-shared on from its load, and a full
+/// stream saved with it on names the capability, so no VM without it would load the stream.
+pub async fn include_shared_memory(qmp: &mut Qmp) -> Result<(), MigrationError> {
+    set_ignore_shared(qmp, false).await
+}
+
+async fn set_ignore_shared(qmp: &mut Qmp, on: bool) -> Result<(), MigrationError> {
+    let capabilities = json!([{ "capability": "x-ignore-shared", "state": on }]);
     qmp.execute(
         "migrate-set-capabilities",
         json!({ "capabilities": capabilities }),

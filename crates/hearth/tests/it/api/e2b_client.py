@@ -1,13 +1,21 @@
 # The E2B SDKs (e2b and e2b-code-interpreter from PyPI, unmodified) against `hearth serve
 # --e2b-listen`: E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY come from the test. Each check
 # fails with a message saying what differed; "ok" on the last line means all passed.
+import datetime
 import os
 import sys
 import time
 
 import httpx
 
-from e2b import CommandExitException, PtySize, Sandbox
+from e2b import (
+    CommandExitException,
+    FileType,
+    PtySize,
+    Sandbox,
+    SandboxQuery,
+    SandboxState,
+)
 from e2b.exceptions import (
     AuthenticationException,
     NotFoundException,
@@ -123,6 +131,27 @@ def files(sbx):
     except NotFoundException:
         pass
 
+    sbx.files.write("/tmp/e2b/owned.txt", "12345")
+    # The test image's busybox has no chmod, chown or ln; it has python3.
+    sbx.commands.run(
+        "python3 -c 'import os; p = \"/tmp/e2b/owned.txt\"; os.chmod(p, 0o640); "
+        "os.chown(p, 1000, 1000); os.symlink(p, \"/tmp/e2b/link\")'",
+        user="root",
+    )
+    info = sbx.files.get_info("/tmp/e2b/owned.txt")
+    check(info.type == FileType.FILE and info.size == 5, f"file info {info}")
+    check(info.mode & 0o777 == 0o640 and info.permissions == "-rw-r-----", f"mode {info}")
+    check(info.owner == "user" and info.group == "user", f"owner and group {info}")
+    age = abs(datetime.datetime.now(datetime.timezone.utc) - info.modified_time)
+    check(age < datetime.timedelta(hours=1), f"modified time {info.modified_time}")
+    check(info.symlink_target is None, f"a file's symlink target {info}")
+    link = sbx.files.get_info("/tmp/e2b/link")
+    check(link.type == FileType.SYMLINK, f"link type {link}")
+    check(link.symlink_target == "/tmp/e2b/owned.txt", f"link target {link}")
+    check(sbx.files.get_info("/tmp").owner == "root", "root's dir")
+    sbx.files.remove("/tmp/e2b/link")
+    sbx.files.remove("/tmp/e2b/owned.txt")
+
     watcher = sbx.files.watch_dir("/tmp/e2b")
     sbx.files.write("/tmp/e2b/watched.txt", "x")
     events = []
@@ -192,6 +221,85 @@ def control(sbx):
         pass
 
 
+def metrics(sbx):
+    samples = sbx.get_metrics()
+    check(len(samples) == 1, f"metrics {samples}")
+    m = samples[0]
+    check(m.cpu_count >= 1, f"cpu count {m}")
+    check(0 <= m.cpu_used_pct <= 100, f"cpu use {m}")
+    check(0 < m.mem_used <= m.mem_total, f"memory {m}")
+    check(0 <= m.mem_cache <= m.mem_total, f"cache {m}")
+    check(0 <= m.disk_used <= m.disk_total, f"disk {m}")
+    age = abs(datetime.datetime.now(datetime.timezone.utc) - m.timestamp)
+    check(age < datetime.timedelta(minutes=5), f"metric timestamp {m.timestamp}")
+
+
+def listed(state):
+    query = SandboxQuery(state=[state])
+    return [s.sandbox_id for s in Sandbox.list(query=query).next_items()]
+
+
+def pause_resume(sbx):
+    sbx.files.write("/tmp/e2b/kept.txt", "kept across a pause")
+    # A command's process ends with the pause (see docs/e2b.md); one it detached from itself
+    # is part of the saved machine.
+    handle = sbx.commands.run("sleep 1000", background=True)
+    detached = sbx.commands.run(
+        "python3 -c 'import subprocess as s; print(s.Popen([\"sleep\", \"1001\"], "
+        "start_new_session=True, stdin=s.DEVNULL, stdout=s.DEVNULL, stderr=s.DEVNULL).pid)'"
+    ).stdout.strip()
+    check(detached.isdigit(), f"detached pid {detached!r}")
+    sbx.run_code("before_pause = 7")
+
+    check(sbx.pause(), "pause of a running sandbox")
+    check(not sbx.pause(), "a second pause says False")
+    check(sbx.sandbox_id in listed(SandboxState.PAUSED), "listed as paused")
+    check(sbx.sandbox_id not in listed(SandboxState.RUNNING), "not listed as running")
+    check(sbx.get_info().state == SandboxState.PAUSED, "get_info says paused")
+    check(not sbx.is_running(), "is_running of a paused sandbox")
+    check(sbx.get_metrics() == [], "a paused sandbox has no metrics")
+
+    resumed = Sandbox.connect(sbx.sandbox_id)
+    check(resumed.sandbox_id == sbx.sandbox_id, f"resumed id {resumed.sandbox_id}")
+    check(resumed._envd_access_token == sbx._envd_access_token, "the token stays")
+    check(sbx.get_info().state == SandboxState.RUNNING, "get_info says running")
+    check(sbx.sandbox_id in listed(SandboxState.RUNNING), "listed as running")
+    check(sbx.sandbox_id not in listed(SandboxState.PAUSED), "no longer listed as paused")
+    check(resumed.files.read("/tmp/e2b/kept.txt") == "kept across a pause", "file kept")
+    # The object made before the pause goes on working: same id, same token.
+    check(sbx.files.read("/tmp/e2b/kept.txt") == "kept across a pause", "old handle")
+    cmdline = resumed.commands.run(f"cat /proc/{detached}/cmdline").stdout
+    check(cmdline.split("\0")[:2] == ["sleep", "1001"], f"the detached process runs on: {cmdline!r}")
+    pids = [p.pid for p in resumed.commands.list()]
+    check(handle.pid not in pids, f"the ended command is not listed: {pids}")
+    gone = resumed.commands.run(f"test -d /proc/{handle.pid} && echo alive || echo gone").stdout
+    print(f"after resume, the pause's command {handle.pid} is {gone.strip()}", file=sys.stderr)
+    again = resumed.commands.run("sleep 1000", background=True)
+    check(again.pid in [p.pid for p in resumed.commands.list()], "a new command is listed")
+    again.kill()
+    # The interpreter's driver was a process too: the context starts afresh.
+    check(sbx.run_code("6 * 7").text == "42", "run_code after a resume")
+    metrics(resumed)
+    check(Sandbox.connect(sbx.sandbox_id).sandbox_id == sbx.sandbox_id, "connect to it running")
+
+
+def paused_kill():
+    # A warm start (the template exists by now) and then a resumed sandbox pause too.
+    sbx = Sandbox.create(template="code-interpreter-v1")
+    check(sbx.pause(), "pause of a warm-started sandbox")
+    sbx.connect()
+    check(sbx.commands.run("echo back").stdout == "back\n", "instance connect resumes")
+    check(sbx.pause(), "pause of a resumed sandbox")
+    check(Sandbox.kill(sbx.sandbox_id), "kill of a paused sandbox")
+    check(not Sandbox.kill(sbx.sandbox_id), "a second kill of it says False")
+    check(sbx.sandbox_id not in listed(SandboxState.PAUSED), "a killed sandbox is not listed")
+    try:
+        Sandbox.connect(sbx.sandbox_id)
+        raise AssertionError("connecting to a killed paused sandbox did not raise")
+    except (NotFoundException, SandboxException):
+        pass
+
+
 def bad_credentials(sbx):
     try:
         Sandbox.list(api_key="hearth_wrong").next_items()
@@ -242,10 +350,13 @@ def main():
         interpreter(sbx)
         control(sbx)
         bad_credentials(sbx)
+        metrics(sbx)
+        pause_resume(sbx)
     finally:
         killed = sbx.kill()
     check(killed, "kill of a running sandbox")
     check(not Sandbox.kill(sbx.sandbox_id), "a second kill says False")
+    paused_kill()
     print("ok")
 
 

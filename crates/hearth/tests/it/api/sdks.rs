@@ -1,6 +1,6 @@
 //! Other projects' SDKs, unmodified, against `hearth serve` and real VMs: the E2B SDKs from
-//! PyPI and npm (`e2b_client.py` drives commands, PTYs, files, the code interpreter and the
-//! control plane; `e2b_client.mjs` the JS core flow) on `--e2b-listen`, and ComputeSDK from
+//! PyPI and npm (`e2b_client.py` drives commands, PTYs, files, the code interpreter, metrics,
+//! pause and resume and the control plane; `e2b_client.mjs` the JS core flow) on `--e2b-listen`, and ComputeSDK from
 //! npm (`computesdk_client.mjs`) on `--computesdk-listen`. One server and one pair of images
 //! serve them all.
 
@@ -87,6 +87,20 @@ fn test_the_e2b_sdks_and_computesdk_drive_sandboxes_unmodified() {
 
     let listed = host.hearth().args(["ps", "-a", "-q"]).output().unwrap();
     assert_eq!(stdout(&listed).trim(), "", "killed sandboxes are removed");
+    let snapshots = host
+        .hearth()
+        .args(["snapshot", "ls", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&snapshots).trim(),
+        "[]",
+        "resumed and killed sandboxes leave no snapshot"
+    );
+    let paused = std::fs::read_dir(host.state_dir().join("api/e2b-paused"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(paused, 0, "nor a paused-sandbox record");
     assert!(server.stop().success(), "a graceful shutdown exits 0");
     host.assert_clean();
 }
