@@ -373,6 +373,8 @@ impl Sandbox {
 
     /// Ends the VM at once.
     pub async fn kill(mut self) -> VmExit {
+        // Ended first, so the stream breaking under the dying VM is not reported as a fault.
+        self.relay.end_session();
         let exit = self.vm.stop(Duration::ZERO).await;
         self.remove_network().await;
         exit
