@@ -13,8 +13,9 @@ const PARENT: &str = "hearth";
 
 /// What QEMU needs above guest RAM under TCG: its translation cache (grows with the code the
 /// guest runs), device and migration buffers and its own heap. A booted, idle 512 MiB guest's
-/// QEMU measured about 150 MiB RSS on top of the RAM it touched (see docs/security.md); this
-/// leaves room for a busy one and for a migration's buffers.
+/// QEMU measured about 150 MiB RSS on top of the RAM it touched; a 512 MiB guest driven out of
+/// RAM peaked at 775 MiB of its group, page cache included (see docs/security.md). This leaves
+/// room for a busy one and for a migration's buffers.
 pub const MEMORY_OVERHEAD_MIB: u64 = 384;
 
 /// Tasks (threads) a VMM may run: one per vcpu, QEMU's RCU, I/O and main threads, and its
