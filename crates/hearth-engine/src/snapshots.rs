@@ -403,6 +403,28 @@ pub fn check_restorable(meta: &SnapshotMeta, host: &Host<'_>) -> Result<(), Snap
 /// and modification time: a restore checks kernel, initramfs and base each time, and hashing
 /// tens of MB would cost a good part of the restore itself.
 pub fn file_digest(state: &StateDir, path: &Path) -> Result<String, SnapshotError> {
+    remembered(
+        state,
+        path,
+        "",
+        |value| value.starts_with("sha256:"),
+        || hash_file(path),
+    )
+}
+
+/// `compute`'s answer about the file at `path`, kept under `<state>/digests/` with the file's
+/// device, inode, size and mtime, and reused while those stay the same (and the kept answer
+/// passes `valid`). `kind` tells apart what is remembered about one file.
+pub(crate) fn remembered<E>(
+    state: &StateDir,
+    path: &Path,
+    kind: &str,
+    valid: impl Fn(&str) -> bool,
+    compute: impl FnOnce() -> Result<String, E>,
+) -> Result<String, E>
+where
+    E: From<SnapshotError>,
+{
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).map_err(io_error("stat", path))?;
     let key = format!(
@@ -414,24 +436,26 @@ pub fn file_digest(state: &StateDir, path: &Path) -> Result<String, SnapshotErro
         meta.mtime_nsec()
     );
     let dir = state.root().join("digests");
-    let entry = dir.join(hex(&Sha256::digest(path.as_os_str().as_encoded_bytes())));
+    let mut name = kind.as_bytes().to_vec();
+    name.extend_from_slice(path.as_os_str().as_encoded_bytes());
+    let entry = dir.join(hex(&Sha256::digest(&name)));
     if let Ok(text) = std::fs::read_to_string(&entry) {
-        if let Some((saved, digest)) = text.split_once('\n') {
-            if saved == key && digest.starts_with("sha256:") {
-                return Ok(digest.to_owned());
+        if let Some((saved, value)) = text.split_once('\n') {
+            if saved == key && valid(value) {
+                return Ok(value.to_owned());
             }
         }
     }
-    let digest = hash_file(path)?;
-    // A cache that cannot be written only costs the next check a hash.
+    let value = compute()?;
+    // A cache that cannot be written only costs the next check the work again.
     let temp = dir.join(format!(".tmp-{}", std::process::id()));
     let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&temp, format!("{key}\n{digest}")))
+        .and_then(|()| std::fs::write(&temp, format!("{key}\n{value}")))
         .and_then(|()| std::fs::rename(&temp, &entry));
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
-    Ok(digest)
+    Ok(value)
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -32,6 +32,12 @@ pub trait Vmm: Send + Sync + std::fmt::Debug {
     /// The VMM's own version (`QEMU emulator version 7.2.22 ...`): a saved state loads only
     /// into the version that saved it.
     fn version(&self) -> Result<String, VersionError>;
+
+    /// The VMM's executable, by which a caller may remember [`Vmm::version`] across processes
+    /// (asking QEMU costs a process start on every sandbox start); `None`: ask every time.
+    fn program(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// Why a backend could not tell its version.

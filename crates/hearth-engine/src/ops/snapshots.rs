@@ -93,7 +93,7 @@ impl Engine {
         Ok(snapshots::Host {
             state: self.state(),
             backend: vmm.describe().to_string(),
-            vmm_version: vmm.version().map_err(EngineError::VmmVersion)?,
+            vmm_version: templates::vmm_version(vmm, self.state())?,
             agent_protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION"),
         })

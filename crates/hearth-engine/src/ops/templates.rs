@@ -35,7 +35,7 @@ pub(crate) async fn provenance(
     state: &StateDir,
     config: &SandboxConfig,
 ) -> Result<Provenance, EngineError> {
-    let vmm_version = vmm.version().map_err(EngineError::VmmVersion)?;
+    let vmm_version = vmm_version(vmm, state)?;
     let (state, kernel, initramfs, rootfs) = (
         state.clone(),
         config.kernel.clone(),
@@ -59,6 +59,22 @@ pub(crate) async fn provenance(
         initramfs_digest,
         rootfs_digest,
     })
+}
+
+/// The VMM's version, remembered by its executable: asking QEMU is a process start (about
+/// 70 ms here) that every sandbox start would otherwise pay.
+pub(crate) fn vmm_version(vmm: &dyn Vmm, state: &StateDir) -> Result<String, EngineError> {
+    let ask = || vmm.version().map_err(EngineError::VmmVersion);
+    match vmm.program() {
+        Some(program) => snapshots::remembered(
+            state,
+            program,
+            "vmm-version\n",
+            |version| !version.is_empty(),
+            ask,
+        ),
+        None => ask(),
+    }
 }
 
 /// The template name for `config`: a hash of everything a restore must match.

@@ -179,6 +179,10 @@ impl Vmm for QemuVmm {
         }))
     }
 
+    fn program(&self) -> Option<&Path> {
+        Some(&self.qemu)
+    }
+
     fn version(&self) -> Result<String, VersionError> {
         if let Some(version) = self.version.get() {
             return Ok(version.clone());
