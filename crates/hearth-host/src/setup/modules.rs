@@ -394,6 +394,7 @@ mod tests {
     /// few unrelated ones kept to show they are ignored.
     const MODULES_DEP: &str = "\
 kernel/fs/fuse/virtiofs.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko kernel/fs/fuse/fuse.ko
+kernel/fs/fuse/fuse.ko:
 kernel/fs/overlayfs/overlay.ko:
 kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
 kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
