@@ -81,7 +81,7 @@ impl MountSpec {
     /// named volume is created when missing, as docker does.
     pub(crate) fn resolve(&self, volumes: &volumes::VolumeStore) -> Result<Mount, VolumeError> {
         let target = guest_target(&self.target)?;
-        let (host_dir, volume) = if is_host_path(&self.source) {
+        let (host_dir, volume) = if self.names_host_path() {
             (host_dir(Path::new(&self.source))?, None)
         } else {
             let meta = volumes.ensure(&self.source)?;
@@ -96,7 +96,15 @@ impl MountSpec {
     }
 }
 
-/// Docker's rule: a source with a `/` or starting with `.` or `~` is a path, else a name.
+impl MountSpec {
+    /// Docker's rule: a source with a `/` or starting with `.` or `~` is a host path, anything
+    /// else a volume name. Clients that restrict host paths must ask this, not a rule of
+    /// their own, or a source one side takes for a name the other would mount as a path.
+    pub fn names_host_path(&self) -> bool {
+        is_host_path(&self.source)
+    }
+}
+
 fn is_host_path(source: &str) -> bool {
     source.contains('/') || source.starts_with('.') || source.starts_with('~')
 }
@@ -178,6 +186,12 @@ pub enum AttachError {
         target: String,
         #[source]
         source: AgentError,
+    },
+    #[error("failed to record the sandbox's volumes in `{}`", path.display())]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("failed to hand the channel of {target} to its server")]
     Channel {

@@ -249,12 +249,8 @@ impl Sandbox {
         // What `volume rm` looks for to tell a volume is in use by this run.
         let names: Vec<&str> = mounts.iter().filter_map(|m| m.volume.as_deref()).collect();
         let list = volumes_in_use_path(&self.run_dir);
-        if let Err(source) = std::fs::write(&list, names.join("\n")) {
-            return Err(AttachError::Channel {
-                target: list.display().to_string(),
-                source,
-            });
-        }
+        std::fs::write(&list, names.join("\n"))
+            .map_err(|source| AttachError::Record { path: list, source })?;
         for mount in mounts {
             let attached = mounts::attach(self.relay.path(), mount).await?;
             tracing::info!(sandbox = %self.id, host = %mount.host_dir.display(),

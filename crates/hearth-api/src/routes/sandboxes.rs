@@ -458,16 +458,20 @@ fn sandbox_spec(request: CreateSandbox, app: &AppState) -> Result<SandboxSpec, A
 /// A mount a client asked for, with a host path allowed only below `allowed` (checked on the
 /// canonical path, so `..` and symlinks cannot step out).
 fn mount_spec(mount: VolumeMount, allowed: &[PathBuf]) -> Result<MountSpec, ApiError> {
-    let is_path = mount.source.contains('/') || mount.source.starts_with('.');
-    if is_path {
-        if !mount.source.starts_with('/') {
+    let spec = MountSpec {
+        source: mount.source,
+        target: mount.target,
+        read_only: mount.read_only,
+    };
+    if spec.names_host_path() {
+        if !spec.source.starts_with('/') {
             return Err(ApiError::invalid_input(format!(
                 "volume source `{}`: host paths must be absolute",
-                mount.source
+                spec.source
             )));
         }
-        let canonical = std::fs::canonicalize(&mount.source).map_err(|e| {
-            ApiError::invalid_input(format!("volume source `{}`: {e}", mount.source))
+        let canonical = std::fs::canonicalize(&spec.source).map_err(|e| {
+            ApiError::invalid_input(format!("volume source `{}`: {e}", spec.source))
         })?;
         let permitted = allowed
             .iter()
@@ -479,16 +483,12 @@ fn mount_spec(mount: VolumeMount, allowed: &[PathBuf]) -> Result<MountSpec, ApiE
                 format!(
                     "volume source `{}` is not below a dir this server lets clients mount \
                      (hearth serve --allow-host-dir DIR); named volumes are always allowed",
-                    mount.source
+                    spec.source
                 ),
             ));
         }
     }
-    Ok(MountSpec {
-        source: mount.source,
-        target: mount.target,
-        read_only: mount.read_only,
-    })
+    Ok(spec)
 }
 
 /// `KEY=VALUE` entries; a key holding `=` or nothing would change what the guest sees.
