@@ -42,6 +42,8 @@ pub enum BootError {
         #[source]
         source: Errno,
     },
+    #[error("the base has {layers} layers, more disks than follow {}", first.display())]
+    TooManyLayers { first: PathBuf, layers: usize },
     #[error("root device {path} did not appear within {waited:?}")]
     NoRootDevice { path: PathBuf, waited: Duration },
     #[error("failed to switch root to {root}")]
@@ -110,19 +112,35 @@ pub fn switch_to_image_root(cmdline: &KernelCmdline) -> Result<(), BootError> {
     let Some(device) = &cmdline.rootfs else {
         return Ok(());
     };
-    wait_for_device(device)?;
-    let device_name = device.to_string_lossy();
-    mount_fs(
-        &cmdline.rootfs_type,
-        &device_name,
-        BASE,
-        MsFlags::MS_RDONLY,
-        "",
-    )?;
+    let mut lowers = Vec::with_capacity(cmdline.layers);
+    for index in 0..cmdline.layers {
+        let device = nth_device(device, index).ok_or_else(|| BootError::TooManyLayers {
+            first: device.clone(),
+            layers: cmdline.layers,
+        })?;
+        wait_for_device(&device)?;
+        let target = match cmdline.layers {
+            1 => PathBuf::from(BASE),
+            _ => Path::new(BASE).join(index.to_string()),
+        };
+        mount_fs(
+            &cmdline.rootfs_type,
+            &device.to_string_lossy(),
+            &target,
+            MsFlags::MS_RDONLY,
+            "",
+        )?;
+        lowers.push(target.to_string_lossy().into_owned());
+    }
+    // overlayfs lists the top layer first.
+    lowers.reverse();
     mount_fs("tmpfs", "tmpfs", RW, MsFlags::empty(), "mode=0755")?;
     mkdir(Path::new(RW).join("upper"))?;
     mkdir(Path::new(RW).join("work"))?;
-    let layers = format!("lowerdir={BASE},upperdir={RW}/upper,workdir={RW}/work");
+    let layers = format!(
+        "lowerdir={},upperdir={RW}/upper,workdir={RW}/work",
+        lowers.join(":")
+    );
     mount_fs("overlay", "overlay", ROOT, MsFlags::empty(), &layers)?;
     for dir in ["/proc", "/sys", "/dev"] {
         move_mount(
@@ -138,6 +156,22 @@ pub fn switch_to_image_root(cmdline: &KernelCmdline) -> Result<(), BootError> {
         "mode=1777",
     )?;
     switch_root(Path::new(ROOT))
+}
+
+/// The block device `index` places after `first` (`/dev/vda` → `/dev/vdc` for 2): virtio-blk
+/// names disks in the order the VMM lists them. `None` past `vdz`.
+fn nth_device(first: &Path, index: usize) -> Option<PathBuf> {
+    let name = first.to_str()?;
+    let last = *name.as_bytes().last()?;
+    let letter = u8::try_from(usize::from(last).checked_add(index)?).ok()?;
+    if !last.is_ascii_lowercase() || !letter.is_ascii_lowercase() {
+        return (index == 0).then(|| first.to_owned());
+    }
+    Some(PathBuf::from(format!(
+        "{}{}",
+        &name[..name.len() - 1],
+        char::from(letter)
+    )))
 }
 
 pub fn set_hostname(hostname: &str) -> Result<(), BootError> {
@@ -246,5 +280,20 @@ fn link_dev_fds() {
                 log!("failed to link {link} to {target}: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_nth_device_counts_disks_after_the_first() {
+        let first = Path::new("/dev/vda");
+        assert_eq!(nth_device(first, 0).unwrap(), Path::new("/dev/vda"));
+        assert_eq!(nth_device(first, 2).unwrap(), Path::new("/dev/vdc"));
+        assert_eq!(nth_device(first, 25).unwrap(), Path::new("/dev/vdz"));
+        assert_eq!(nth_device(first, 26), None);
+        assert_eq!(nth_device(Path::new("/dev/sr0"), 1), None);
     }
 }

@@ -13,6 +13,9 @@ pub struct KernelCmdline {
     pub rootfs: Option<PathBuf>,
     /// Filesystem type of `rootfs` (`hearth.rootfstype=`).
     pub rootfs_type: String,
+    /// How many layers the base has (`hearth.layers=`): `rootfs` and the devices after it
+    /// (`/dev/vdb`, ...), bottom first, stacked by overlayfs.
+    pub layers: usize,
     /// Guest hostname (`hearth.hostname=`).
     pub hostname: Option<String>,
     /// Guest address as `ADDR/PREFIX` on `eth0` (`hearth.ip=`); without it, no network.
@@ -39,6 +42,7 @@ impl KernelCmdline {
         let mut cmdline = KernelCmdline {
             rootfs: None,
             rootfs_type: DEFAULT_ROOTFS_TYPE.to_owned(),
+            layers: 1,
             hostname: None,
             ip: None,
             gateway: None,
@@ -52,6 +56,9 @@ impl KernelCmdline {
                 "hearth.rootfs" => cmdline.rootfs = value.map(PathBuf::from),
                 "hearth.rootfstype" => {
                     cmdline.rootfs_type = value.unwrap_or_else(|| DEFAULT_ROOTFS_TYPE.to_owned());
+                }
+                "hearth.layers" => {
+                    cmdline.layers = value.and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
                 }
                 "hearth.hostname" => cmdline.hostname = value,
                 "hearth.ip" => cmdline.ip = value,
@@ -125,6 +132,7 @@ mod tests {
             KernelCmdline {
                 rootfs: Some(PathBuf::from("/dev/vda")),
                 rootfs_type: "erofs".into(),
+                layers: 1,
                 hostname: Some("brave-otter".into()),
                 ip: None,
                 gateway: None,

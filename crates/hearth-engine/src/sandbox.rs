@@ -91,18 +91,32 @@ impl SandboxConfig {
     }
 }
 
-/// The block devices of a sandbox's VM, in the order the guest names them: its read-only base.
-pub(crate) fn disks(config: &SandboxConfig) -> Vec<DiskConfig> {
-    vec![DiskConfig {
+/// The block devices of a sandbox's VM, in the order the guest names them: the layers of its
+/// read-only base, bottom first.
+pub(crate) fn disks(config: &SandboxConfig) -> Result<Vec<DiskConfig>, BootError> {
+    let files = hearth_image::base_files(&config.rootfs).map_err(|source| BootError::Base {
         path: config.rootfs.clone(),
-        read_only: true,
-    }]
+        source,
+    })?;
+    Ok(files
+        .into_iter()
+        .map(|path| DiskConfig {
+            path,
+            read_only: true,
+        })
+        .collect())
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     #[error("failed to create the run dir `{}`", path.display())]
     RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to read the layers of the base image `{}`", path.display())]
+    Base {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -435,11 +449,12 @@ impl Prepared {
         vmm: &dyn Vmm,
         config: &SandboxConfig,
     ) -> Result<Launched, BootError> {
+        let disks = disks(config)?;
         let vm_config = VmConfig {
             kernel: config.kernel.clone(),
             initramfs: config.initramfs.clone(),
-            cmdline: self.cmdline(config),
-            disks: disks(config),
+            cmdline: self.cmdline(config, disks.len()),
+            disks,
             vcpus: config.vcpus,
             mem_size_mib: config.mem_size_mib,
             run_dir: self.run_dir.clone(),
@@ -470,13 +485,16 @@ impl Prepared {
         Ok(Launched { prepared: self, vm })
     }
 
-    /// The guest's settings for a cold boot: root device, hostname, addresses.
-    fn cmdline(&self, config: &SandboxConfig) -> String {
+    /// The guest's settings for a cold boot: root devices, hostname, addresses.
+    fn cmdline(&self, config: &SandboxConfig, layers: usize) -> String {
         let mut cmdline = format!("quiet hearth.rootfs=/dev/vda hearth.hostname={}", self.id);
-        // OCI bases are erofs, the built-in default image ext4 (the agent's default); the file
-        // name says which.
-        if config.rootfs.extension().is_some_and(|e| e == "erofs") {
+        // OCI bases are erofs (a dir of layers, or one file from older versions), the built-in
+        // default image ext4 (the agent's default).
+        if config.rootfs.is_dir() || config.rootfs.extension().is_some_and(|e| e == "erofs") {
             cmdline.push_str(" hearth.rootfstype=erofs");
+        }
+        if layers > 1 {
+            cmdline.push_str(&format!(" hearth.layers={layers}"));
         }
         if let Some(network) = &self.network {
             let guest = network.guest();

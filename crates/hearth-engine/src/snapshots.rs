@@ -382,7 +382,7 @@ pub fn check_restorable(meta: &SnapshotMeta, host: &Host<'_>) -> Result<(), Snap
             return Err(differs(&what, saved, &now));
         }
     }
-    if !meta.rootfs.is_file() {
+    if !meta.rootfs.exists() {
         return Err(mismatch(format!(
             "its base image `{}` ({}) is gone; was image `{}` removed?",
             meta.rootfs.display(),
@@ -483,7 +483,7 @@ pub fn base_digest(state: &StateDir, rootfs: &Path) -> Result<String, SnapshotEr
         .parent()
         .filter(|dir| dir.parent() == Some(state.oci_images_dir().as_path()));
     match oci_dir.and_then(|dir| dir.file_name()) {
-        Some(hex) if rootfs.is_file() => Ok(format!("sha256:{}", hex.to_string_lossy())),
+        Some(hex) if rootfs.exists() => Ok(format!("sha256:{}", hex.to_string_lossy())),
         _ => file_digest(state, rootfs),
     }
 }

@@ -1,5 +1,7 @@
 //! Applying one layer (a tar stream) onto a tree, with OCI whiteouts and opaque directories,
-//! refusing anything that would write outside the tree.
+//! refusing anything that would write outside the tree. The tree is either the merged image
+//! ([`Form::Merged`]: whiteouts delete) or the layer on its own in overlayfs's form
+//! ([`Form::Overlay`]: whiteouts become the marks overlayfs reads when it stacks layers).
 //!
 //! Safety rule: every path is made of normal components (no `..`, leading `/` dropped), and
 //! every directory on the way to an entry must be a real directory inside the tree, never a
@@ -17,6 +19,20 @@ use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
 const WHITEOUT_PREFIX: &str = ".wh.";
 /// Marks its directory as opaque: lower layers' contents of it are hidden.
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// overlayfs's mark of an opaque directory in a lower layer.
+const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// What tree a layer is applied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The image so far: whiteouts remove what lower layers left, opaque markers clear it.
+    Merged,
+    /// An empty dir holding this layer alone, to be stacked by overlayfs in the guest: a
+    /// whiteout becomes a 0/0 character device, an opaque marker the `trusted.overlay.opaque`
+    /// xattr. A hard link to a file of a lower layer cannot be made here
+    /// ([`LayerError::LinkBelow`]); such an image is built merged.
+    Overlay,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -28,6 +44,8 @@ pub enum LayerError {
     NotADirectory { path: String, parent: PathBuf },
     #[error("hard link `{path}` points to `{target}`, which is not in the image")]
     LinkTarget { path: String, target: String },
+    #[error("hard link `{path}` points to `{target}`, a file of a lower layer")]
+    LinkBelow { path: String, target: String },
     #[error("whiteout `{path}` names no valid file")]
     BadWhiteout { path: String },
     #[error("failed to read the layer's tar stream")]
@@ -40,8 +58,8 @@ pub enum LayerError {
     },
 }
 
-/// Applies the tar stream `layer` onto `root`.
-pub fn apply(layer: impl Read, root: &Path) -> Result<(), LayerError> {
+/// Applies the tar stream `layer` onto `root`, in `form`.
+pub fn apply(layer: impl Read, root: &Path, form: Form) -> Result<(), LayerError> {
     let mut archive = tar::Archive::new(layer);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
@@ -66,14 +84,28 @@ pub fn apply(layer: impl Read, root: &Path) -> Result<(), LayerError> {
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
         let parent = safe_dir(root, parent_rel, &raw)?;
         if name == OPAQUE_MARKER {
-            clear_dir(&parent, |child| !written.contains(&parent_rel.join(child)))?;
+            match form {
+                Form::Merged => {
+                    clear_dir(&parent, |child| !written.contains(&parent_rel.join(child)))?
+                }
+                Form::Overlay => mark_opaque(&parent)?,
+            }
             continue;
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
             if hidden.is_empty() || hidden == "." || hidden == ".." {
                 return Err(LayerError::BadWhiteout { path: raw });
             }
-            remove(&parent.join(hidden))?;
+            let target = parent.join(hidden);
+            match form {
+                Form::Merged => remove(&target)?,
+                // A whiteout hides only lower layers: what this layer wrote stays.
+                Form::Overlay if written.contains(&parent_rel.join(hidden)) => {}
+                Form::Overlay => {
+                    remove(&target)?;
+                    make_whiteout(&target)?;
+                }
+            }
             continue;
         }
         let dest = parent.join(&name);
@@ -84,7 +116,7 @@ pub fn apply(layer: impl Read, root: &Path) -> Result<(), LayerError> {
             source,
         };
         if kind.is_hard_link() {
-            let target = link_target(root, &entry, &raw)?;
+            let target = link_target(root, &entry, &raw, form)?;
             fs::hard_link(&target, &dest).map_err(write_err)?;
         } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
             make_node(&entry, &dest).map_err(write_err)?;
@@ -203,11 +235,28 @@ fn clear_dir(dir: &Path, hide: impl Fn(&std::ffi::OsStr) -> bool) -> Result<(), 
     Ok(())
 }
 
+/// Marks `dir` opaque for overlayfs.
+fn mark_opaque(dir: &Path) -> Result<(), LayerError> {
+    xattr::set(dir, OVERLAY_OPAQUE_XATTR, b"y").map_err(|source| LayerError::Write {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// overlayfs's whiteout: a character device numbered 0/0.
+fn make_whiteout(path: &Path) -> Result<(), LayerError> {
+    mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|errno| LayerError::Write {
+        path: path.to_owned(),
+        source: errno.into(),
+    })
+}
+
 /// Where a hard link points, checked to be an existing non-directory inside the tree.
 fn link_target<R: Read>(
     root: &Path,
     entry: &tar::Entry<'_, R>,
     raw: &str,
+    form: Form,
 ) -> Result<PathBuf, LayerError> {
     let target = entry
         .link_name_bytes()
@@ -221,9 +270,22 @@ fn link_target<R: Read>(
     let parent = safe_dir(root, rel.parent().unwrap_or(Path::new("")), raw)?;
     let path = parent.join(rel.file_name().ok_or_else(bad)?);
     match fs::symlink_metadata(&path) {
+        // A whiteout of this layer is no file to link to.
+        Ok(meta) if form == Form::Overlay && is_whiteout(&meta) => Err(bad()),
         Ok(meta) if !meta.is_dir() => Ok(path),
+        Err(e) if form == Form::Overlay && e.kind() == io::ErrorKind::NotFound => {
+            Err(LayerError::LinkBelow {
+                path: raw.to_owned(),
+                target,
+            })
+        }
         _ => Err(bad()),
     }
+}
+
+fn is_whiteout(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
 /// A device node or FIFO with the entry's mode and owner.
@@ -326,7 +388,7 @@ mod tests {
 
     fn apply_all(root: &Path, layers: &[Vec<u8>]) -> Result<(), LayerError> {
         for layer in layers {
-            apply(layer.as_slice(), root)?;
+            apply(layer.as_slice(), root, Form::Merged)?;
         }
         Ok(())
     }
@@ -525,5 +587,61 @@ mod tests {
             matches!(err, Err(LayerError::BadWhiteout { .. })),
             "{err:?}"
         );
+    }
+
+    fn overlay_layer(layer: &[u8]) -> (tempfile::TempDir, Result<(), LayerError>) {
+        let root = tempfile::tempdir().unwrap();
+        let result = apply(layer, root.path(), Form::Overlay);
+        (root, result)
+    }
+
+    #[test]
+    fn test_overlay_form_turns_whiteouts_into_overlayfs_marks() {
+        let layer = tar_of(&[
+            Item::Dir("d"),
+            Item::File("d/.wh..wh..opq", b""),
+            Item::File("d/new", b"2"),
+            Item::File("a/.wh.gone", b""),
+        ]);
+        let (root, result) = overlay_layer(&layer);
+        result.unwrap();
+        let gone = fs::symlink_metadata(root.path().join("a/gone")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &gone.file_type()
+        ));
+        assert_eq!(gone.rdev(), 0);
+        assert_eq!(
+            xattr::get(root.path().join("d"), OVERLAY_OPAQUE_XATTR).unwrap(),
+            Some(b"y".to_vec())
+        );
+        assert_eq!(fs::read(root.path().join("d/new")).unwrap(), b"2");
+        assert!(!root.path().join("d/.wh..wh..opq").exists());
+        assert!(!root.path().join("a/.wh.gone").exists());
+    }
+
+    #[test]
+    fn test_overlay_form_whiteout_keeps_what_the_same_layer_wrote() {
+        let layer = tar_of(&[Item::File("kept", b"mine"), Item::File(".wh.kept", b"")]);
+        let (root, result) = overlay_layer(&layer);
+        result.unwrap();
+        assert_eq!(fs::read(root.path().join("kept")).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn test_overlay_form_names_links_to_lower_layers_and_still_refuses_escapes() {
+        let (_root, result) = overlay_layer(&tar_of(&[Item::HardLink("b", "usr/lower")]));
+        assert!(
+            matches!(result, Err(LayerError::LinkBelow { .. })),
+            "{result:?}"
+        );
+        let (_root, result) = overlay_layer(&tar_of(&[Item::HardLink("b", "../../etc/passwd")]));
+        assert!(
+            matches!(result, Err(LayerError::LinkTarget { .. })),
+            "{result:?}"
+        );
+        let (root, result) =
+            overlay_layer(&tar_of(&[Item::File("a", b"x"), Item::HardLink("b", "a")]));
+        result.unwrap();
+        assert_eq!(fs::read(root.path().join("b")).unwrap(), b"x");
     }
 }

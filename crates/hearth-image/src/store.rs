@@ -1,7 +1,9 @@
-//! Images on disk: one directory per manifest digest under `images/oci/<hex>/` holding the
-//! read-only erofs base (`rootfs.erofs`; `rootfs.ext4` in images built before bases were erofs)
-//! and its record (`image.json`), plus `refs.json` naming them.
-//! A base is built in a staging dir and renamed into place whole, so a reader sees a complete
+//! Images on disk: one directory per manifest digest under `images/oci/<hex>/` holding its
+//! read-only base and its record (`image.json`), plus `refs.json` naming them. The base is
+//! `layers/NN.erofs`, hard links to the shared layers in `images/oci/layers/` (see
+//! [`crate::layer_pool`]) that the guest stacks with overlayfs; images stored by older versions
+//! have one merged `rootfs.erofs` (or `rootfs.ext4`) instead, and still run.
+//! An image is built in a staging dir and renamed into place whole, so a reader sees a complete
 //! image or none; `refs.json` changes under a file lock.
 
 use std::collections::BTreeMap;
@@ -17,13 +19,17 @@ use serde::{Deserialize, Serialize};
 use crate::blob_cache::{BlobCache, BlobError, HashingReader};
 use crate::config::ImageConfig;
 use crate::digest::Digest;
-use crate::layer::{self, LayerError};
+use crate::layer::{self, Form, LayerError};
+use crate::layer_pool::{self, LayerPool, Unit};
 use crate::owner_lock;
 use crate::rootfs::{self, RootfsError};
 use crate::space;
 use crate::unpack_limit::{UnpackBudget, DEFAULT_MAX_UNPACKED_BYTES};
 
 const RECORD: &str = "image.json";
+/// An image's layers, in its dir; also the shared layers, in the store's.
+const IMAGE_LAYERS: &str = "layers";
+/// What a base was before layers were stored once (and what a layer is built as).
 const ROOTFS: &str = "rootfs.erofs";
 /// What bases were before they were erofs; such images still run.
 const EXT4_ROOTFS: &str = "rootfs.ext4";
@@ -110,6 +116,22 @@ pub struct ImageSummary {
     pub record: ImageRecord,
 }
 
+/// Why an image's layers were not all linked.
+enum LinkFailure {
+    /// The image's `layer`th layer hard-links into a lower one.
+    LinkBelow {
+        layer: usize,
+    },
+    Failed(StoreError),
+}
+use LinkFailure::{Failed, LinkBelow};
+
+impl From<StoreError> for LinkFailure {
+    fn from(e: StoreError) -> Self {
+        Failed(e)
+    }
+}
+
 /// What `prune` removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct PruneReport {
@@ -121,6 +143,7 @@ pub struct PruneReport {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     dir: PathBuf,
+    pool: LayerPool,
     blobs: BlobCache,
     mkfs: PathBuf,
     max_unpacked_bytes: u64,
@@ -129,8 +152,10 @@ pub struct ImageStore {
 impl ImageStore {
     /// `dir` holds the images, `blobs_dir` the blob cache; `mkfs` is `mkfs.erofs`.
     pub fn new(dir: impl Into<PathBuf>, blobs_dir: impl Into<PathBuf>, mkfs: PathBuf) -> Self {
+        let dir = dir.into();
         ImageStore {
-            dir: dir.into(),
+            pool: LayerPool::new(dir.join(IMAGE_LAYERS)),
+            dir,
             blobs: BlobCache::new(blobs_dir),
             mkfs,
             max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
@@ -152,15 +177,15 @@ impl ImageStore {
         self.dir.join(digest.hex())
     }
 
-    /// The base image of a stored image (erofs; ext4 for images built before bases were erofs).
+    /// The base of a stored image: its dir of layers (see [`layer_pool::base_files`]), or the
+    /// one erofs (or ext4) of an image stored before layers were.
     pub fn rootfs(&self, digest: &Digest) -> PathBuf {
         let dir = self.image_dir(digest);
-        let ext4 = dir.join(EXT4_ROOTFS);
-        if ext4.is_file() {
-            ext4
-        } else {
-            dir.join(ROOTFS)
-        }
+        [EXT4_ROOTFS, ROOTFS]
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| dir.join(IMAGE_LAYERS))
     }
 
     fn io_err(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
@@ -193,6 +218,12 @@ impl ImageStore {
         diff_ids: &[Digest],
     ) -> Result<ImageRecord, StoreError> {
         self.build_staged(digest, config, layers, diff_ids)
+            .inspect_err(|_| {
+                // Layers built before the failure, which no image uses now.
+                if let Err(e) = self.pool.sweep() {
+                    tracing::warn!(error = %e, "could not remove the layers of a failed build");
+                }
+            })
             .map_err(|e| {
                 if space::is_no_space(&e) {
                     StoreError::NoSpace {
@@ -229,30 +260,17 @@ impl ImageStore {
             .map_err(Self::io_err(&self.dir))?;
         // Held until the staging dir is renamed into place or removed.
         let _owner = owner_lock::hold(staging.path()).map_err(Self::io_err(staging.path()))?;
-        let tree = staging.path().join("tree");
-        fs::create_dir(&tree).map_err(Self::io_err(&tree))?;
-        // The guest's `/` is this directory: world-searchable like any root.
-        fs::set_permissions(&tree, fs::Permissions::from_mode(0o755))
-            .map_err(Self::io_err(&tree))?;
-        let mut budget = UnpackBudget::new(self.max_unpacked_bytes);
-        for (layer, diff_id) in layers.iter().zip(diff_ids) {
-            self.apply_cached(layer, diff_id, &tree, &mut budget)
-                .map_err(|e| match budget.exceeded() {
-                    true => StoreError::TooBig {
-                        digest: digest.clone(),
-                        layer: layer.clone(),
-                        limit: budget.limit(),
-                    },
-                    false => e,
-                })?;
-        }
-        let image = staging.path().join(ROOTFS);
-        rootfs::build(&self.mkfs, &tree, &image).map_err(|source| StoreError::Rootfs {
-            digest: digest.clone(),
-            source,
-        })?;
-        fs::remove_dir_all(&tree).map_err(Self::io_err(&tree))?;
-        let size_bytes = fs::metadata(&image).map_err(Self::io_err(&image))?.len();
+        let layer_dir = staging.path().join(IMAGE_LAYERS);
+        let mut merged_below = 0;
+        let size_bytes = loop {
+            match self.link_layers(digest, layers, diff_ids, merged_below, &layer_dir) {
+                Ok(size) => break size,
+                // A hard link into a lower layer: that layer and those below it are built as
+                // one merged tree instead.
+                Err(LinkBelow { layer }) => merged_below = layer + 1,
+                Err(Failed(e)) => return Err(e),
+            }
+        };
         let record = ImageRecord {
             digest: digest.clone(),
             config: config.clone(),
@@ -285,14 +303,98 @@ impl ImageStore {
         Ok(record)
     }
 
-    /// Applies one cached layer (gzip, zstd or plain tar), checking the blob's digest and its
-    /// uncompressed digest (`diff_id`) as it goes and counting what it unpacks to in `budget`.
+    /// Fills `layer_dir` (made afresh) with hard links to the pooled erofs of each unit of the
+    /// image, building those the pool lacks; returns their total size.
+    fn link_layers(
+        &self,
+        digest: &Digest,
+        layers: &[Digest],
+        diff_ids: &[Digest],
+        merged_below: usize,
+        layer_dir: &Path,
+    ) -> Result<u64, LinkFailure> {
+        if layer_dir.exists() {
+            fs::remove_dir_all(layer_dir).map_err(Self::io_err(layer_dir))?;
+        }
+        fs::create_dir(layer_dir).map_err(Self::io_err(layer_dir))?;
+        let mut budget = UnpackBudget::new(self.max_unpacked_bytes);
+        let mut size = 0;
+        let mut first_layer = 0;
+        for (index, unit) in layer_pool::plan(layers, diff_ids, merged_below)
+            .iter()
+            .enumerate()
+        {
+            let dest = layer_dir.join(layer_pool::layer_file_name(index));
+            if !self
+                .pool
+                .link_into(unit, &dest)
+                .map_err(Self::io_err(&dest))?
+            {
+                self.build_unit(digest, unit, first_layer, &mut budget, &dest)?;
+            }
+            size += fs::metadata(&dest).map_err(Self::io_err(&dest))?.len();
+            first_layer += unit.layers.len();
+        }
+        Ok(size)
+    }
+
+    /// Builds the erofs of `unit` (its bottom layer is the image's `first_layer`th), puts it in
+    /// the pool and links it to `dest`.
+    fn build_unit(
+        &self,
+        digest: &Digest,
+        unit: &Unit<'_>,
+        first_layer: usize,
+        budget: &mut UnpackBudget,
+        dest: &Path,
+    ) -> Result<(), LinkFailure> {
+        let (staging, _owner) = self.pool.staging().map_err(Self::io_err(&self.dir))?;
+        let tree = staging.path().join("tree");
+        fs::create_dir(&tree).map_err(Self::io_err(&tree))?;
+        // The guest's `/` is this directory (or lies on it): world-searchable like any root.
+        fs::set_permissions(&tree, fs::Permissions::from_mode(0o755))
+            .map_err(Self::io_err(&tree))?;
+        for (i, (layer, diff_id)) in unit.layers.iter().zip(unit.diff_ids).enumerate() {
+            match self.apply_cached(layer, diff_id, &tree, budget, unit.form()) {
+                Ok(()) => {}
+                Err(StoreError::Layer {
+                    source: LayerError::LinkBelow { .. },
+                    ..
+                }) => {
+                    return Err(LinkBelow {
+                        layer: first_layer + i,
+                    })
+                }
+                Err(_) if budget.exceeded() => {
+                    return Err(Failed(StoreError::TooBig {
+                        digest: digest.clone(),
+                        layer: layer.clone(),
+                        limit: budget.limit(),
+                    }))
+                }
+                Err(e) => return Err(Failed(e)),
+            }
+        }
+        let image = staging.path().join(ROOTFS);
+        rootfs::build(&self.mkfs, &tree, &image).map_err(|source| StoreError::Rootfs {
+            digest: digest.clone(),
+            source,
+        })?;
+        fs::hard_link(&image, dest).map_err(Self::io_err(dest))?;
+        self.pool.add(unit, &image).map_err(Self::io_err(&image))?;
+        Ok(())
+    }
+
+    /// Applies one cached layer (gzip, zstd or plain tar) in `form`, checking the blob's digest
+    /// and its uncompressed digest (`diff_id`) as it goes and counting what it unpacks to in
+    /// `budget`.
     fn apply_cached(
         &self,
         digest: &Digest,
         diff_id: &Digest,
         tree: &Path,
         budget: &mut UnpackBudget,
+        form: Form,
     ) -> Result<(), StoreError> {
         let path = self.blobs.path(digest);
         let file = fs::File::open(&path).map_err(|e| match e.kind() {
@@ -320,7 +422,7 @@ impl ImageStore {
             _ => Box::new(head),
         };
         let mut tar = HashingReader::new(budget.reader(decompressed));
-        layer::apply(&mut tar, tree).map_err(layer_err)?;
+        layer::apply(&mut tar, tree, form).map_err(layer_err)?;
         // The rest of the stream (tar padding) counts too: diff_ids hash all of it.
         let unpacked = tar.finish().map_err(|e| layer_err(LayerError::Read(e)))?;
         let actual = reader.finish().map_err(Self::io_err(&path))?;
@@ -402,6 +504,7 @@ impl ImageStore {
         if last {
             let dir = self.image_dir(&digest);
             fs::remove_dir_all(&dir).map_err(Self::io_err(&dir))?;
+            self.pool.sweep().map_err(Self::io_err(&self.dir))?;
         }
         Ok(digest)
     }
@@ -411,7 +514,14 @@ impl ImageStore {
     pub fn remove_abandoned(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut removed = owner_lock::remove_abandoned(&self.dir, BUILDING_PREFIX)
             .map_err(Self::io_err(&self.dir))?;
+        removed.extend(
+            self.pool
+                .remove_abandoned()
+                .map_err(Self::io_err(&self.dir))?,
+        );
         removed.extend(self.blobs.remove_abandoned()?);
+        // Layers only those staging dirs linked to.
+        self.pool.sweep().map_err(Self::io_err(&self.dir))?;
         for path in &removed {
             tracing::info!(path = %path.display(), "removed what an interrupted pull left");
         }
@@ -438,6 +548,7 @@ impl ImageStore {
                 }
             }
         }
+        report.bytes_freed += self.pool.sweep().map_err(Self::io_err(&self.dir))?;
         for blob in self.blobs.list()? {
             if !kept_layers.contains(&blob) {
                 report.bytes_freed += fs::metadata(self.blobs.path(&blob)).map_or(0, |m| m.len());
@@ -538,12 +649,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_rootfs_is_erofs_unless_an_older_ext4_base_is_there() {
+    fn test_rootfs_is_the_layer_dir_unless_an_older_single_base_is_there() {
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::new(dir.path(), dir.path().join("blobs"), "mkfs.erofs".into());
         let digest = Digest::of(b"image");
-        assert_eq!(store.rootfs(&digest).file_name().unwrap(), ROOTFS);
+        assert_eq!(store.rootfs(&digest).file_name().unwrap(), IMAGE_LAYERS);
         fs::create_dir_all(store.image_dir(&digest)).unwrap();
+        fs::write(store.image_dir(&digest).join(ROOTFS), b"").unwrap();
+        assert_eq!(store.rootfs(&digest).file_name().unwrap(), ROOTFS);
         fs::write(store.image_dir(&digest).join(EXT4_ROOTFS), b"").unwrap();
         assert_eq!(store.rootfs(&digest).file_name().unwrap(), EXT4_ROOTFS);
     }

@@ -49,7 +49,12 @@ fn test_import_oci_layout_dir_and_tar_give_the_same_image() {
     builder.finish().unwrap();
     let from_tar = hearth_image::import(&store, &tar_path, None).unwrap();
     assert_eq!(from_tar.record.digest, from_dir.record.digest);
-    assert!(store.rootfs(&from_tar.record.digest).is_file());
+    assert!(
+        hearth_image::base_files(&store.rootfs(&from_tar.record.digest))
+            .unwrap()
+            .iter()
+            .all(|layer| layer.is_file())
+    );
 }
 
 #[test]

@@ -136,7 +136,10 @@ async fn test_pull_twice_downloads_once_and_keeps_config() {
     assert_eq!(record.digest.to_string(), manifest);
     assert_eq!(record.config.env, ["A=1"]);
     assert_eq!(record.config.user.as_deref(), Some("1000:1000"));
-    assert!(s.store.rootfs(&record.digest).is_file());
+    assert!(hearth_image::base_files(&s.store.rootfs(&record.digest))
+        .unwrap()
+        .iter()
+        .all(|layer| layer.is_file()));
     assert_eq!(first.downloads.load(Ordering::SeqCst), 2);
 
     let second = Counter::default();
@@ -299,7 +302,10 @@ async fn test_pull_download_cut_short_is_retried_then_fails_and_caches_nothing()
     let s = store();
     let record = pull(&s.store, &via(&once)).await.unwrap();
     assert_eq!(once.cuts_made(), 1);
-    assert!(s.store.rootfs(&record.digest).is_file());
+    assert!(hearth_image::base_files(&s.store.rootfs(&record.digest))
+        .unwrap()
+        .iter()
+        .all(|layer| layer.is_file()));
 
     // Cut every time: retried over the window, then a failure naming the blob and registry.
     let always = CuttingProxy::start(&registry.host(), &layer, usize::MAX).unwrap();
@@ -352,7 +358,10 @@ async fn test_pull_out_of_space_fails_clearly_and_leaves_the_store_usable() {
     let record = pull(&s.store, &reference(&registry, "small"))
         .await
         .unwrap();
-    assert!(s.store.rootfs(&record.digest).is_file());
+    assert!(hearth_image::base_files(&s.store.rootfs(&record.digest))
+        .unwrap()
+        .iter()
+        .all(|layer| layer.is_file()));
 }
 
 #[tokio::test]
@@ -498,15 +507,20 @@ async fn test_pull_rides_out_a_registry_restart() {
     };
     let (record, ()) = tokio::join!(pulling, restart);
     let record = record.unwrap();
-    assert!(s.store.rootfs(&record.digest).is_file());
+    assert!(hearth_image::base_files(&s.store.rootfs(&record.digest))
+        .unwrap()
+        .iter()
+        .all(|layer| layer.is_file()));
 }
 
-/// The tree inside a stored image's erofs base, extracted with `fsck.erofs`.
+/// The tree inside a stored one-layer image's erofs base, extracted with `fsck.erofs`.
 fn extract(store: &ImageStore, digest: &Digest) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    let layers = hearth_image::base_files(&store.rootfs(digest)).unwrap();
+    assert_eq!(layers.len(), 1, "{layers:?}");
     let output = std::process::Command::new("fsck.erofs")
         .arg(format!("--extract={}", dir.path().join("tree").display()))
-        .arg(store.rootfs(digest))
+        .arg(&layers[0])
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");

@@ -186,7 +186,7 @@ pub(crate) async fn split_memory(
         kernel: config.kernel.clone(),
         initramfs: config.initramfs.clone(),
         cmdline: String::new(),
-        disks: crate::sandbox::disks(config),
+        disks: crate::sandbox::disks(config)?,
         vcpus: config.vcpus,
         mem_size_mib: config.mem_size_mib,
         console_log: run_dir.join("console.log"),

@@ -363,3 +363,129 @@ fn test_concurrent_pulls_of_one_image_share_one_cache_and_the_image_runs() {
     assert_eq!(stdout(&output), "kept\n");
     host.assert_clean();
 }
+
+/// Bytes `dir` takes on disk, each inode counted once (as `du` counts hard links).
+fn disk_used(dir: &std::path::Path) -> u64 {
+    let output = std::process::Command::new("du")
+        .arg("-sB1")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    stdout(&output)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// Names in the store's shared layer pool.
+fn pooled_layers(host: &hearth_test_support::host::TestHost) -> Vec<String> {
+    std::fs::read_dir(host.state_dir().join("images/oci/layers"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn test_images_sharing_a_layer_store_it_once_and_the_guest_stacks_the_layers() {
+    let registry = LocalRegistry::start().unwrap();
+    let mut base = busybox_entries().unwrap();
+    base.extend([
+        Entry::dir("etc"),
+        Entry::file("etc/passwd", PASSWD),
+        Entry::file("etc/group", GROUP),
+        Entry::file("etc/removed", "lower\n"),
+        Entry::dir("opq"),
+        Entry::file("opq/lower", "lower\n"),
+        Entry::File("big".into(), incompressible(8 << 20), 0o644, 0, 0),
+    ]);
+    let config = TestConfig {
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        ..TestConfig::default()
+    };
+    let a = TestImage::new(config.clone())
+        .layer(&base, Compression::Gzip)
+        .unwrap()
+        .layer(
+            &[
+                Entry::whiteout("etc/removed"),
+                Entry::dir("opq"),
+                Entry::opaque("opq"),
+                Entry::file("opq/upper", "upper\n"),
+                Entry::file("only-a", "a\n"),
+            ],
+            Compression::Zstd,
+        )
+        .unwrap();
+    let b = TestImage::new(config)
+        .layer(&base, Compression::Gzip)
+        .unwrap()
+        .layer(&[Entry::file("only-b", "b\n")], Compression::Gzip)
+        .unwrap();
+    let host = host();
+    let mut names = Vec::new();
+    let mut used = Vec::new();
+    for (image, repo) in [(a, "shared-a"), (b, "shared-b")] {
+        let layout = tempfile::tempdir().unwrap();
+        image.write_layout(layout.path(), "1").unwrap();
+        registry.push_layout(layout.path(), "1", repo).unwrap();
+        let name = format!("{}/{repo}:1", registry.host());
+        let output = host.hearth().args(["pull", "-q", &name]).output().unwrap();
+        assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+        used.push(disk_used(host.state_dir()));
+        names.push(name);
+    }
+    // Base, A's upper and B's upper, each once; the base layer's blob is shared too.
+    assert_eq!(pooled_layers(&host).len(), 3, "{:?}", pooled_layers(&host));
+    let ratio = used[1] as f64 / used[0] as f64;
+    assert!(
+        ratio <= 1.1,
+        "two images sharing a base take {ratio:.2}x the disk of one ({used:?})"
+    );
+
+    // Each layer is its own erofs disk; overlayfs applies A's whiteout and opaque dir across
+    // them. A second run is a warm start from the template and sees the same.
+    let script = "cat /opq/*; cat /etc/removed 2>/dev/null || echo removed-gone; \
+        cat /only-*; cd /sys/fs/erofs && echo vd*";
+    for _ in 0..2 {
+        let output = host
+            .hearth()
+            .args(["run", &names[0], "--", script])
+            .output()
+            .unwrap();
+        assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+        assert_eq!(stdout(&output), "upper\nremoved-gone\na\nvda vdb\n");
+    }
+    let run_b = || {
+        let output = host
+            .hearth()
+            .args(["run", &names[1], "--", script])
+            .output()
+            .unwrap();
+        assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+        stdout(&output)
+    };
+    assert_eq!(run_b(), "lower\nlower\nb\nvda vdb\n");
+
+    // Removing A keeps the layer B shares; removing B too leaves no layer.
+    let output = host
+        .hearth()
+        .args(["image", "rm", &names[0]])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert_eq!(pooled_layers(&host).len(), 2, "{:?}", pooled_layers(&host));
+    assert_eq!(run_b(), "lower\nlower\nb\nvda vdb\n");
+    let output = host
+        .hearth()
+        .args(["image", "rm", &names[1]])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    assert_eq!(pooled_layers(&host), Vec::<String>::new());
+    host.assert_clean();
+}
