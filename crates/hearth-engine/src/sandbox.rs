@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hearth_agent_proto::{ExecRequest, GuestMessage, HostMessage, Identity};
-use hearth_net::{NetworkConfig, NetworkError, SandboxNetwork};
+use hearth_net::{NetworkConfig, NetworkError, PendingNetwork, SandboxNetwork};
 use hearth_vmm::{
     DiskConfig, MemoryFile, MemoryMode, NetConfig, NetNamespace, SaveError, StartVmError, Vm,
     VmConfig, VmExit, Vmm,
@@ -237,7 +237,7 @@ impl Sandbox {
         let guard = RunDirGuard(Some(run_dir.clone()));
         let owner_lock = lock_owner(&run_dir)?;
         let network = match &config.network {
-            Some(net_config) => Some(create_network(&id, net_config).await?),
+            Some(net_config) => Some(begin_network(&id, net_config).await?),
             None => None,
         };
         Ok(Prepared {
@@ -377,7 +377,7 @@ impl Sandbox {
             }
         };
         tracing::info!(sandbox = %self.id, ?exit, "vm stopped");
-        self.remove_network().await;
+        remove_network(&self.id, self.network.take()).await;
         exit
     }
 
@@ -385,29 +385,18 @@ impl Sandbox {
     pub async fn kill(mut self) -> VmExit {
         // Ended first, so the stream breaking under the dying VM is not reported as a fault.
         self.relay.end_session();
-        let exit = self.vm.stop(Duration::ZERO).await;
-        self.remove_network().await;
+        // The network goes while the VM dies: nothing in it is worth waiting for.
+        let network = self.network.take();
+        let (exit, ()) = tokio::join!(
+            self.vm.stop(Duration::ZERO),
+            remove_network(&self.id, network)
+        );
         exit
     }
 
     /// The sandbox's network, unless it runs with none.
     pub fn network(&self) -> Option<&SandboxNetwork> {
         self.network.as_ref()
-    }
-
-    /// Removes the network once the VM is gone (its namespace then holds no process).
-    async fn remove_network(&mut self) {
-        let Some(network) = self.network.take() else {
-            return;
-        };
-        let id = self.id.clone();
-        match tokio::task::spawn_blocking(move || network.remove()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(sandbox = %id, error = &e as &dyn std::error::Error, "network teardown failed");
-            }
-            Err(e) => tracing::warn!(sandbox = %id, error = %e, "network teardown panicked"),
-        }
     }
 
     async fn request_shutdown(&self) -> Result<(), AgentError> {
@@ -436,8 +425,9 @@ struct Prepared {
     run_dir: PathBuf,
     guard: RunDirGuard,
     owner_lock: Flock<File>,
-    /// Dropping it on any failure removes the network again.
-    network: Option<SandboxNetwork>,
+    /// The network's first half, for the VM to start in. Dropping it on any failure removes
+    /// the network again.
+    network: Option<PendingNetwork>,
 }
 
 impl Prepared {
@@ -476,13 +466,29 @@ impl Prepared {
                     mode: MemoryMode::Private,
                 }),
         };
-        let vm = vmm.start(&vm_config).await?;
+        // The rest of the network is built while the VM starts; the guest cannot send through
+        // it before its policy is in place (see `PendingNetwork`).
+        let finishing = finish_network(self.network.take(), config.network.as_ref());
+        let (mut vm, network) = tokio::join!(vmm.start(&vm_config), finishing);
+        let mut network = match (vm.as_mut(), network) {
+            (_, Ok(network)) => network,
+            (Ok(vm), Err(e)) => {
+                vm.stop(Duration::ZERO).await;
+                return Err(e);
+            }
+            (Err(_), Err(e)) => return Err(e),
+        };
+        let vm = vm?;
         let from = config.restore.as_ref().map(|r| r.snapshot.as_str());
         tracing::info!(sandbox = %self.id, pid = ?vm.pid(), snapshot = ?from, "vm started");
-        if let Some(network) = self.network.as_mut() {
+        if let Some(network) = network.as_mut() {
             network.start_services()?;
         }
-        Ok(Launched { prepared: self, vm })
+        Ok(Launched {
+            prepared: self,
+            network,
+            vm,
+        })
     }
 
     /// The guest's settings for a cold boot: root devices, hostname, addresses.
@@ -516,6 +522,7 @@ impl Prepared {
 /// A sandbox whose VM runs but whose agent has not said it is ready.
 struct Launched {
     prepared: Prepared,
+    network: Option<SandboxNetwork>,
     vm: Box<dyn Vm>,
 }
 
@@ -524,7 +531,11 @@ impl Launched {
     /// until the agent opens its port), the VM's exit or the timeout, whichever is first; then
     /// serves the agent socket.
     async fn await_ready(self, boot_timeout: Duration) -> Result<Sandbox, BootError> {
-        let Launched { prepared, mut vm } = self;
+        let Launched {
+            prepared,
+            network,
+            mut vm,
+        } = self;
         let stream = vm.agent_stream().to_owned();
         let ready = tokio::select! {
             ready = timeout(boot_timeout, agent_relay::connect(&stream)) => ready,
@@ -573,20 +584,50 @@ impl Launched {
             mounts: Vec::new(),
             relay,
             vm,
-            network: prepared.network,
+            network,
             agent_version,
             _owner_lock: prepared.owner_lock,
         })
     }
 }
 
-/// Creates the sandbox's network off the async threads: netlink work runs on its own threads.
-async fn create_network(id: &str, config: &NetworkConfig) -> Result<SandboxNetwork, BootError> {
+/// Makes the first half of the sandbox's network off the async threads: netlink work runs on
+/// its own threads.
+async fn begin_network(id: &str, config: &NetworkConfig) -> Result<PendingNetwork, BootError> {
     let (id, config) = (id.to_owned(), config.clone());
-    tokio::task::spawn_blocking(move || SandboxNetwork::create(&id, &config))
+    tokio::task::spawn_blocking(move || PendingNetwork::begin(&id, &config))
         .await
         .map_err(|e| BootError::NetworkTask(e.to_string()))?
         .map_err(BootError::Network)
+}
+
+/// Builds the rest of a network [`begin_network`] started, off the async threads.
+async fn finish_network(
+    pending: Option<PendingNetwork>,
+    config: Option<&NetworkConfig>,
+) -> Result<Option<SandboxNetwork>, BootError> {
+    let (Some(pending), Some(config)) = (pending, config.cloned()) else {
+        return Ok(None);
+    };
+    tokio::task::spawn_blocking(move || pending.finish(&config))
+        .await
+        .map_err(|e| BootError::NetworkTask(e.to_string()))?
+        .map(Some)
+        .map_err(BootError::Network)
+}
+
+/// Removes sandbox `id`'s network off the async threads; failures are logged.
+async fn remove_network(id: &str, network: Option<SandboxNetwork>) {
+    let Some(network) = network else {
+        return;
+    };
+    match tokio::task::spawn_blocking(move || network.remove()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(sandbox = %id, error = &e as &dyn std::error::Error, "network teardown failed");
+        }
+        Err(e) => tracing::warn!(sandbox = %id, error = %e, "network teardown panicked"),
+    }
 }
 
 struct RunDirGuard(Option<PathBuf>);

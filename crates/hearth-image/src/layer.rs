@@ -86,7 +86,7 @@ pub fn apply(layer: impl Read, root: &Path, form: Form) -> Result<(), LayerError
         if name == OPAQUE_MARKER {
             match form {
                 Form::Merged => {
-                    clear_dir(&parent, |child| !written.contains(&parent_rel.join(child)))?
+                    clear_dir(&parent, |child| !written.contains(&parent_rel.join(child)))?;
                 }
                 Form::Overlay => mark_opaque(&parent)?,
             }

@@ -27,8 +27,8 @@ pub mod view;
 pub use link::LinkError;
 pub use names::{InvalidSandboxId, NetNames};
 pub use network::{
-    leftovers, remove_by_names, GuestAddressing, NetworkConfig, NetworkError, SandboxNetwork,
-    TeardownError,
+    leftovers, remove_by_names, GuestAddressing, NetworkConfig, NetworkError, PendingNetwork,
+    SandboxNetwork, TeardownError,
 };
 pub use nft::NftError;
 pub use policy::{AllowEntry, DomainPattern, EgressPolicy, PolicyError};

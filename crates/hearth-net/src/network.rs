@@ -202,13 +202,75 @@ pub struct SandboxNetwork {
     removed: bool,
 }
 
-impl SandboxNetwork {
-    /// Builds the network of sandbox `id`. On failure nothing of it is left behind.
-    pub fn create(id: &str, config: &NetworkConfig) -> Result<Self, NetworkError> {
+/// The first half of a sandbox's network: its namespace with the guest's tap in it (still
+/// down) and its published ports bound, which is all a VMM needs to start. [`finish`] adds the
+/// rest and may run while the VMM starts: no frame from the guest gets anywhere before the
+/// policy table is in place, because the tap comes up only after it. Dropping it removes what
+/// was made.
+///
+/// [`finish`]: PendingNetwork::finish
+#[derive(Debug)]
+pub struct PendingNetwork {
+    id: String,
+    names: NetNames,
+    netns_path: PathBuf,
+    ports: Option<PublishedPorts>,
+    upstream: Option<SocketAddr>,
+    /// Whether the guest gets IPv6: decided here, so the command line made before
+    /// [`PendingNetwork::finish`] agrees with what it builds.
+    v6: bool,
+    armed: bool,
+}
+
+impl PendingNetwork {
+    /// Makes the namespace and the tap of sandbox `id`. On failure nothing is left behind.
+    pub fn begin(id: &str, config: &NetworkConfig) -> Result<Self, NetworkError> {
         let names = NetNames::for_sandbox(id)?;
         let upstream = dns_upstream(config)?;
         // First, so a port in use fails before anything is created.
         let ports = PublishedPorts::bind(&config.publish)?;
+        let netns_path = netns::create(&names.netns).map_err(|source| NetworkError::Netns {
+            name: names.netns.clone(),
+            source,
+        })?;
+        let pending = PendingNetwork {
+            id: id.to_owned(),
+            names,
+            netns_path,
+            ports: Some(ports),
+            upstream,
+            v6: ipv6_available(),
+            armed: true,
+        };
+        // From here on, a failure drops `pending`, which removes what was made.
+        let names = &pending.names;
+        netns::run_in(&pending.netns_path, || sys_tap(names)).map_err(|source| {
+            NetworkError::Netns {
+                name: names.netns.clone(),
+                source,
+            }
+        })??;
+        Ok(pending)
+    }
+
+    pub fn names(&self) -> &NetNames {
+        &self.names
+    }
+
+    /// Path of the namespace (`/run/netns/<name>`), for running the VMM inside it.
+    pub fn netns_path(&self) -> &Path {
+        &self.netns_path
+    }
+
+    /// The addresses the guest is to be configured with.
+    pub fn guest(&self) -> GuestAddressing {
+        guest_addressing(self.v6)
+    }
+
+    /// Builds the rest: the host-side link and its addresses, the policy table in the namespace,
+    /// the host's NAT table, then the links up with their addresses and routes, and the DNS
+    /// forwarder. On failure nothing of the network is left behind.
+    pub fn finish(mut self, config: &NetworkConfig) -> Result<SandboxNetwork, NetworkError> {
         let lock = lock_pool()?;
         let host_addrs =
             link::run(None, |l| async move { l.addresses().await }).map_err(|source| {
@@ -218,26 +280,22 @@ impl SandboxNetwork {
                 }
             })?;
         let slot = pool::allocate(config.pool, &host_addrs)?;
-        let slot6 = if ipv6_available() {
-            Some(pool::allocate6(config.pool6, &host_addrs)?)
-        } else {
-            None
+        let slot6 = match self.v6 {
+            true => Some(pool::allocate6(config.pool6, &host_addrs)?),
+            false => None,
         };
-        let netns_path = netns::create(&names.netns).map_err(|source| NetworkError::Netns {
-            name: names.netns.clone(),
-            source,
-        })?;
         let mut network = SandboxNetwork {
-            id: id.to_owned(),
-            names,
-            netns_path,
+            id: self.id.clone(),
+            names: self.names.clone(),
+            netns_path: self.netns_path.clone(),
             slot,
             slot6,
-            ports,
+            ports: self.ports.take().unwrap_or_default(),
             dns: None,
             removed: false,
         };
-        // From here on, a failure drops `network`, which removes what was made.
+        // `network` removes everything on failure from here on.
+        self.armed = false;
         network.create_veth()?;
         drop(lock);
         let blocked = BlockedDestinations {
@@ -245,22 +303,56 @@ impl SandboxNetwork {
             pool: IpNetwork::V4(config.pool),
             pool6: IpNetwork::V6(config.pool6),
         };
-        network.configure_namespace(&config.policy, &blocked)?;
+        network.write_policy(&config.policy, &blocked)?;
+        network.configure_host()?;
+        network.bring_up()?;
         network.dns = Some(
             DnsForwarder::bind(
                 &network.netns_path,
                 network.names.table_cstring(),
                 config.policy.clone(),
-                upstream,
+                self.upstream,
             )
             .map_err(|source| NetworkError::Dns {
                 netns: network.names.netns.clone(),
                 source,
             })?,
         );
-        network.configure_host()?;
-        tracing::info!(sandbox = %id, netns = %network.names.netns, host = %slot.host, "network created");
+        tracing::info!(sandbox = %network.id, netns = %network.names.netns, host = %slot.host, "network created");
         Ok(network)
+    }
+}
+
+impl Drop for PendingNetwork {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Err(e) = remove_by_names(&self.id, &self.names) {
+            tracing::warn!(sandbox = %self.id, error = &e as &dyn Error, "network teardown failed");
+        }
+    }
+}
+
+fn guest_addressing(v6: bool) -> GuestAddressing {
+    GuestAddressing {
+        addr: GUEST_ADDR,
+        prefix_len: GUEST_PREFIX_LEN,
+        gateway: GATEWAY_ADDR,
+        nameserver: GATEWAY_ADDR,
+        v6: v6.then_some(GuestAddressing6 {
+            addr: GUEST_ADDR6,
+            prefix_len: GUEST_PREFIX_LEN6,
+            gateway: GATEWAY_ADDR6,
+        }),
+    }
+}
+
+impl SandboxNetwork {
+    /// Builds the network of sandbox `id` whole ([`PendingNetwork::begin`] then
+    /// [`PendingNetwork::finish`]). On failure nothing of it is left behind.
+    pub fn create(id: &str, config: &NetworkConfig) -> Result<Self, NetworkError> {
+        PendingNetwork::begin(id, config)?.finish(config)
     }
 
     /// Starts the DNS forwarder and forwarding the published ports to the guest. Call inside a
@@ -290,17 +382,7 @@ impl SandboxNetwork {
     }
 
     pub fn guest(&self) -> GuestAddressing {
-        GuestAddressing {
-            addr: GUEST_ADDR,
-            prefix_len: GUEST_PREFIX_LEN,
-            gateway: GATEWAY_ADDR,
-            nameserver: GATEWAY_ADDR,
-            v6: self.slot6.map(|_| GuestAddressing6 {
-                addr: GUEST_ADDR6,
-                prefix_len: GUEST_PREFIX_LEN6,
-                gateway: GATEWAY_ADDR6,
-            }),
-        }
+        guest_addressing(self.slot6.is_some())
     }
 
     /// The host↔namespace IPv6 link addresses, when the host has IPv6.
@@ -333,49 +415,26 @@ impl SandboxNetwork {
         .map_err(self.links_err())
     }
 
-    fn configure_namespace(
+    /// Writes the namespace's policy table while every link in it is still down.
+    fn write_policy(
         &self,
         policy: &EgressPolicy,
         blocked: &BlockedDestinations,
     ) -> Result<(), NetworkError> {
         let names = &self.names;
-        let (slot, slot6) = (self.slot, self.slot6);
-        netns::run_in(&self.netns_path, || sys_tap(names)).map_err(|source| {
-            NetworkError::Netns {
-                name: names.netns.clone(),
-                source,
-            }
-        })??;
         let ifaces = link::run(Some(&self.netns_path), |l| async move {
-            let loopback = l.set_up("lo").await?;
-            l.add_address(&names.veth_ns, IpAddr::V4(slot.ns), GUEST_PREFIX_LEN)
-                .await?;
-            let uplink = l.set_up(&names.veth_ns).await?;
-            l.set_mac(&names.tap, TAP_MAC).await?;
-            l.add_address(&names.tap, IpAddr::V4(GATEWAY_ADDR), GUEST_PREFIX_LEN)
-                .await?;
-            if let Some(slot6) = slot6 {
-                l.add_address(&names.veth_ns, IpAddr::V6(slot6.ns), GUEST_PREFIX_LEN6)
-                    .await?;
-                l.add_address(&names.tap, IpAddr::V6(GATEWAY_ADDR6), GUEST_PREFIX_LEN6)
-                    .await?;
-            }
-            let tap = l.set_up(&names.tap).await?;
-            l.add_default_route(IpAddr::V4(slot.host)).await?;
-            if let Some(slot6) = slot6 {
-                l.add_default_route(IpAddr::V6(slot6.host)).await?;
-            }
             Ok(IfaceIndexes::Namespace {
-                tap,
-                uplink,
-                loopback,
+                tap: l.index(&names.tap).await?,
+                uplink: l.index(&names.veth_ns).await?,
+                loopback: l.index("lo").await?,
             })
         })
         .map_err(self.links_err())?;
         let rules = namespace_rules(policy, blocked);
         let table = names.table_cstring();
+        let v6 = self.slot6.is_some();
         netns::run_in(&self.netns_path, || {
-            enable_forwarding(slot6.is_some())?;
+            enable_forwarding(v6)?;
             nft::write_namespace_table(&table, &rules, ifaces).map_err(|source| NetworkError::Nft {
                 table: names.table.clone(),
                 source,
@@ -385,6 +444,35 @@ impl SandboxNetwork {
             name: names.netns.clone(),
             source,
         })?
+    }
+
+    /// Addresses, links up and default routes in the namespace; only once its policy is in
+    /// place, since the guest may already be sending.
+    fn bring_up(&self) -> Result<(), NetworkError> {
+        let names = &self.names;
+        let (slot, slot6) = (self.slot, self.slot6);
+        link::run(Some(&self.netns_path), |l| async move {
+            l.set_up("lo").await?;
+            l.add_address(&names.veth_ns, IpAddr::V4(slot.ns), GUEST_PREFIX_LEN)
+                .await?;
+            l.set_up(&names.veth_ns).await?;
+            l.set_mac(&names.tap, TAP_MAC).await?;
+            l.add_address(&names.tap, IpAddr::V4(GATEWAY_ADDR), GUEST_PREFIX_LEN)
+                .await?;
+            if let Some(slot6) = slot6 {
+                l.add_address(&names.veth_ns, IpAddr::V6(slot6.ns), GUEST_PREFIX_LEN6)
+                    .await?;
+                l.add_address(&names.tap, IpAddr::V6(GATEWAY_ADDR6), GUEST_PREFIX_LEN6)
+                    .await?;
+            }
+            l.set_up(&names.tap).await?;
+            l.add_default_route(IpAddr::V4(slot.host)).await?;
+            if let Some(slot6) = slot6 {
+                l.add_default_route(IpAddr::V6(slot6.host)).await?;
+            }
+            Ok(())
+        })
+        .map_err(self.links_err())
     }
 
     fn configure_host(&self) -> Result<(), NetworkError> {

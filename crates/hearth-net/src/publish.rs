@@ -87,7 +87,7 @@ impl std::fmt::Display for PortSpec {
 
 /// Host listeners for a sandbox's published ports. Bound at creation, so a port in use fails
 /// before any VM starts; forwarding begins with [`PublishedPorts::start`] and stops on drop.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PublishedPorts {
     listeners: Vec<(PortSpec, TcpListener)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,

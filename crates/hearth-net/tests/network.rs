@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hearth_net::pool::{PoolError, GATEWAY_ADDR, GUEST_ADDR};
-use hearth_net::{leftovers, link, netns, NetNames, NetworkConfig, NetworkError, SandboxNetwork};
+use hearth_net::{
+    leftovers, link, netns, NetNames, NetworkConfig, NetworkError, PendingNetwork, SandboxNetwork,
+};
 use hearth_test_support::netns::{TestInternet, HTTP_BODY};
 use hearth_test_support::registry::require;
 use hearth_test_support::wait_until;
@@ -75,6 +77,47 @@ fn test_network_routes_out_through_host_nat_and_is_removed_whole() {
     let (_, peer) = listener.accept().unwrap();
     assert_eq!(peer.ip(), std::net::IpAddr::V6(internet.host_addr6()));
 
+    network.remove().unwrap();
+    assert_eq!(leftovers(&names), Vec::<String>::new());
+}
+
+/// The flags `ip` shows for `link` inside namespace `netns`, as in `BROADCAST,MULTICAST,UP`.
+fn link_flags(netns: &str, link: &str) -> String {
+    let output = Command::new("ip")
+        .args(["-netns", netns, "-o", "link", "show", link])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let start = text.find('<').unwrap() + 1;
+    let end = text.find('>').unwrap();
+    text[start..end].to_owned()
+}
+
+#[test]
+fn test_pending_network_keeps_the_tap_down_until_finished_and_drop_removes_it() {
+    let id = test_id();
+    let config = NetworkConfig::default();
+    let pending = PendingNetwork::begin(&id, &config).unwrap();
+    let names = pending.names().clone();
+    // What a VMM needs is there; nothing a guest could send through is: the tap is down and
+    // there is no uplink, host link or NAT table yet.
+    let flags = link_flags(&names.netns, &names.tap);
+    assert!(!flags.split(',').any(|f| f == "UP"), "tap flags: {flags}");
+    assert_eq!(
+        leftovers(&names),
+        vec![format!("network namespace {}", names.netns)]
+    );
+    drop(pending);
+    assert_eq!(leftovers(&names), Vec::<String>::new());
+
+    let network = PendingNetwork::begin(&id, &config)
+        .unwrap()
+        .finish(&config)
+        .unwrap();
+    let flags = link_flags(&names.netns, &names.tap);
+    assert!(flags.split(',').any(|f| f == "UP"), "tap flags: {flags}");
+    assert_eq!(leftovers(&names).len(), 3);
     network.remove().unwrap();
     assert_eq!(leftovers(&names), Vec::<String>::new());
 }
