@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const ROOT: &str = "/sys/fs/cgroup";
 /// The parent group of every VMM's group.
-const PARENT: &str = "hearth";
+pub(crate) const PARENT: &str = "hearth";
 
 /// What QEMU needs above guest RAM under TCG: its translation cache (grows with the code the
 /// guest runs), device and migration buffers and its own heap. A booted, idle 512 MiB guest's
@@ -62,6 +62,33 @@ impl CgroupLimits {
     }
 }
 
+impl CgroupLimits {
+    /// The same limits as Firecracker's jailer sets them: its `--cgroup-version` and one
+    /// `--cgroup <file>=<value>` per limit, for the group `<PARENT>/<name>` it makes under
+    /// every controller named (so [`remove_cgroup`] finds it as it finds a QEMU's).
+    pub(crate) fn jailer_args(self) -> (u8, Vec<String>) {
+        let quota = u64::from(self.vcpus) * CPU_PERIOD_US;
+        if is_v2() {
+            // No `memory.swap.max`, unlike `create`: where swap is not accounted that file is
+            // absent, and the jailer fails on a file it cannot write rather than skipping it.
+            let properties = vec![
+                format!("memory.max={}", self.memory_bytes),
+                format!("pids.max={}", self.tasks),
+                format!("cpu.max={quota} {CPU_PERIOD_US}"),
+            ];
+            (2, properties)
+        } else {
+            let properties = vec![
+                format!("memory.limit_in_bytes={}", self.memory_bytes),
+                format!("cpu.cfs_period_us={CPU_PERIOD_US}"),
+                format!("cpu.cfs_quota_us={quota}"),
+                format!("pids.max={}", self.tasks),
+            ];
+            (1, properties)
+        }
+    }
+}
+
 /// One VMM's group, removed when dropped (once the VMM is gone).
 #[derive(Debug)]
 pub struct VmCgroup {
@@ -70,6 +97,17 @@ pub struct VmCgroup {
 
 fn is_v2() -> bool {
     Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
+/// Which cgroup hierarchy VMM groups are made in: 2 where the host mounts the unified
+/// hierarchy at `/sys/fs/cgroup`, else 1 (a hybrid host's `unified` mount has no controllers
+/// to limit with).
+pub fn version() -> u8 {
+    if is_v2() {
+        2
+    } else {
+        1
+    }
 }
 
 /// The group directories `name` has under each controller.

@@ -125,6 +125,8 @@ pub enum SaveError {
     },
     #[error("failed to resume the VM after snapshotting it")]
     SnapshotResume(#[source] firecracker::ApiError),
+    #[error("failed to move the snapshot out of Firecracker's chroot")]
+    SnapshotMove(#[source] firecracker::ChrootError),
     #[error("the {backend} backend cannot {operation}: {why}")]
     Unsupported {
         backend: &'static str,

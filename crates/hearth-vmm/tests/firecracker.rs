@@ -5,17 +5,23 @@
 //! takes its configuration, starts the instance, pauses, snapshots and loads; only the guest
 //! kernel dies, and the tests assert exactly that.
 //!
+//! The jailer tests also need `HEARTH_JAILER_BIN` and root. The jailer copies only the
+//! Firecracker binary into its chroot, so that binary must be static, as the official releases
+//! are (a local build: `RUSTFLAGS="-C target-feature=+crt-static"` with an explicit
+//! `--target`). Names are unique per test: they are also cgroup names.
+//!
 //! The tests that need no Firecracker (bad binaries, bad paths) run everywhere, with small
 //! scripts standing in for the binary.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hearth_vmm::firecracker::actions::{Action, ActionType};
 use hearth_vmm::firecracker::instance::InstanceInfo;
 use hearth_vmm::firecracker::snapshot::memory_path;
-use hearth_vmm::firecracker::{ApiClient, ApiError, FirecrackerError, FirecrackerVmm};
+use hearth_vmm::firecracker::{ApiClient, ApiError, FirecrackerError, FirecrackerVmm, Jailer};
+use hearth_vmm::jail::{JailIds, DEFAULT_ID_BASE};
 use hearth_vmm::{DiskConfig, StartVmError, VmConfig, VmExit, Vmm};
 
 /// The real binary, or `None` after saying why these tests do not run here.
@@ -224,12 +230,14 @@ async fn test_the_guest_kernel_on_this_host() {
         .expect("start");
     if kvm_pvm() {
         // Measured: on kvm_pvm the stock kernel runs for some seconds, makes no console output,
-        // and its vCPU ends in KVM_EXIT_INTERNAL_ERROR, which ends Firecracker with status 1.
+        // and its vCPU ends in KVM_EXIT_INTERNAL_ERROR, which ends Firecracker by itself. Its
+        // status is not stable: 1.16.1 exited 1 in some runs and 0 ("exiting successfully")
+        // in others, so the log decides.
         let exit = tokio::time::timeout(Duration::from_secs(180), vm.wait())
             .await
             .expect("the guest was expected to die on kvm_pvm");
         let log = std::fs::read_to_string(config.run_dir.join("firecracker.log")).unwrap();
-        assert_eq!(exit, VmExit::Exited(Some(1)), "{log}");
+        assert!(matches!(exit, VmExit::Exited(Some(_))), "{exit:?}: {log}");
         assert!(log.contains("KVM_EXIT_INTERNAL_ERROR"), "{log}");
         assert!(sockets(&config).is_empty());
     } else {
@@ -371,4 +379,248 @@ async fn test_a_firecracker_that_exits_while_starting_is_reported_with_its_log()
     assert_eq!(*step, "starting");
     assert!(status.contains('1'), "{status}");
     assert!(log.contains("FailedToBindSocket"), "{log}");
+}
+
+/// The real jailer and Firecracker, when both are named and hearth runs as root (the jailer
+/// chroots, changes ids and writes cgroups); `None` after saying why not.
+fn jailer() -> Option<(PathBuf, Jailer)> {
+    let firecracker = firecracker()?;
+    let Some(program) = std::env::var_os("HEARTH_JAILER_BIN") else {
+        eprintln!(
+            "skipped: HEARTH_JAILER_BIN is not set; build the jailer with Firecracker and point \
+             HEARTH_JAILER_BIN at it"
+        );
+        return None;
+    };
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the jailer needs root (chroot, uid change, cgroups)");
+        return None;
+    }
+    let ids = JailIds::new(DEFAULT_ID_BASE).unwrap();
+    Some((
+        firecracker,
+        Jailer {
+            program: PathBuf::from(program),
+            ids,
+        },
+    ))
+}
+
+/// A run dir name, which is also the jailer's id and the cgroup's name, unique across the
+/// tests of this run and any other run at the same time.
+fn unique(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+fn chroot(config: &VmConfig, name: &str) -> PathBuf {
+    config
+        .run_dir
+        .join("jail/firecracker")
+        .join(name)
+        .join("root")
+}
+
+/// The fields of `/proc/<pid>/status` named `key`, split on whitespace.
+fn status_field(pid: u32, key: &str) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The cgroup directories the jailer makes for `name` (those of `hearth_vmm::cgroup`).
+fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        vec![root.join("hearth").join(name)]
+    } else {
+        ["memory", "cpu", "pids"]
+            .iter()
+            .map(|c| root.join(c).join("hearth").join(name))
+            .collect()
+    }
+}
+
+/// Waits until process `pid` is gone: the jailed Firecracker is not hearth's child, so the
+/// host's init reaps it a moment after it exits.
+async fn gone(pid: u32) -> bool {
+    for _ in 0..200 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Nothing of a jailed VM is left: no process, chroot or cgroup.
+async fn assert_nothing_left(config: &VmConfig, name: &str, pid: u32) {
+    assert!(gone(pid).await, "Firecracker {pid} is still there");
+    assert!(
+        !config.run_dir.join("jail").exists(),
+        "the chroot base is still there"
+    );
+    for dir in cgroup_dirs(name) {
+        assert!(!dir.exists(), "cgroup `{}` is still there", dir.display());
+    }
+}
+
+#[tokio::test]
+async fn test_the_jailer_runs_firecracker_chrooted_as_its_own_uid_and_stop_removes_everything() {
+    let Some((bin, jailer)) = jailer() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = vmlinux(dir.path());
+    let name = unique("jailed");
+    let config = vm_config(dir.path(), &kernel, &name);
+    let vmm = FirecrackerVmm::jailed(bin, jailer);
+    let mut vm = vmm.start(&config).await.expect("start");
+    let pid = vm.pid().unwrap();
+
+    let uids = status_field(pid, "Uid");
+    let uid: u32 = uids[0].parse().unwrap();
+    assert!(uid > DEFAULT_ID_BASE, "{uids:?}");
+    assert!(uids.iter().all(|u| *u == uids[0]), "{uids:?}");
+    assert_eq!(status_field(pid, "Gid")[0], DEFAULT_ID_BASE.to_string());
+    assert_eq!(status_field(pid, "Groups"), Vec::<String>::new());
+    // The first process of a pid namespace of its own.
+    assert_eq!(status_field(pid, "NSpid").last().unwrap(), "1");
+    // Firecracker's default seccomp filters are on (mode 2: filter).
+    assert_eq!(status_field(pid, "Seccomp"), ["2"]);
+    assert_eq!(status_field(pid, "CapEff"), ["0000000000000000"]);
+
+    let root = chroot(&config, &name);
+    let meta = std::fs::metadata(&root).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (uid, 0o700),
+        "the chroot belongs to the VM's uid"
+    );
+    // Its root is the chroot: the link reads `/` from its own mount namespace, so compare
+    // the file it sees as `/firecracker.log` with the chroot's.
+    let seen = std::fs::metadata(format!("/proc/{pid}/root/firecracker.log")).unwrap();
+    let host = std::fs::metadata(root.join("firecracker.log")).unwrap();
+    assert_eq!((seen.dev(), seen.ino()), (host.dev(), host.ino()));
+    assert!(root.join("vmlinux").is_file() && root.join("disk0").is_file());
+
+    // The API works through the chroot's socket, and the log is written inside it.
+    let api = ApiClient::new(root.join("run/firecracker.socket"));
+    let info = api.get::<InstanceInfo>("/").await.unwrap();
+    assert_eq!(info.state, "Running");
+    let log = std::fs::read_to_string(root.join("firecracker.log")).unwrap();
+    assert!(log.contains("\"/actions\""), "{log}");
+
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroups.contains(&format!("/hearth/{name}")), "{cgroups}");
+    for dir in cgroup_dirs(&name) {
+        assert!(dir.is_dir(), "{}", dir.display());
+    }
+
+    vm.stop(Duration::from_millis(300)).await;
+    assert_nothing_left(&config, &name, pid).await;
+    assert!(config.kernel.is_file(), "the host's kernel stays");
+}
+
+#[tokio::test]
+async fn test_a_jailed_firecracker_killed_with_sigkill_leaves_nothing() {
+    let Some((bin, jailer)) = jailer() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = vmlinux(dir.path());
+    let name = unique("killed");
+    let config = vm_config(dir.path(), &kernel, &name);
+    let mut vm = FirecrackerVmm::jailed(bin, jailer)
+        .start(&config)
+        .await
+        .expect("start");
+    let pid = vm.pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Not hearth's child: its status goes to the host's init.
+    assert_eq!(vm.wait().await, VmExit::Exited(None));
+    assert_nothing_left(&config, &name, pid).await;
+}
+
+#[tokio::test]
+async fn test_a_jailed_snapshot_is_moved_out_private_and_loads_into_another_jail() {
+    let Some((bin, jailer)) = jailer() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = vmlinux(dir.path());
+    let vmm = FirecrackerVmm::jailed(bin, jailer);
+    let name = unique("saved");
+    let config = vm_config(dir.path(), &kernel, &name);
+    let mut vm = vmm.start(&config).await.expect("start");
+    let pid = vm.pid().unwrap();
+    let snapshot = dir.path().join("snapshot");
+    vm.save(&snapshot, false).await.expect("save");
+    for file in [snapshot.clone(), memory_path(&snapshot)] {
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o777),
+            (0, 0o600),
+            "{}",
+            file.display()
+        );
+    }
+    vm.stop(Duration::from_millis(300)).await;
+    assert_nothing_left(&config, &name, pid).await;
+
+    let restored_name = unique("restored");
+    let mut restored_config = vm_config(dir.path(), &kernel, &restored_name);
+    restored_config.restore = Some(snapshot.clone());
+    let mut restored = vmm.start(&restored_config).await.expect("restore");
+    let restored_pid = restored.pid().unwrap();
+    let api =
+        ApiClient::new(chroot(&restored_config, &restored_name).join("run/firecracker.socket"));
+    assert_eq!(api.get::<InstanceInfo>("/").await.unwrap().state, "Running");
+    restored.stop(Duration::from_millis(300)).await;
+    assert_nothing_left(&restored_config, &restored_name, restored_pid).await;
+    assert!(snapshot.is_file(), "the snapshot stays for other restores");
+}
+
+#[tokio::test]
+async fn test_a_jailer_that_refuses_is_reported_with_its_words_and_leaves_no_chroot() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: jailed starts need root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = script(dir.path(), "Firecracker v1.16.1", "exit 1");
+    let jailer_bin = dir.path().join("jailer");
+    // What the real jailer prints for a cgroup file the host lacks.
+    std::fs::write(
+        &jailer_bin,
+        "#!/bin/sh\necho 'Failed to write to memory.max: No such file or directory' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&jailer_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = stand_in_config(dir.path(), dir.path().join(unique("refused")));
+    let jailer = Jailer {
+        program: jailer_bin,
+        ids: JailIds::new(DEFAULT_ID_BASE).unwrap(),
+    };
+    let error = FirecrackerVmm::jailed(bin, jailer)
+        .start(&config)
+        .await
+        .unwrap_err();
+    let StartVmError::Firecracker(inner @ FirecrackerError::Jailer { .. }) = &error else {
+        panic!("{error:?}");
+    };
+    let message = inner.to_string();
+    assert!(message.contains("memory.max"), "{message}");
+    assert!(message.contains("hearth doctor"), "{message}");
+    assert!(!config.run_dir.join("jail").exists());
 }

@@ -6,7 +6,7 @@
 //! firecracker.yaml`) names its fields. Versions: 1.10 and later run VMs and snapshots (File
 //! memory backend); 1.12 and later also restore onto another tap (`network_overrides`).
 //!
-//! Not yet here: the jailer (Firecracker runs unjailed, as the user hearth runs as), the UFFD
+//! As root, Firecracker runs under its jailer ([`Jailer`], see `jailer.rs`). Not yet here: the UFFD
 //! page-fault handler for `MemoryBackend::Uffd`, and the guest agent listening on vsock port
 //! [`AGENT_PORT`] (it opens its virtio-serial port today).
 
@@ -16,6 +16,7 @@ pub mod boot_source;
 pub mod client;
 pub mod drive;
 pub mod instance;
+mod jailer;
 pub mod logger;
 pub mod machine_config;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub mod vsock;
 
 pub use backend::{FirecrackerError, FirecrackerVm, FirecrackerVmm};
 pub use client::{ApiClient, ApiError};
+pub use jailer::{ChrootError, Jailer};
 
 /// The vsock port the guest agent serves its session stream on.
 pub const AGENT_PORT: u32 = 1024;

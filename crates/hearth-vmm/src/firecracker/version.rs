@@ -34,7 +34,16 @@ impl Version {
     /// The version in `firecracker --version`'s first line, `Firecracker v1.16.1` (a build
     /// from a branch may add a suffix: `v1.13.0-dev`).
     pub fn from_version_line(line: &str) -> Option<Self> {
-        let rest = line.trim().strip_prefix("Firecracker v")?;
+        Self::after(line, "Firecracker v")
+    }
+
+    /// The version in `jailer --version`'s first line, `Jailer v1.16.1`.
+    pub fn from_jailer_line(line: &str) -> Option<Self> {
+        Self::after(line, "Jailer v")
+    }
+
+    fn after(line: &str, prefix: &str) -> Option<Self> {
+        let rest = line.trim().strip_prefix(prefix)?;
         let core = rest.split(['-', '+', ' ']).next()?;
         let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
         let version = Version {
@@ -73,6 +82,15 @@ mod tests {
         ] {
             assert_eq!(Version::from_version_line(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn test_jailer_lines_are_their_own() {
+        assert_eq!(
+            Version::from_jailer_line("Jailer v1.10.0").map(|v| v.to_string()),
+            Some("1.10.0".to_owned())
+        );
+        assert_eq!(Version::from_jailer_line("Firecracker v1.10.0"), None);
     }
 
     #[test]
