@@ -41,6 +41,8 @@ pub mod paths {
 
 /// What [`Engine::setup`] takes and reports (from `hearth-host`).
 pub mod setup {
+    pub use hearth_host::backend::{BackendKind, BackendSetup, BACKEND_ENV};
+    pub use hearth_host::host_config::HostConfig;
     pub use hearth_host::setup::{SetupConfig, SetupReport, SetupReporter, Step, StepOutcome};
 }
 

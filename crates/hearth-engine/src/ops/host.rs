@@ -2,7 +2,9 @@
 //! (`hearth doctor`). Both are `hearth-host`'s work; here they become engine operations on the
 //! engine's state dir, and need no VM backend.
 
+use hearth_host::backend::BackendSetup;
 use hearth_host::doctor::{self, DoctorReport};
+use hearth_host::host_config::HostConfig;
 use hearth_host::setup::{self, SetupConfig, SetupReport, SetupReporter};
 
 use crate::engine::Engine;
@@ -23,6 +25,12 @@ impl Engine {
     }
 
     /// What hearth finds on this host and in the state dir, and what to fix.
+    /// Checks and records the backend and its binaries for this host (`hearth setup
+    /// --backend`); the settings as written.
+    pub fn record_backend(&self, setup: &BackendSetup) -> Result<HostConfig, EngineError> {
+        hearth_host::backend::record(self.state(), setup).map_err(EngineError::Backend)
+    }
+
     pub fn doctor(&self) -> DoctorReport {
         doctor::diagnose(self.state())
     }

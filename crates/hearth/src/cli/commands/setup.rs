@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use hearth_engine::setup::{SetupConfig, SetupReporter, Step, StepOutcome};
+use hearth_engine::setup::{
+    BackendKind, BackendSetup, SetupConfig, SetupReporter, Step, StepOutcome,
+};
 use hearth_engine::Engine;
 
 use crate::cli::args::SetupArgs;
@@ -24,7 +26,29 @@ impl SetupReporter for StderrReporter {
     }
 }
 
-pub fn setup(engine: &Engine, args: &SetupArgs) -> anyhow::Result<i32> {
+pub fn setup(engine: &Engine, args: &SetupArgs, backend: Option<&str>) -> anyhow::Result<i32> {
+    // The backend's binaries first: a wrong one fails before minutes of asset building.
+    if backend.is_some() || args.firecracker_bin.is_some() || args.jailer_bin.is_some() {
+        let backend = backend.map(str::parse::<BackendKind>).transpose()?;
+        let recorded = engine.record_backend(&BackendSetup {
+            backend,
+            firecracker: args.firecracker_bin.clone(),
+            jailer: args.jailer_bin.clone(),
+        })?;
+        let default = recorded.backend.unwrap_or_default();
+        eprintln!(
+            "==> default backend {default}, recorded in {}",
+            engine.state().host_config().display()
+        );
+        for (name, path) in [
+            ("firecracker", &recorded.firecracker),
+            ("jailer", &recorded.jailer),
+        ] {
+            if let Some(path) = path {
+                eprintln!("==> {name} {}", path.display());
+            }
+        }
+    }
     let agent = match &args.agent {
         Some(agent) => agent.clone(),
         None => default_agent()?,
