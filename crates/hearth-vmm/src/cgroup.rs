@@ -207,6 +207,34 @@ impl Drop for VmCgroup {
     }
 }
 
+/// Sends SIGKILL to every process in group `name` and returns their pids: what gc calls for a
+/// VMM whose owner died. A QEMU dies with its owner, but a Firecracker the jailer started does
+/// not (its uid change cleared the parent-death signal), and its command line does not name
+/// the run dir, so its group is how it is found.
+pub fn kill_tasks(name: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = dirs_for(name)
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+        .flat_map(|procs| {
+            procs
+                .lines()
+                .filter_map(|line| line.trim().parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in &pids {
+        if let Ok(raw) = i32::try_from(*pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    pids
+}
+
 /// Removes group `name` if it is there and empty; what gc calls for a VMM whose owner died.
 /// Returns whether something was removed.
 pub fn remove_cgroup(name: &str) -> bool {
@@ -239,4 +267,36 @@ fn remove_dirs(dirs: &[PathBuf]) -> bool {
         }
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_kill_tasks_kills_what_is_in_the_group_and_then_it_can_go() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "SKIP test_kill_tasks_kills_what_is_in_the_group_and_then_it_can_go: needs root"
+            );
+            return;
+        }
+        let name = format!("test-kill-{}", std::process::id());
+        let group = VmCgroup::create(&name, CgroupLimits::for_vm(64, 1)).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        for mut procs in group.procs().unwrap() {
+            std::io::Write::write_all(&mut procs, child.id().to_string().as_bytes()).unwrap();
+        }
+        assert_eq!(kill_tasks(&name), [child.id()]);
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        drop(group);
+        assert!(dirs_for(&name).iter().all(|dir| !dir.exists()));
+    }
 }

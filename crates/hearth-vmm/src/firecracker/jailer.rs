@@ -219,6 +219,54 @@ impl Chroot {
     }
 }
 
+/// Unmounts what a jailed VM whose owner died left bound under `run_dir` (files from other
+/// filesystems, see [`Chroot::place`]), so that the run dir can be removed; returns the mount
+/// points. What gc calls before it removes a dead sandbox's run dir.
+pub fn unmount_leftovers(run_dir: &Path) -> Vec<PathBuf> {
+    let jail = run_dir.join("jail");
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut leftovers: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| PathBuf::from(unescape_mount_point(point)))
+        .filter(|point| point.starts_with(&jail))
+        .collect();
+    // Deepest first, though hearth binds only files.
+    leftovers.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    leftovers.retain(|point| {
+        nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH)
+            .inspect_err(|e| tracing::warn!(path = %point.display(), error = %e, "could not unmount a leftover from Firecracker's chroot"))
+            .is_ok()
+    });
+    leftovers
+}
+
+/// A mount point as mountinfo writes it: space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_point(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Where the `index`th disk appears in the chroot.
 pub(crate) fn disk_path(index: usize) -> String {
     format!("/disk{index}")
@@ -326,6 +374,75 @@ mod tests {
             restore: None,
             memory_file: None,
         }
+    }
+
+    #[test]
+    fn test_mount_points_are_unescaped_as_mountinfo_escapes_them() {
+        assert_eq!(
+            unescape_mount_point("/state/vm\\0401/jail"),
+            "/state/vm 1/jail"
+        );
+        assert_eq!(unescape_mount_point("/plain"), "/plain");
+    }
+
+    #[test]
+    fn test_a_file_from_another_filesystem_is_bound_read_only_and_unbound_at_removal() {
+        // /dev/shm is a tmpfs of its own wherever /tmp is not: a hard link across fails.
+        let shm = Path::new("/dev/shm");
+        let dir = tempfile::tempdir().unwrap();
+        let same_fs = |a: &Path, b: &Path| {
+            std::fs::metadata(a).unwrap().dev() == std::fs::metadata(b).unwrap().dev()
+        };
+        if !nix::unistd::geteuid().is_root() || !shm.is_dir() || same_fs(shm, dir.path()) {
+            eprintln!("SKIP test_a_file_from_another_filesystem_is_bound_read_only_and_unbound_at_removal: needs root and /dev/shm on another filesystem than the temp dir");
+            return;
+        }
+        let other = tempfile::tempdir_in(shm).unwrap();
+        let mut config = config(dir.path());
+        config.kernel = other.path().join("vmlinux");
+        for file in [&config.kernel, &config.initramfs, &config.disks[0].path] {
+            std::fs::write(file, b"x").unwrap();
+        }
+        let mut chroot = Chroot::new(&config, "firecracker", "vm1");
+        chroot.prepare(&config, 0, 0).unwrap();
+        let kernel = chroot.host_path(KERNEL);
+        assert_eq!(std::fs::read(&kernel).unwrap(), b"x");
+        let write = std::fs::OpenOptions::new().write(true).open(&kernel);
+        assert_eq!(
+            write.unwrap_err().raw_os_error(),
+            Some(libc::EROFS),
+            "bound read-only"
+        );
+        chroot.remove();
+        assert!(!chroot.base().exists());
+        assert!(config.kernel.is_file());
+    }
+
+    #[test]
+    fn test_unmount_leftovers_unbinds_what_a_dead_owner_left() {
+        let shm = Path::new("/dev/shm");
+        let dir = tempfile::tempdir().unwrap();
+        if !nix::unistd::geteuid().is_root() || !shm.is_dir() {
+            eprintln!("SKIP test_unmount_leftovers_unbinds_what_a_dead_owner_left: needs root");
+            return;
+        }
+        let config = config(dir.path());
+        let target = config.run_dir.join("jail/firecracker/vm1/root/vmlinux");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, b"").unwrap();
+        let source = dir.path().join("source");
+        std::fs::write(&source, b"x").unwrap();
+        nix::mount::mount(
+            Some(&source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        assert_eq!(unmount_leftovers(&config.run_dir), [target]);
+        std::fs::remove_dir_all(&config.run_dir).unwrap();
+        assert!(source.is_file());
     }
 
     #[test]

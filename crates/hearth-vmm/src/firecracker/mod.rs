@@ -29,7 +29,7 @@ pub mod vsock;
 
 pub use backend::{FirecrackerError, FirecrackerVm, FirecrackerVmm};
 pub use client::{ApiClient, ApiError};
-pub use jailer::{ChrootError, Jailer};
+pub use jailer::{unmount_leftovers, ChrootError, Jailer};
 
 /// The vsock port the guest agent serves its session stream on.
 pub const AGENT_PORT: u32 = 1024;
