@@ -94,6 +94,8 @@ pub enum BackendError {
     JailIds(#[from] JailError),
     #[error(transparent)]
     HostConfig(#[from] HostConfigError),
+    #[error("failed to fetch the Firecracker release")]
+    Fetch(#[source] crate::setup::firecracker_release::FetchError),
 }
 
 /// A program found on this host, and what its `--version` said.

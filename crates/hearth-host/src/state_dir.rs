@@ -40,6 +40,11 @@ impl StateDir {
         self.root.join("host.json")
     }
 
+    /// Firecracker releases `hearth setup --fetch-firecracker` installed, one dir per version.
+    pub fn firecracker_dir(&self) -> PathBuf {
+        self.root.join("firecracker")
+    }
+
     /// Directory of boot assets made by `hearth setup`.
     pub fn boot_dir(&self) -> PathBuf {
         self.root.join("boot")

@@ -784,6 +784,20 @@ pub struct SetupArgs {
     #[arg(long, value_name = "PATH")]
     pub jailer_bin: Option<PathBuf>,
 
+    /// Download the official Firecracker release (firecracker and jailer) for this host's
+    /// architecture into the state dir, verify its SHA-256 and record it.
+    #[arg(long, conflicts_with_all = ["firecracker_bin", "jailer_bin"])]
+    pub fetch_firecracker: bool,
+
+    /// The release `--fetch-firecracker` downloads (default: the newest hearth was tested with).
+    #[arg(long, value_name = "VERSION", requires = "fetch_firecracker")]
+    pub firecracker_version: Option<String>,
+
+    /// The SHA-256 the release archive must have; without it, the one published beside the
+    /// archive is checked, which catches a corrupt download but not a tampered release.
+    #[arg(long, value_name = "HEX", requires = "fetch_firecracker")]
+    pub firecracker_sha256: Option<String>,
+
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -40,7 +40,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 commands::run::run(engine, *args).await
             }
             Command::Start(args) => commands::stop::start(engine, &args).await,
-            Command::Setup(args) => commands::setup::setup(engine, &args, cli.backend.as_deref()),
+            Command::Setup(args) => {
+                commands::setup::setup(engine, &args, cli.backend.as_deref()).await
+            }
             Command::Doctor(args) => commands::doctor::doctor(engine, &args),
             Command::Pull(args) => commands::pull::pull(engine, &args).await,
             Command::Image(command) => commands::image::image(engine, command),
