@@ -22,7 +22,7 @@ use hearth_vmm::firecracker::instance::InstanceInfo;
 use hearth_vmm::firecracker::snapshot::memory_path;
 use hearth_vmm::firecracker::{ApiClient, ApiError, FirecrackerError, FirecrackerVmm, Jailer};
 use hearth_vmm::jail::{JailIds, DEFAULT_ID_BASE};
-use hearth_vmm::{DiskConfig, StartVmError, VmConfig, VmExit, Vmm};
+use hearth_vmm::{DiskConfig, NetConfig, NetNamespace, StartVmError, VmConfig, VmExit, Vmm};
 
 /// The real binary, or `None` after saying why these tests do not run here.
 fn firecracker() -> Option<PathBuf> {
@@ -623,4 +623,86 @@ async fn test_a_jailer_that_refuses_is_reported_with_its_words_and_leaves_no_chr
     assert!(message.contains("memory.max"), "{message}");
     assert!(message.contains("hearth doctor"), "{message}");
     assert!(!config.run_dir.join("jail").exists());
+}
+
+/// A named network namespace holding a persistent tap, as hearth-net makes a sandbox's;
+/// removed when dropped.
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    fn new(name: String, tap: &str) -> Self {
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        run(&["netns", "add", &name]);
+        let netns = TestNetns { name };
+        run(&[
+            "netns",
+            "exec",
+            &netns.name,
+            "ip",
+            "tuntap",
+            "add",
+            "dev",
+            tap,
+            "mode",
+            "tap",
+        ]);
+        netns
+    }
+
+    fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn test_a_jailed_firecracker_joins_the_sandbox_netns_and_opens_its_tap() {
+    let Some((bin, jailer)) = jailer() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = vmlinux(dir.path());
+    let name = unique("net");
+    let tap = format!("fct{}", std::process::id() % 100_000);
+    let netns = TestNetns::new(format!("hearth-test-{name}"), &tap);
+    let vmm = FirecrackerVmm::jailed(bin, jailer);
+    for (index, namespace) in [
+        NetNamespace::At(netns.path()),
+        // A namespace held open, as a clone's is: the jailer gets it by /proc path.
+        NetNamespace::Open(std::sync::Arc::new(
+            std::fs::File::open(netns.path()).unwrap().into(),
+        )),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let run_name = format!("{name}-{index}");
+        let mut config = vm_config(dir.path(), &kernel, &run_name);
+        config.net = Some(NetConfig {
+            netns: namespace,
+            tap: tap.clone(),
+        });
+        let mut vm = vmm.start(&config).await.expect("start with a tap");
+        let pid = vm.pid().unwrap();
+        let inside = std::fs::metadata(format!("/proc/{pid}/ns/net")).unwrap();
+        let sandbox = std::fs::metadata(netns.path()).unwrap();
+        assert_eq!(inside.ino(), sandbox.ino(), "in the sandbox's netns");
+        vm.stop(Duration::from_millis(300)).await;
+        assert_nothing_left(&config, &run_name, pid).await;
+    }
 }
