@@ -24,15 +24,25 @@ use hearth_vmm::firecracker::{ApiClient, ApiError, FirecrackerError, Firecracker
 use hearth_vmm::jail::{JailIds, DEFAULT_ID_BASE};
 use hearth_vmm::{DiskConfig, NetConfig, NetNamespace, StartVmError, VmConfig, VmExit, Vmm};
 
-/// The real binary, or `None` after saying why these tests do not run here.
-fn firecracker() -> Option<PathBuf> {
+/// Says why `test` does not run here; with `HEARTH_TEST_STRICT` set, fails instead.
+fn skip(test: &str, reason: &str) {
+    assert!(
+        std::env::var_os("HEARTH_TEST_STRICT").is_none(),
+        "{test} cannot run: {reason}"
+    );
+    eprintln!("SKIP {test}: {reason}");
+}
+
+/// The real binary, or `None` after saying why `test` does not run here.
+fn firecracker(test: &str) -> Option<PathBuf> {
     match std::env::var_os("HEARTH_FIRECRACKER_BIN") {
         Some(path) => Some(PathBuf::from(path)),
         None => {
-            eprintln!(
-                "skipped: HEARTH_FIRECRACKER_BIN is not set; no Firecracker binary is available \
-                 here (it is not in any package registry this CI reaches); build one from \
-                 Firecracker's source and point HEARTH_FIRECRACKER_BIN at it"
+            skip(
+                test,
+                "HEARTH_FIRECRACKER_BIN is not set; no Firecracker binary is available here (it \
+                 is not in any package registry this CI reaches); build one from Firecracker's \
+                 source and point HEARTH_FIRECRACKER_BIN at it",
             );
             None
         }
@@ -154,7 +164,11 @@ fn kvm_pvm() -> bool {
 
 #[tokio::test]
 async fn test_configure_start_pause_snapshot_kill_and_load_into_a_fresh_firecracker() {
-    let Some(bin) = firecracker() else { return };
+    let Some(bin) =
+        firecracker("test_configure_start_pause_snapshot_kill_and_load_into_a_fresh_firecracker")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let kernel = vmlinux(dir.path());
     let vmm = FirecrackerVmm::new(bin);
@@ -220,7 +234,9 @@ async fn test_configure_start_pause_snapshot_kill_and_load_into_a_fresh_firecrac
 
 #[tokio::test]
 async fn test_the_guest_kernel_on_this_host() {
-    let Some(bin) = firecracker() else { return };
+    let Some(bin) = firecracker("test_the_guest_kernel_on_this_host") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let kernel = vmlinux(dir.path());
     let config = vm_config(dir.path(), &kernel, "vm");
@@ -249,7 +265,10 @@ async fn test_the_guest_kernel_on_this_host() {
 
 #[tokio::test]
 async fn test_a_bad_request_comes_back_as_firecrackers_fault_message() {
-    let Some(bin) = firecracker() else { return };
+    let Some(bin) = firecracker("test_a_bad_request_comes_back_as_firecrackers_fault_message")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let kernel = vmlinux(dir.path());
     let mut config = vm_config(dir.path(), &kernel, "vm");
@@ -273,7 +292,9 @@ async fn test_a_bad_request_comes_back_as_firecrackers_fault_message() {
 
 #[tokio::test]
 async fn test_kill_9_leaves_no_process_and_no_socket() {
-    let Some(bin) = firecracker() else { return };
+    let Some(bin) = firecracker("test_kill_9_leaves_no_process_and_no_socket") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let kernel = vmlinux(dir.path());
     let config = vm_config(dir.path(), &kernel, "vm");
@@ -383,17 +404,18 @@ async fn test_a_firecracker_that_exits_while_starting_is_reported_with_its_log()
 
 /// The real jailer and Firecracker, when both are named and hearth runs as root (the jailer
 /// chroots, changes ids and writes cgroups); `None` after saying why not.
-fn jailer() -> Option<(PathBuf, Jailer)> {
-    let firecracker = firecracker()?;
+fn jailer(test: &str) -> Option<(PathBuf, Jailer)> {
+    let firecracker = firecracker(test)?;
     let Some(program) = std::env::var_os("HEARTH_JAILER_BIN") else {
-        eprintln!(
-            "skipped: HEARTH_JAILER_BIN is not set; build the jailer with Firecracker and point \
-             HEARTH_JAILER_BIN at it"
+        skip(
+            test,
+            "HEARTH_JAILER_BIN is not set; build the jailer with Firecracker and point \
+             HEARTH_JAILER_BIN at it",
         );
         return None;
     };
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the jailer needs root (chroot, uid change, cgroups)");
+        skip(test, "the jailer needs root (chroot, uid change, cgroups)");
         return None;
     }
     let ids = JailIds::new(DEFAULT_ID_BASE).unwrap();
@@ -473,7 +495,9 @@ async fn assert_nothing_left(config: &VmConfig, name: &str, pid: u32) {
 
 #[tokio::test]
 async fn test_the_jailer_runs_firecracker_chrooted_as_its_own_uid_and_stop_removes_everything() {
-    let Some((bin, jailer)) = jailer() else {
+    let Some((bin, jailer)) = jailer(
+        "test_the_jailer_runs_firecracker_chrooted_as_its_own_uid_and_stop_removes_everything",
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -530,7 +554,9 @@ async fn test_the_jailer_runs_firecracker_chrooted_as_its_own_uid_and_stop_remov
 
 #[tokio::test]
 async fn test_a_jailed_firecracker_killed_with_sigkill_leaves_nothing() {
-    let Some((bin, jailer)) = jailer() else {
+    let Some((bin, jailer)) =
+        jailer("test_a_jailed_firecracker_killed_with_sigkill_leaves_nothing")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -554,7 +580,9 @@ async fn test_a_jailed_firecracker_killed_with_sigkill_leaves_nothing() {
 
 #[tokio::test]
 async fn test_a_jailed_snapshot_is_moved_out_private_and_loads_into_another_jail() {
-    let Some((bin, jailer)) = jailer() else {
+    let Some((bin, jailer)) =
+        jailer("test_a_jailed_snapshot_is_moved_out_private_and_loads_into_another_jail")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -594,7 +622,10 @@ async fn test_a_jailed_snapshot_is_moved_out_private_and_loads_into_another_jail
 #[tokio::test]
 async fn test_a_jailer_that_refuses_is_reported_with_its_words_and_leaves_no_chroot() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: jailed starts need root");
+        skip(
+            "test_a_jailer_that_refuses_is_reported_with_its_words_and_leaves_no_chroot",
+            "jailed starts need root",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -672,7 +703,9 @@ impl Drop for TestNetns {
 
 #[tokio::test]
 async fn test_a_jailed_firecracker_joins_the_sandbox_netns_and_opens_its_tap() {
-    let Some((bin, jailer)) = jailer() else {
+    let Some((bin, jailer)) =
+        jailer("test_a_jailed_firecracker_joins_the_sandbox_netns_and_opens_its_tap")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
