@@ -57,7 +57,7 @@ impl Engine {
         if let Some(vmm) = self.vmm.get() {
             return Ok(vmm.as_ref());
         }
-        let detected = hearth_host::backend::detect().map_err(EngineError::Backend)?;
+        let detected = hearth_host::backend::detect(&self.state).map_err(EngineError::Backend)?;
         Ok(self.vmm.get_or_init(|| detected).as_ref())
     }
 

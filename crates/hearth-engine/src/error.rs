@@ -82,6 +82,8 @@ pub enum EngineError {
     NoCommand,
     #[error("hearth cannot run VMs on this host (see `hearth doctor`)")]
     Backend(#[source] BackendError),
+    #[error("failed to set up the VM backend")]
+    BackendSetup(#[source] BackendError),
     #[error("failed to boot the sandbox")]
     Boot(#[source] BootError),
     #[error(transparent)]
@@ -197,7 +199,7 @@ impl EngineError {
             | EngineError::TooMuchMemory { .. }
             | EngineError::NoCommand
             | EngineError::Reference(_) => ErrorKind::InvalidInput,
-            EngineError::Backend(_) => ErrorKind::Unavailable,
+            EngineError::Backend(_) | EngineError::BackendSetup(_) => ErrorKind::Unavailable,
             _ if self.is_network_permission_denied() => ErrorKind::PermissionDenied,
             EngineError::Boot(BootError::Start(_)) => ErrorKind::Unavailable,
             EngineError::Boot(_)

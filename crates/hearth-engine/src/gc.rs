@@ -56,6 +56,10 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
         }
         let run_dir = state.vms_dir().join(&record.id);
         report.killed_pids.extend(kill_processes_in(&run_dir));
+        report
+            .killed_pids
+            .extend(hearth_vmm::cgroup::kill_tasks(&record.id));
+        hearth_vmm::firecracker::unmount_leftovers(&run_dir);
         remove_dir(&run_dir, &mut report);
         remove_network(&record.id, &mut report);
         remove_cgroup(&record.id, &mut report);
@@ -81,8 +85,13 @@ pub fn collect(state: &StateDir) -> Result<GcReport, StateError> {
             if live_row || !orphaned {
                 continue;
             }
-            // The owner is dead; its VMM dies with it (PDEATHSIG) but may not be gone yet.
+            // The owner is dead; its VMM dies with it (PDEATHSIG) but may not be gone yet,
+            // except a jailed Firecracker, which only its cgroup finds.
             report.killed_pids.extend(kill_processes_in(&dir));
+            report
+                .killed_pids
+                .extend(hearth_vmm::cgroup::kill_tasks(&name));
+            hearth_vmm::firecracker::unmount_leftovers(&dir);
             remove_dir(&dir, &mut report);
             remove_network(&name, &mut report);
             remove_cgroup(&name, &mut report);

@@ -41,7 +41,13 @@ pub mod paths {
 
 /// What [`Engine::setup`] takes and reports (from `hearth-host`).
 pub mod setup {
+    pub use hearth_host::backend::{BackendKind, BackendSetup, BACKEND_ENV};
+    pub use hearth_host::host_config::HostConfig;
+    pub use hearth_host::setup::firecracker_release::{
+        FetchedRelease, ReleaseFetch, DEFAULT_RELEASE,
+    };
     pub use hearth_host::setup::{SetupConfig, SetupReport, SetupReporter, Step, StepOutcome};
+    pub use hearth_vmm::firecracker::version::Version as FirecrackerVersion;
 }
 
 /// What [`Engine::doctor`] reports (from `hearth-host`).

@@ -1,9 +1,9 @@
 //! `hearth doctor`: what hearth found on this host, whether it can run, and what to install.
 //!
 //! [`diagnose`] returns a [`DoctorReport`] (serde, for `--json`): one [`Check`] per program,
-//! host feature and boot asset. It asks [`kvm::accelerator`] and [`find_program`], as
-//! [`backend::detect`] does to pick the accelerator and the programs, so doctor reports what a
-//! boot will use.
+//! host feature and boot asset. It asks [`backend::decide`], as [`backend::detect`] does to
+//! pick the backend, the accelerator and the programs, so doctor reports what a boot will use
+//! and why.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,10 +11,11 @@ use std::process::{Command, Stdio};
 use hearth_vmm::Accel;
 use serde::Serialize;
 
-use crate::backend;
+use crate::backend::{self, BackendChoice, FoundProgram, HostFacts};
 use crate::find_program;
+use crate::host_config::HostConfig;
 use crate::human_size;
-use crate::kvm::{self, AccelChoice, KvmKind};
+use crate::kvm::{AccelChoice, KvmKind};
 use crate::setup::{elf, kernel, HostLayout};
 use crate::StateDir;
 
@@ -34,8 +35,9 @@ pub enum CheckStatus {
 /// One thing hearth looked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
-    /// Stable identifier: `qemu`, `kvm`, `accelerator`, `kernel`,
-    /// `initramfs`, `default-image`, `mkfs.ext4`, `mkfs.erofs`, `busybox`, `host-kernel`.
+    /// Stable identifier: `backend`, `qemu`, `kvm`, `accelerator`, `firecracker`, `jailer`,
+    /// `cgroup`, `kernel`, `initramfs`, `default-image`, `mkfs.ext4`, `mkfs.erofs`,
+    /// `busybox`, `host-kernel`.
     pub name: &'static str,
     pub status: CheckStatus,
     /// Whether hearth cannot run VMs when this is missing.
@@ -83,6 +85,10 @@ pub struct DoctorReport {
     /// The accelerator hearth uses: `kvm` or `tcg`.
     pub accel: Accel,
     pub accel_reason: String,
+    /// The backend VMs run on (`qemu-tcg`, `qemu-kvm`, `firecracker (jailed)`), or `none`
+    /// when the one asked for cannot run here.
+    pub backend: String,
+    pub backend_reason: String,
     pub checks: Vec<Check>,
 }
 
@@ -103,8 +109,20 @@ impl DoctorReport {
 
 /// Looks at this host and `state`.
 pub fn diagnose(state: &StateDir) -> DoctorReport {
-    let accel = kvm::accelerator();
+    let (config, config_error) = match HostConfig::load(state) {
+        Ok(config) => (config, None),
+        Err(e) => (HostConfig::default(), Some(e.to_string())),
+    };
+    let facts = HostFacts::gather(&config);
+    let accel = facts.accel.clone();
+    let decided = match config_error {
+        Some(why) => Err(why),
+        None => backend::requested(&config)
+            .and_then(|requested| backend::choose(requested, &facts))
+            .map_err(|e| e.to_string()),
+    };
     let mut checks = vec![
+        backend_check(&decided),
         program_check("qemu", backend::QEMU, "apt-get install qemu-system-x86"),
         kvm_check(&accel),
         Check::ok(
@@ -112,6 +130,9 @@ pub fn diagnose(state: &StateDir) -> DoctorReport {
             true,
             format!("{}: {}", accel.accel, accel.reason),
         ),
+        firecracker_check(&facts),
+        jailer_check(&facts),
+        cgroup_check(facts.cgroup_version),
     ];
     checks.push(asset_check("kernel", &state.kernel(), kernel_detail));
     checks.push(asset_check("initramfs", &state.initramfs(), size_detail));
@@ -124,13 +145,141 @@ pub fn diagnose(state: &StateDir) -> DoctorReport {
     checks.push(image_tool_check());
     checks.push(busybox_check(&HostLayout::default().busybox));
     checks.push(host_kernel_check(&HostLayout::default()));
+    let (backend, backend_reason) = match decided {
+        Ok(choice) => (choice.chosen.to_string(), choice.reason),
+        Err(why) => ("none".to_owned(), why),
+    };
     DoctorReport {
         state_dir: state.root().to_owned(),
         kvm: accel.kvm,
         accel: accel.accel,
         accel_reason: accel.reason,
+        backend,
+        backend_reason,
         checks,
     }
+}
+
+/// The backend VMs run on and why; missing (hearth cannot run) when the backend asked for
+/// cannot run here.
+fn backend_check(decided: &Result<BackendChoice, String>) -> Check {
+    match decided {
+        Ok(choice) => Check::ok(
+            "backend",
+            true,
+            format!(
+                "{}, `{}` asked: {}",
+                choice.chosen, choice.requested, choice.reason
+            ),
+        ),
+        Err(why) => Check::not_ok(
+            "backend",
+            CheckStatus::Missing,
+            true,
+            why.clone(),
+            format!(
+                "install what it names, or pick another backend with `--backend` or \
+                 `{}=qemu`",
+                backend::BACKEND_ENV
+            ),
+        ),
+    }
+}
+
+/// Firecracker: optional (QEMU runs everywhere), the production backend on hardware KVM.
+fn firecracker_check(facts: &HostFacts) -> Check {
+    let fix = "install the official release binary from \
+               https://github.com/firecracker-microvm/firecracker/releases and record it with \
+               `hearth setup --backend firecracker --firecracker-bin PATH --jailer-bin PATH`";
+    let check = found_check("firecracker", facts.firecracker.as_ref(), fix);
+    match &facts.firecracker {
+        Some(found) if found.dynamic && facts.root && check.status == CheckStatus::Ok => {
+            Check::not_ok(
+                "firecracker",
+                CheckStatus::Warn,
+                false,
+                format!(
+                    "{}: dynamically linked, so it cannot run under the jailer, whose chroot \
+                     holds only the binary",
+                    check.detail
+                ),
+                fix,
+            )
+        }
+        _ => check,
+    }
+}
+
+/// The jailer: what Firecracker runs under when hearth is root.
+fn jailer_check(facts: &HostFacts) -> Check {
+    let fix = "install `jailer` from the same Firecracker release";
+    let check = found_check("jailer", facts.jailer.as_ref(), fix);
+    let versions = facts
+        .firecracker
+        .as_ref()
+        .zip(facts.jailer.as_ref())
+        .and_then(|(f, j)| f.version.as_ref().ok().zip(j.version.as_ref().ok()));
+    match versions {
+        Some((firecracker, jailer)) if firecracker != jailer => Check::not_ok(
+            "jailer",
+            CheckStatus::Warn,
+            false,
+            format!(
+                "{}; Firecracker is {firecracker}: the jailer should come from the same release",
+                check.detail
+            ),
+            fix,
+        ),
+        _ if !facts.root && check.status == CheckStatus::Ok => Check::ok(
+            "jailer",
+            false,
+            format!("{} (used only when hearth runs as root)", check.detail),
+        ),
+        _ => check,
+    }
+}
+
+fn found_check(name: &'static str, found: Option<&FoundProgram>, fix: &str) -> Check {
+    match found {
+        None => Check::not_ok(
+            name,
+            CheckStatus::Warn,
+            false,
+            format!(
+                "`{name}` not found in the host settings, PATH, ~/.cargo/bin or /usr/local/bin"
+            ),
+            fix,
+        ),
+        Some(found) => match &found.version {
+            Ok(version) if *version >= hearth_vmm::firecracker::version::MINIMUM => {
+                Check::ok(name, false, found.describe())
+            }
+            Ok(_) => Check::not_ok(
+                name,
+                CheckStatus::Warn,
+                false,
+                format!(
+                    "{}: hearth needs {} or later",
+                    found.describe(),
+                    hearth_vmm::firecracker::version::MINIMUM
+                ),
+                fix,
+            ),
+            Err(_) => Check::not_ok(name, CheckStatus::Warn, false, found.describe(), fix),
+        },
+    }
+}
+
+/// Which cgroup hierarchy VMMs' limits go into.
+fn cgroup_check(version: u8) -> Check {
+    let detail = match version {
+        2 => "v2: the unified hierarchy at /sys/fs/cgroup limits each VMM's memory, CPU and tasks",
+        _ => {
+            "v1: each VMM's memory, CPU and tasks are limited in the memory, cpu and pids \
+             hierarchies under /sys/fs/cgroup"
+        }
+    };
+    Check::ok("cgroup", false, detail.to_owned())
 }
 
 fn program_check(name: &'static str, program: &str, fix: &str) -> Check {
@@ -358,6 +507,16 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["accel"], "tcg");
         assert_eq!(json["kvm"], "pvm");
+        if std::env::var_os(backend::BACKEND_ENV).is_none() {
+            // `auto` on kvm_pvm: QEMU, and the reason names kvm_pvm.
+            assert_eq!(report.backend, "qemu-tcg");
+            assert!(
+                report.backend_reason.contains("kvm_pvm"),
+                "{}",
+                report.backend_reason
+            );
+        }
+        assert!(report.check("cgroup").is_some());
     }
 
     #[test]
@@ -381,7 +540,15 @@ mod tests {
         for field in ["name", "status", "required", "detail", "fix"] {
             assert!(check.get(field).is_some(), "missing `{field}` in {check}");
         }
-        for field in ["state_dir", "kvm", "accel", "accel_reason", "checks"] {
+        for field in [
+            "state_dir",
+            "kvm",
+            "accel",
+            "accel_reason",
+            "backend",
+            "backend_reason",
+            "checks",
+        ] {
             assert!(json.get(field).is_some(), "missing `{field}`");
         }
     }

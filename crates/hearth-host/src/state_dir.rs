@@ -35,6 +35,16 @@ impl StateDir {
         &self.root
     }
 
+    /// Per-host settings recorded by `hearth setup` (see [`crate::host_config`]).
+    pub fn host_config(&self) -> PathBuf {
+        self.root.join("host.json")
+    }
+
+    /// Firecracker releases `hearth setup --fetch-firecracker` installed, one dir per version.
+    pub fn firecracker_dir(&self) -> PathBuf {
+        self.root.join("firecracker")
+    }
+
     /// Directory of boot assets made by `hearth setup`.
     pub fn boot_dir(&self) -> PathBuf {
         self.root.join("boot")

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const ROOT: &str = "/sys/fs/cgroup";
 /// The parent group of every VMM's group.
-const PARENT: &str = "hearth";
+pub(crate) const PARENT: &str = "hearth";
 
 /// What QEMU needs above guest RAM under TCG: its translation cache (grows with the code the
 /// guest runs), device and migration buffers and its own heap. A booted, idle 512 MiB guest's
@@ -62,6 +62,33 @@ impl CgroupLimits {
     }
 }
 
+impl CgroupLimits {
+    /// The same limits as Firecracker's jailer sets them: its `--cgroup-version` and one
+    /// `--cgroup <file>=<value>` per limit, for the group `<PARENT>/<name>` it makes under
+    /// every controller named (so [`remove_cgroup`] finds it as it finds a QEMU's).
+    pub(crate) fn jailer_args(self) -> (u8, Vec<String>) {
+        let quota = u64::from(self.vcpus) * CPU_PERIOD_US;
+        if is_v2() {
+            // No `memory.swap.max`, unlike `create`: where swap is not accounted that file is
+            // absent, and the jailer fails on a file it cannot write rather than skipping it.
+            let properties = vec![
+                format!("memory.max={}", self.memory_bytes),
+                format!("pids.max={}", self.tasks),
+                format!("cpu.max={quota} {CPU_PERIOD_US}"),
+            ];
+            (2, properties)
+        } else {
+            let properties = vec![
+                format!("memory.limit_in_bytes={}", self.memory_bytes),
+                format!("cpu.cfs_period_us={CPU_PERIOD_US}"),
+                format!("cpu.cfs_quota_us={quota}"),
+                format!("pids.max={}", self.tasks),
+            ];
+            (1, properties)
+        }
+    }
+}
+
 /// One VMM's group, removed when dropped (once the VMM is gone).
 #[derive(Debug)]
 pub struct VmCgroup {
@@ -70,6 +97,17 @@ pub struct VmCgroup {
 
 fn is_v2() -> bool {
     Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
+/// Which cgroup hierarchy VMM groups are made in: 2 where the host mounts the unified
+/// hierarchy at `/sys/fs/cgroup`, else 1 (a hybrid host's `unified` mount has no controllers
+/// to limit with).
+pub fn version() -> u8 {
+    if is_v2() {
+        2
+    } else {
+        1
+    }
 }
 
 /// The group directories `name` has under each controller.
@@ -169,6 +207,34 @@ impl Drop for VmCgroup {
     }
 }
 
+/// Sends SIGKILL to every process in group `name` and returns their pids: what gc calls for a
+/// VMM whose owner died. A QEMU dies with its owner, but a Firecracker the jailer started does
+/// not (its uid change cleared the parent-death signal), and its command line does not name
+/// the run dir, so its group is how it is found.
+pub fn kill_tasks(name: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = dirs_for(name)
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+        .flat_map(|procs| {
+            procs
+                .lines()
+                .filter_map(|line| line.trim().parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in &pids {
+        if let Ok(raw) = i32::try_from(*pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    pids
+}
+
 /// Removes group `name` if it is there and empty; what gc calls for a VMM whose owner died.
 /// Returns whether something was removed.
 pub fn remove_cgroup(name: &str) -> bool {
@@ -201,4 +267,36 @@ fn remove_dirs(dirs: &[PathBuf]) -> bool {
         }
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_kill_tasks_kills_what_is_in_the_group_and_then_it_can_go() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "SKIP test_kill_tasks_kills_what_is_in_the_group_and_then_it_can_go: needs root"
+            );
+            return;
+        }
+        let name = format!("test-kill-{}", std::process::id());
+        let group = VmCgroup::create(&name, CgroupLimits::for_vm(64, 1)).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        for mut procs in group.procs().unwrap() {
+            std::io::Write::write_all(&mut procs, child.id().to_string().as_bytes()).unwrap();
+        }
+        assert_eq!(kill_tasks(&name), [child.id()]);
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        drop(group);
+        assert!(dirs_for(&name).iter().all(|dir| !dir.exists()));
+    }
 }

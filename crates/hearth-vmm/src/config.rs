@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::StartVmError;
+
 /// Everything needed to boot one VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -30,6 +32,40 @@ pub struct VmConfig {
     pub restore: Option<PathBuf>,
     /// Guest RAM mapped from a file instead of anonymous memory.
     pub memory_file: Option<MemoryFile>,
+}
+
+impl VmConfig {
+    /// Checks that the files the VM starts from exist. A restore does not read the boot files
+    /// (the kernel is in the saved RAM); a shared memory file is made by the VMM, a private one
+    /// must be there. `restored_memory` is where a backend that keeps a snapshot's memory
+    /// beside its state (Firecracker) reads it from when no memory file is given.
+    pub(crate) fn check_files(
+        &self,
+        restored_memory: Option<&PathBuf>,
+    ) -> Result<(), StartVmError> {
+        let boot = [("kernel", &self.kernel), ("initramfs", &self.initramfs)];
+        let files = boot
+            .into_iter()
+            .filter(|_| self.restore.is_none())
+            .chain(self.disks.iter().map(|d| ("disk image", &d.path)))
+            .chain(self.restore.iter().map(|state| ("saved state", state)))
+            .chain(
+                self.memory_file
+                    .iter()
+                    .filter(|file| file.mode == MemoryMode::Private)
+                    .map(|file| ("memory file", &file.path)),
+            )
+            .chain(restored_memory.map(|path| ("saved memory", path)));
+        for (what, path) in files {
+            if !path.is_file() {
+                return Err(StartVmError::MissingFile {
+                    what,
+                    path: path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A file holding guest RAM.

@@ -82,6 +82,35 @@ impl JailIds {
     pub fn for_thread(self, tid: u32) -> u32 {
         self.base + tid % PID_MAX_LIMIT
     }
+
+    /// An id held by a thread of its own for as long as the lease lives: for a VMM that another
+    /// program (Firecracker's jailer) puts in its pid namespace, so no hearth thread holds one.
+    pub(crate) fn lease(self) -> std::io::Result<IdLease> {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (keep_tx, keep_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("vmm-id".to_owned())
+            .spawn(move || {
+                let tid = u32::try_from(nix::unistd::gettid().as_raw()).unwrap_or_default();
+                let _ = tid_tx.send(tid);
+                // Returns once the lease is dropped.
+                let _ = keep_rx.recv();
+            })?;
+        let tid = tid_rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the id thread died before telling its id"))?;
+        Ok(IdLease {
+            id: self.for_thread(tid),
+            _keep: keep_tx,
+        })
+    }
+}
+
+/// A VMM's uid (and gid), unique among live VMMs while this is held (see [`JailIds::lease`]).
+#[derive(Debug)]
+pub(crate) struct IdLease {
+    pub id: u32,
+    _keep: std::sync::mpsc::Sender<()>,
 }
 
 /// How a bind mount is made read-only or not, and whether device nodes work through it.
@@ -249,13 +278,13 @@ impl JailPlan {
 }
 
 /// A directory (and its parents) the jailed VMM may traverse: 0755 whatever the umask.
-fn make_dir(path: &Path) -> std::io::Result<()> {
+pub(crate) fn make_dir(path: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
 }
 
 /// Gives `path` to group `gid` with `bits` added to its mode; the owner stays.
-fn share_with_group(path: &Path, gid: u32, bits: u32) -> std::io::Result<()> {
+pub(crate) fn share_with_group(path: &Path, gid: u32, bits: u32) -> std::io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if meta.gid() != gid {
         std::os::unix::fs::chown(path, None, Some(gid))?;

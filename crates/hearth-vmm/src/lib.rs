@@ -3,13 +3,16 @@
 //! A backend starts a VM from a [`VmConfig`] (kernel, initramfs, disks, command line, resources)
 //! and exposes one byte stream to the guest agent as a Unix socket that accepts one client at a
 //! time ([`Vm::agent_stream`]), so everything above this crate talks to the guest the same way
-//! whichever backend runs it. Today: QEMU `microvm` ([`qemu::QemuVmm`]) with KVM or TCG, where
-//! the stream is a virtio-serial port.
+//! whichever backend runs it: QEMU `microvm` ([`qemu::QemuVmm`]) with KVM or TCG, where the
+//! stream is a virtio-serial port, and Firecracker ([`firecracker::FirecrackerVmm`]) on hardware
+//! KVM, where it is one vsock connection.
 
 pub mod cgroup;
 pub mod config;
 pub mod console;
+pub mod firecracker;
 pub mod jail;
+mod process;
 pub mod qemu;
 mod sys;
 
@@ -114,6 +117,22 @@ pub enum SaveError {
     },
     #[error("failed to resume the VM after saving it")]
     Resume(#[source] qemu::qmp::QmpError),
+    #[error("failed to snapshot the VM to `{}`", path.display())]
+    Snapshot {
+        path: std::path::PathBuf,
+        #[source]
+        source: firecracker::ApiError,
+    },
+    #[error("failed to resume the VM after snapshotting it")]
+    SnapshotResume(#[source] firecracker::ApiError),
+    #[error("failed to move the snapshot out of Firecracker's chroot")]
+    SnapshotMove(#[source] firecracker::ChrootError),
+    #[error("the {backend} backend cannot {operation}: {why}")]
+    Unsupported {
+        backend: &'static str,
+        operation: &'static str,
+        why: &'static str,
+    },
 }
 
 /// Why a VM could not be started.
@@ -138,6 +157,8 @@ pub enum StartVmError {
     Handover(#[source] sys::HandoverError),
     #[error("failed to set up the VMM's jail")]
     Jail(#[source] jail::JailError),
+    #[error("failed to start Firecracker")]
+    Firecracker(#[source] firecracker::FirecrackerError),
     #[error("`{program}` exited during start-up ({status}); its output: {output}")]
     HelperExited {
         program: String,

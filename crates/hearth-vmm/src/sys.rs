@@ -1,11 +1,13 @@
 //! Process plumbing that needs `unsafe`: the parent-death signal for VMM children, running a
-//! child inside a network namespace, and the VMM's confinement (see [`confine`]).
+//! child inside a network namespace, the VMM's confinement (see [`confine`]), and pidfds for a
+//! VMM that is not hearth's child (see [`pidfd_open`]).
 #![expect(
     unsafe_code,
-    reason = "pre_exec hooks are unsafe to register; each makes only async-signal-safe calls"
+    reason = "pre_exec hooks are unsafe to register; each makes only async-signal-safe calls; \
+              pidfd_open(2) and pidfd_send_signal(2) have no safe wrapper in nix"
 )]
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Makes the child get SIGKILL when the thread that spawned it dies, so a killed hearth never
 /// leaves a VMM or helper process running.
@@ -30,6 +32,53 @@ pub(crate) fn enter_netns(command: &mut tokio::process::Command, netns: OwnedFd)
             nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(std::io::Error::from)
         });
+    }
+}
+
+/// A pidfd for process `pid`, registered with the runtime: it becomes readable when the
+/// process exits, and signals sent through it reach that process even after its pid is reused.
+/// How hearth holds a Firecracker that the jailer started in a pid namespace of its own and so
+/// is not hearth's child. Must be called within a tokio runtime.
+pub(crate) fn pidfd_open(pid: u32) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open(2) takes a pid and flags by value and returns a new descriptor or -1;
+    // no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::O_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an `OwnedFd` keeps its descriptor open, and `as_raw_fd` returns that same one,
+    // until it is dropped, which happens only with the `AsyncFd` that owns it.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }
+    .map_err(std::io::Error::from)
+}
+
+/// Sends SIGKILL to the process `pidfd` refers to. A process that already exited is not an
+/// error: it is what the caller wanted.
+pub(crate) fn pidfd_kill(pidfd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal(2) reads a descriptor `pidfd` keeps open, a signal number, a
+    // null siginfo (the kernel then fills one in as kill(2) does) and flags 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => match std::io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            e => Err(e),
+        },
     }
 }
 

@@ -2,7 +2,10 @@
 //! (`hearth doctor`). Both are `hearth-host`'s work; here they become engine operations on the
 //! engine's state dir, and need no VM backend.
 
+use hearth_host::backend::{BackendError, BackendSetup};
 use hearth_host::doctor::{self, DoctorReport};
+use hearth_host::host_config::HostConfig;
+use hearth_host::setup::firecracker_release::{fetch_release, FetchedRelease, ReleaseFetch};
 use hearth_host::setup::{self, SetupConfig, SetupReport, SetupReporter};
 
 use crate::engine::Engine;
@@ -23,6 +26,23 @@ impl Engine {
     }
 
     /// What hearth finds on this host and in the state dir, and what to fix.
+    /// Checks and records the backend and its binaries for this host (`hearth setup
+    /// --backend`); the settings as written.
+    pub fn record_backend(&self, setup: &BackendSetup) -> Result<HostConfig, EngineError> {
+        hearth_host::backend::record(self.state(), setup).map_err(EngineError::BackendSetup)
+    }
+
+    /// Downloads, verifies and installs an official Firecracker release into the state dir
+    /// (`hearth setup --fetch-firecracker`); record it with [`Engine::record_backend`].
+    pub async fn fetch_firecracker(
+        &self,
+        fetch: &ReleaseFetch,
+    ) -> Result<FetchedRelease, EngineError> {
+        fetch_release(fetch)
+            .await
+            .map_err(|e| EngineError::BackendSetup(BackendError::Fetch(e)))
+    }
+
     pub fn doctor(&self) -> DoctorReport {
         doctor::diagnose(self.state())
     }

@@ -8,12 +8,14 @@
 //! - the built-in default image, an ext4 made offline from busybox ([`default_image`]).
 //!
 //! [`setup`] runs them in order and returns a [`SetupReport`]; progress goes to a
-//! [`SetupReporter`] so the CLI can print it.
+//! [`SetupReporter`] so the CLI can print it. With `--fetch-firecracker`, setup first fetches
+//! an official Firecracker release ([`firecracker_release`]).
 
 mod assets;
 pub mod default_image;
 pub(crate) mod elf;
 mod fingerprint;
+pub mod firecracker_release;
 pub mod initramfs;
 pub mod kernel;
 pub mod modules;

@@ -15,7 +15,7 @@ use super::cmdline::{disk_fd, qemu_args, RunFiles, VmmPaths};
 use super::migration;
 use super::qmp::Qmp;
 use crate::cgroup::{CgroupLimits, VmCgroup};
-use crate::config::{Accel, MemoryMode, NetConfig, NetNamespace, VmConfig};
+use crate::config::{Accel, MemoryMode, VmConfig};
 use crate::console::{self, CappedLog, CONSOLE_LOG_CAP};
 use crate::jail::{JailIds, JailPlan};
 use crate::sys::{Handover, JailExec, AGENT_FD, CONSOLE_FD, QMP_FD};
@@ -75,7 +75,7 @@ impl Vmm for QemuVmm {
     }
 
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError> {
-        check_inputs(config)?;
+        config.check_files(None)?;
         let files = RunFiles::new(config);
         for socket in [&files.qmp, &files.agent_stream, &files.console_socket] {
             if socket.as_os_str().len() > MAX_SOCKET_PATH {
@@ -90,25 +90,11 @@ impl Vmm for QemuVmm {
             None => VmmPaths::host(config),
         };
         let args = qemu_args(config, self.accel, &paths, super::tsc::host_tsc_khz());
-        let netns = match &config.net {
-            Some(NetConfig {
-                netns: NetNamespace::At(path),
-                ..
-            }) => Some(OwnedFd::from(std::fs::File::open(path).map_err(
-                |source| StartVmError::Prepare {
-                    path: path.clone(),
-                    source,
-                },
-            )?)),
-            Some(NetConfig {
-                netns: NetNamespace::Open(fd),
-                ..
-            }) => Some(fd.try_clone().map_err(|source| StartVmError::Prepare {
-                path: "network namespace fd".into(),
-                source,
-            })?),
-            None => None,
-        };
+        let netns = config
+            .net
+            .as_ref()
+            .map(crate::process::open_netns)
+            .transpose()?;
         let log = CappedLog::open(&files.console_log, CONSOLE_LOG_CAP).map_err(|source| {
             StartVmError::Prepare {
                 path: files.console_log.clone(),
@@ -222,33 +208,6 @@ async fn resume_from(
     migration::load(qmp, state).await?;
     if memory != Some(MemoryMode::Shared) {
         qmp.execute("cont", Value::Null).await?;
-    }
-    Ok(())
-}
-
-fn check_inputs(config: &VmConfig) -> Result<(), StartVmError> {
-    // A restore does not read the boot files (the kernel is in the saved RAM); a shared memory
-    // file is made by QEMU, a private one must be there.
-    let boot = [("kernel", &config.kernel), ("initramfs", &config.initramfs)];
-    let files = boot
-        .into_iter()
-        .filter(|_| config.restore.is_none())
-        .chain(config.disks.iter().map(|d| ("disk image", &d.path)))
-        .chain(config.restore.iter().map(|state| ("saved state", state)))
-        .chain(
-            config
-                .memory_file
-                .iter()
-                .filter(|file| file.mode == MemoryMode::Private)
-                .map(|file| ("memory file", &file.path)),
-        );
-    for (what, path) in files {
-        if !path.is_file() {
-            return Err(StartVmError::MissingFile {
-                what,
-                path: path.clone(),
-            });
-        }
     }
     Ok(())
 }
@@ -373,7 +332,7 @@ async fn spawn(
     let program = program.to_owned();
     let Some((ids, setup)) = jail else {
         crate::sys::confine(&mut command, handover, None).map_err(StartVmError::Handover)?;
-        return Ok((spawn_now(&mut command, &program)?, None));
+        return Ok((crate::process::spawn(&mut command, &program)?, None));
     };
     let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel();
     let (keep_tx, keep_rx) = std::sync::mpsc::channel::<()>();
@@ -426,21 +385,7 @@ fn spawn_jailed(
         cgroup_procs: setup.cgroup_procs,
     };
     crate::sys::confine(command, handover, Some(jail)).map_err(StartVmError::Handover)?;
-    spawn_now(command, program)
-}
-
-fn spawn_now(command: &mut Command, program: &Path) -> Result<Child, StartVmError> {
-    command.spawn().map_err(|source| {
-        let program = program.display().to_string();
-        if source.kind() == std::io::ErrorKind::NotFound {
-            StartVmError::ProgramMissing {
-                program,
-                hint: "run `hearth doctor` to see what to install".to_owned(),
-            }
-        } else {
-            StartVmError::Spawn { program, source }
-        }
-    })
+    crate::process::spawn(command, program)
 }
 
 /// Builds the error for a helper that died (or is unusable) during start-up, from its log.

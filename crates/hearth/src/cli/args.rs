@@ -14,6 +14,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "HEARTH_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// VM backend: `auto` (Firecracker on hardware KVM when it is installed, else QEMU),
+    /// `firecracker` or `qemu`. Default: what `hearth setup --backend` recorded, else `auto`.
+    #[arg(
+        long,
+        global = true,
+        env = "HEARTH_BACKEND",
+        value_name = "BACKEND",
+        value_parser = ["auto", "firecracker", "qemu"]
+    )]
+    pub backend: Option<String>,
+
     /// Print debug logs to stderr (repeat for more). `-v` is `--volume`, as in docker.
     #[arg(short = 'D', long, global = true, action = clap::ArgAction::Count)]
     pub debug: u8,
@@ -763,6 +774,29 @@ pub struct SetupArgs {
     /// Rebuild everything even when it is up to date.
     #[arg(long)]
     pub force: bool,
+
+    /// The Firecracker binary to record for this host (checked: 1.10 or later). With
+    /// `--backend firecracker`, Firecracker becomes the host's default backend.
+    #[arg(long, value_name = "PATH")]
+    pub firecracker_bin: Option<PathBuf>,
+
+    /// The jailer binary of the same release, which runs Firecracker when hearth is root.
+    #[arg(long, value_name = "PATH")]
+    pub jailer_bin: Option<PathBuf>,
+
+    /// Download the official Firecracker release (firecracker and jailer) for this host's
+    /// architecture into the state dir, verify its SHA-256 and record it.
+    #[arg(long, conflicts_with_all = ["firecracker_bin", "jailer_bin"])]
+    pub fetch_firecracker: bool,
+
+    /// The release `--fetch-firecracker` downloads (default: the newest hearth was tested with).
+    #[arg(long, value_name = "VERSION", requires = "fetch_firecracker")]
+    pub firecracker_version: Option<String>,
+
+    /// The SHA-256 the release archive must have; without it, the one published beside the
+    /// archive is checked, which catches a corrupt download but not a tampered release.
+    #[arg(long, value_name = "HEX", requires = "fetch_firecracker")]
+    pub firecracker_sha256: Option<String>,
 
     /// Print the report as JSON.
     #[arg(long)]

@@ -20,6 +20,11 @@ use self::printable::printable_lines;
 /// Runs the chosen subcommand and returns the process exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let state = cli.state_dir.map_or_else(StateDir::from_env, StateDir::new);
+    if let Some(backend) = &cli.backend {
+        // The flag is the variable: the engine's backend choice reads it, and the supervisors
+        // this process starts inherit it and so choose the same. Set before any thread starts.
+        std::env::set_var(hearth_engine::setup::BACKEND_ENV, backend);
+    }
     let launcher = ReexecLauncher::current_exe().context("finding the hearth binary")?;
     let shared = Arc::new(Engine::new(state, Box::new(launcher)));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,7 +40,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 commands::run::run(engine, *args).await
             }
             Command::Start(args) => commands::stop::start(engine, &args).await,
-            Command::Setup(args) => commands::setup::setup(engine, &args),
+            Command::Setup(args) => {
+                commands::setup::setup(engine, &args, cli.backend.as_deref()).await
+            }
             Command::Doctor(args) => commands::doctor::doctor(engine, &args),
             Command::Pull(args) => commands::pull::pull(engine, &args).await,
             Command::Image(command) => commands::image::image(engine, command),

@@ -2,14 +2,33 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
-use hearth_engine::setup::{SetupConfig, SetupReporter, Step, StepOutcome};
+use anyhow::{bail, Context};
+use hearth_engine::setup::{
+    BackendKind, BackendSetup, FetchedRelease, FirecrackerVersion, ReleaseFetch, SetupConfig,
+    SetupReporter, Step, StepOutcome, DEFAULT_RELEASE,
+};
 use hearth_engine::Engine;
 
 use crate::cli::args::SetupArgs;
 
 /// Where install.sh puts the agent.
 const INSTALLED_AGENT: &str = "/usr/local/lib/hearth/hearth-agent";
+
+/// Downloads the official release `args` name into the state dir.
+async fn fetch_firecracker(engine: &Engine, args: &SetupArgs) -> anyhow::Result<FetchedRelease> {
+    let version = match &args.firecracker_version {
+        Some(version) => {
+            let line = format!("Firecracker v{}", version.trim_start_matches('v'));
+            FirecrackerVersion::from_version_line(&line)
+                .with_context(|| format!("`{version}` is not a version like 1.16.1"))?
+        }
+        None => DEFAULT_RELEASE,
+    };
+    let mut fetch = ReleaseFetch::official(version, engine.state().firecracker_dir());
+    fetch.sha256 = args.firecracker_sha256.clone();
+    eprintln!("==> fetching Firecracker {version} from {}", fetch.base_url);
+    Ok(engine.fetch_firecracker(&fetch).await?)
+}
 
 /// Prints each step as it is built, to stderr.
 struct StderrReporter;
@@ -24,7 +43,45 @@ impl SetupReporter for StderrReporter {
     }
 }
 
-pub fn setup(engine: &Engine, args: &SetupArgs) -> anyhow::Result<i32> {
+pub async fn setup(
+    engine: &Engine,
+    args: &SetupArgs,
+    backend: Option<&str>,
+) -> anyhow::Result<i32> {
+    // The backend's binaries first: a wrong one fails before minutes of asset building.
+    let fetched = match args.fetch_firecracker {
+        true => Some(fetch_firecracker(engine, args).await?),
+        false => None,
+    };
+    if backend.is_some()
+        || args.firecracker_bin.is_some()
+        || args.jailer_bin.is_some()
+        || fetched.is_some()
+    {
+        let backend = backend.map(str::parse::<BackendKind>).transpose()?;
+        let (firecracker, jailer) = match fetched {
+            Some(release) => (Some(release.firecracker), Some(release.jailer)),
+            None => (args.firecracker_bin.clone(), args.jailer_bin.clone()),
+        };
+        let recorded = engine.record_backend(&BackendSetup {
+            backend,
+            firecracker,
+            jailer,
+        })?;
+        let default = recorded.backend.unwrap_or_default();
+        eprintln!(
+            "==> default backend {default}, recorded in {}",
+            engine.state().host_config().display()
+        );
+        for (name, path) in [
+            ("firecracker", &recorded.firecracker),
+            ("jailer", &recorded.jailer),
+        ] {
+            if let Some(path) = path {
+                eprintln!("==> {name} {}", path.display());
+            }
+        }
+    }
     let agent = match &args.agent {
         Some(agent) => agent.clone(),
         None => default_agent()?,
