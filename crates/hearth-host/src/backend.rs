@@ -292,11 +292,14 @@ pub fn choose(requested: BackendKind, facts: &HostFacts) -> Result<BackendChoice
                 Some(why) => Ok(qemu(format!(
                     "hardware KVM is available but Firecracker is not usable: {why}"
                 ))),
-                None => Ok(firecracker(
-                    "hardware KVM is available and Firecracker (with its jailer when root) \
-                     is installed"
-                        .to_owned(),
-                )),
+                // Until the guest agent listens on vsock, a Firecracker guest has no channel
+                // to the host: sandboxes would not get past boot, so `auto` keeps QEMU.
+                None => Ok(qemu(format!(
+                    "hardware KVM is available and Firecracker (with its jailer when root) is \
+                     installed, but hearth's guest agent has no vsock channel yet, so sandboxes \
+                     run on QEMU with {}; `--backend firecracker` starts Firecracker anyway",
+                    facts.accel.accel
+                ))),
             }
         }
     }
@@ -501,13 +504,20 @@ mod tests {
     }
 
     #[test]
-    fn test_auto_on_hardware_kvm_with_firecracker_and_jailer_picks_jailed_firecracker() {
+    fn test_auto_on_hardware_kvm_with_firecracker_keeps_qemu_until_the_agent_speaks_vsock() {
         let choice = choose(
             BackendKind::Auto,
             &facts(KvmKind::Hardware, Some(NEW), Some(NEW)),
         )
         .unwrap();
-        assert_eq!(choice.chosen, Chosen::Firecracker { jailed: true });
+        assert_eq!(choice.chosen, Chosen::Qemu(Accel::Kvm));
+        assert!(choice.reason.contains("vsock"), "{}", choice.reason);
+        let asked = choose(
+            BackendKind::Firecracker,
+            &facts(KvmKind::Hardware, Some(NEW), Some(NEW)),
+        )
+        .unwrap();
+        assert_eq!(asked.chosen, Chosen::Firecracker { jailed: true });
     }
 
     #[test]
@@ -577,7 +587,7 @@ mod tests {
     fn test_unprivileged_firecracker_needs_no_jailer() {
         let mut facts = facts(KvmKind::Hardware, Some(NEW), None);
         facts.root = false;
-        let choice = choose(BackendKind::Auto, &facts).unwrap();
+        let choice = choose(BackendKind::Firecracker, &facts).unwrap();
         assert_eq!(choice.chosen, Chosen::Firecracker { jailed: false });
     }
 
