@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Snapshot benchmark: cold `hearth run -- true` against `hearth run --from-snapshot S -- true`
+# Snapshot benchmark: cold `hearth run --cold -- true` against `hearth run --from-snapshot S -- true`
 # (a snapshot of an idle sandbox) against a raw QEMU restore of the same state file (the
 # sandbox's own argv with `-incoming`, then `cont` over QMP), interleaved, medians of RUNS,
 # printed as ratios; then PSS per idle clone for N = 1, 10, 50 (CLONES), split into guest RAM
-# copied on write and the rest. All without the sandbox network, so
-# the three do the same work.
+# copied on write and the rest. Those three without the sandbox network, so they do the same
+# work; then a plain (warm, from the template) `hearth run -- true`, and cold and warm starts
+# with the network, to show what it adds.
 # Usage: bench/snapshot.sh [RUNS]   (env: HEARTH=path/to/hearth, HEARTH_STATE_DIR)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -92,25 +93,40 @@ cmd("quit")
 PY
     wait
 }
-cold() { "$hearth" run --network none -- true; }
+cold() { "$hearth" run --cold --network none -- true; }
 warm() { "$hearth" run --network none --from-snapshot "$snap" -- true; }
+# A plain `hearth run`: warm starts by default, from the template of its image and settings.
+template() { "$hearth" run --network none -- true; }
+# The same two with the sandbox network (namespace, policy, NAT, DNS) made and removed.
+cold_net() { "$hearth" run --cold -- true; }
+template_net() { "$hearth" run -- true; }
 
-c=(); w=(); r=()
+c=(); w=(); r=(); t=(); cn=(); tn=()
 warm > /dev/null 2>&1 || { echo "hearth run --from-snapshot failed; try it by hand" >&2; exit 1; }
+template > /dev/null 2>&1 && template_net > /dev/null 2>&1 || { echo "hearth run failed" >&2; exit 1; }
 for _ in $(seq "$runs"); do
     c+=("$(elapsed_ms cold)")
     w+=("$(elapsed_ms warm)")
     r+=("$(elapsed_ms raw_restore)")
+    t+=("$(elapsed_ms template)")
+    cn+=("$(elapsed_ms cold_net)")
+    tn+=("$(elapsed_ms template_net)")
 done
-c_med=$(printf '%s\n' "${c[@]}" | median)
-w_med=$(printf '%s\n' "${w[@]}" | median)
-r_med=$(printf '%s\n' "${r[@]}" | median)
+med() { printf '%s\n' "$@" | median; }
+c_med=$(med "${c[@]}"); w_med=$(med "${w[@]}"); r_med=$(med "${r[@]}")
+t_med=$(med "${t[@]}"); cn_med=$(med "${cn[@]}"); tn_med=$(med "${tn[@]}")
 echo "snapshot: state $(du -h "$state_file" | cut -f1), memory file $(du -h "$ram_file" | cut -f1) allocated (runs: $runs, medians)"
-echo "cold hearth run -- true:             ${c_med} ms   [${c[*]}]"
+echo "cold hearth run --cold -- true:      ${c_med} ms   [${c[*]}]"
 echo "hearth run --from-snapshot -- true:  ${w_med} ms   [${w[*]}]"
 echo "raw QEMU -incoming restore + cont:   ${r_med} ms   [${r[*]}]"
 awk -v c="$c_med" -v w="$w_med" -v r="$r_med" 'BEGIN {
     printf "cold/from-snapshot: %.2fx faster   from-snapshot/raw restore: %.2f\n", c / w, w / r }'
+echo "warm start (template), no network:   ${t_med} ms   [${t[*]}]"
+echo "with the network, cold:              ${cn_med} ms   [${cn[*]}]"
+echo "with the network, warm:              ${tn_med} ms   [${tn[*]}]"
+awk -v c="$c_med" -v cn="$cn_med" -v t="$t_med" -v tn="$tn_med" 'BEGIN {
+    printf "the network adds %d ms to a cold start (%.2fx) and %d ms to a warm one (%.2fx)\n",
+        cn - c, cn / c, tn - t, tn / t }'
 
 # PSS per idle clone: N clones from the snapshot. Of each VMM's PSS, the pages of the memory
 # file's mapping that are anonymous are guest RAM the clone copied on write; the file's shared

@@ -545,24 +545,8 @@ impl Vmm for FirecrackerVmm {
         if let Some(version) = self.version.get() {
             return Ok(version.clone());
         }
-        let error = |reason: String| VersionError {
-            program: self.program(),
-            reason,
-        };
-        let output = std::process::Command::new(&self.firecracker)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| error(e.to_string()))?;
-        if !output.status.success() {
-            return Err(error(format!("it exited with {}", output.status)));
-        }
         // `Firecracker v1.16.1`, then a blank line and an exit log line.
-        let text = String::from_utf8_lossy(&output.stdout);
-        let line = text.lines().next().unwrap_or_default().trim().to_owned();
-        if line.is_empty() {
-            return Err(error("it printed nothing".to_owned()));
-        }
+        let line = crate::process::version_line(&self.firecracker, "--version")?;
         Ok(self.version.get_or_init(|| line).clone())
     }
 }

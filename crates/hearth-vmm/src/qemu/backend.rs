@@ -173,23 +173,7 @@ impl Vmm for QemuVmm {
         if let Some(version) = self.version.get() {
             return Ok(version.clone());
         }
-        let error = |reason: String| VersionError {
-            program: self.qemu.display().to_string(),
-            reason,
-        };
-        let output = std::process::Command::new(&self.qemu)
-            .arg("-version")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| error(e.to_string()))?;
-        if !output.status.success() {
-            return Err(error(format!("it exited with {}", output.status)));
-        }
-        let text = String::from_utf8_lossy(&output.stdout);
-        let line = text.lines().next().unwrap_or_default().trim().to_owned();
-        if line.is_empty() {
-            return Err(error("it printed nothing".to_owned()));
-        }
+        let line = crate::process::version_line(&self.qemu, "-version")?;
         Ok(self.version.get_or_init(|| line).clone())
     }
 }
