@@ -385,12 +385,9 @@ impl Sandbox {
     pub async fn kill(mut self) -> VmExit {
         // Ended first, so the stream breaking under the dying VM is not reported as a fault.
         self.relay.end_session();
-        // The network goes while the VM dies: nothing in it is worth waiting for.
-        let network = self.network.take();
-        let (exit, ()) = tokio::join!(
-            self.vm.stop(Duration::ZERO),
-            remove_network(&self.id, network)
-        );
+        let exit = self.vm.stop(Duration::ZERO).await;
+        // Once the VM is gone, so its namespace holds no process.
+        remove_network(&self.id, self.network.take()).await;
         exit
     }
 
