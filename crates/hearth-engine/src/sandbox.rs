@@ -440,7 +440,7 @@ impl Prepared {
         let vm_config = VmConfig {
             kernel: config.kernel.clone(),
             initramfs: config.initramfs.clone(),
-            cmdline: self.cmdline(config, disks.len()),
+            cmdline: self.cmdline(&disks),
             disks,
             vcpus: config.vcpus,
             mem_size_mib: config.mem_size_mib,
@@ -489,13 +489,17 @@ impl Prepared {
     }
 
     /// The guest's settings for a cold boot: root devices, hostname, addresses.
-    fn cmdline(&self, config: &SandboxConfig, layers: usize) -> String {
+    fn cmdline(&self, disks: &[DiskConfig]) -> String {
         let mut cmdline = format!("quiet hearth.rootfs=/dev/vda hearth.hostname={}", self.id);
-        // OCI bases are erofs (a dir of layers, or one file from older versions), the built-in
-        // default image ext4 (the agent's default).
-        if config.rootfs.is_dir() || config.rootfs.extension().is_some_and(|e| e == "erofs") {
+        // OCI bases are erofs (each layer, or the one file of older versions), the built-in
+        // default image ext4 (the agent's default); the file names say which.
+        if disks
+            .iter()
+            .all(|d| d.path.extension().is_some_and(|e| e == "erofs"))
+        {
             cmdline.push_str(" hearth.rootfstype=erofs");
         }
+        let layers = disks.len();
         if layers > 1 {
             cmdline.push_str(&format!(" hearth.layers={layers}"));
         }
