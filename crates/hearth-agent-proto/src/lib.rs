@@ -29,8 +29,12 @@ pub use message::{
 /// Version of this protocol; bumped on any incompatible change to the messages.
 pub const PROTOCOL_VERSION: u32 = 5;
 
-/// Name of the virtio-serial port that carries the agent's session stream.
+/// Name of the virtio-serial port that carries the agent's session stream (QEMU).
 pub const AGENT_PORT_NAME: &str = "org.hearth.agent";
+
+/// The vsock port the agent listens on for its session stream where the VMM has no
+/// virtio-serial (Firecracker); the kernel command line says which (`hearth.channel=vsock`).
+pub const AGENT_VSOCK_PORT: u32 = 1024;
 
 /// Largest data chunk the agent or host puts in one stdio frame.
 pub const MAX_CHUNK_LEN: usize = 64 * 1024;

@@ -28,6 +28,19 @@ pub struct KernelCmdline {
     pub gateway6: Option<String>,
     /// DNS server for `/etc/resolv.conf` (`hearth.dns=`).
     pub nameserver: Option<String>,
+    /// What carries the session stream (`hearth.channel=`).
+    pub channel: Channel,
+}
+
+/// The device the host's session stream arrives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Channel {
+    /// The virtio-serial port named [`hearth_agent_proto::AGENT_PORT_NAME`] (QEMU).
+    #[default]
+    Serial,
+    /// Connections to vsock port [`hearth_agent_proto::AGENT_VSOCK_PORT`] (Firecracker,
+    /// `hearth.channel=vsock`).
+    Vsock,
 }
 
 impl KernelCmdline {
@@ -49,6 +62,7 @@ impl KernelCmdline {
             ip6: None,
             gateway6: None,
             nameserver: None,
+            channel: Channel::Serial,
         };
         for (key, value) in params(text) {
             let value = Some(value).filter(|v| !v.is_empty());
@@ -66,6 +80,12 @@ impl KernelCmdline {
                 "hearth.ip6" => cmdline.ip6 = value,
                 "hearth.gw6" => cmdline.gateway6 = value,
                 "hearth.dns" => cmdline.nameserver = value,
+                "hearth.channel" => {
+                    cmdline.channel = match value.as_deref() {
+                        Some("vsock") => Channel::Vsock,
+                        _ => Channel::Serial,
+                    };
+                }
                 _ => {}
             }
         }
@@ -139,8 +159,18 @@ mod tests {
                 ip6: None,
                 gateway6: None,
                 nameserver: None,
+                channel: Channel::Serial,
             }
         );
+    }
+
+    #[test]
+    fn test_parse_channel_is_vsock_only_when_asked() {
+        let parse = |text| KernelCmdline::parse(text).channel;
+        assert_eq!(parse("hearth.channel=vsock"), Channel::Vsock);
+        assert_eq!(parse("hearth.channel=serial"), Channel::Serial);
+        assert_eq!(parse("hearth.channel=VSOCK"), Channel::Serial);
+        assert_eq!(parse("quiet"), Channel::Serial);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! hearth-agent: `/init` inside a hearth guest, and the server the host drives over one
-//! virtio-serial port.
+//! virtio-serial port (QEMU) or one vsock connection at a time (Firecracker, [`vsock`]).
 //!
 //! As PID 1 it mounts the pseudo filesystems ([`boot`]), loads the initramfs's kernel modules
 //! ([`modules`]), switches to the image's overlay root ([`boot`], configured by [`cmdline`]),
@@ -35,3 +35,4 @@ mod spawn;
 mod sys;
 mod user;
 mod volume;
+pub mod vsock;

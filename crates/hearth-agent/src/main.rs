@@ -6,11 +6,11 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::Context as _;
-use hearth_agent::cmdline::KernelCmdline;
+use hearth_agent::cmdline::{Channel, KernelCmdline};
 use hearth_agent::port::Port;
 use hearth_agent::server::Context;
-use hearth_agent::{boot, log, modules, net, power, session};
-use hearth_agent_proto::AGENT_PORT_NAME;
+use hearth_agent::{boot, log, modules, net, power, session, vsock};
+use hearth_agent_proto::{AGENT_PORT_NAME, AGENT_VSOCK_PORT};
 
 fn main() {
     if std::process::id() == 1 {
@@ -56,7 +56,11 @@ fn boot_and_serve() -> anyhow::Result<Infallible> {
         net::write_resolv_conf(nameserver).context("failed to configure DNS")?;
     }
     power::watch_shutdown_signals().context("failed to start the signal thread")?;
-    serve(&Context::new(|| power::shut_down_gracefully()))
+    let context = Context::new(|| power::shut_down_gracefully());
+    match cmdline.channel {
+        Channel::Serial => serve(&context),
+        Channel::Vsock => serve_vsock(&context),
+    }
 }
 
 /// Serves one host session after another: a host that goes away (its process ended, or a
@@ -67,6 +71,17 @@ fn serve(context: &Context) -> anyhow::Result<Infallible> {
     loop {
         port.wait_for_host()?;
         session::run(port.as_fd(), context).context("the session stream failed")?;
+        log!("host disconnected; waiting for the next");
+    }
+}
+
+/// [`serve`] over vsock: each connection is one host's stream.
+fn serve_vsock(context: &Context) -> anyhow::Result<Infallible> {
+    let listener = vsock::Listener::bind(AGENT_VSOCK_PORT)?;
+    log!("serving on vsock port {}", listener.port());
+    loop {
+        let connection = listener.accept()?;
+        session::run(connection.as_fd(), context).context("the session stream failed")?;
         log!("host disconnected; waiting for the next");
     }
 }

@@ -66,3 +66,14 @@ pub fn prepare_child(
         command.pre_exec(hook);
     }
 }
+
+/// `accept4` with close-on-exec and non-blocking set, as an owned descriptor.
+pub fn accept_nonblocking(listener: BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{accept4, SockFlag};
+    let fd = accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
+    // SAFETY: accept4 just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}

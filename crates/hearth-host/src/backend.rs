@@ -292,13 +292,9 @@ pub fn choose(requested: BackendKind, facts: &HostFacts) -> Result<BackendChoice
                 Some(why) => Ok(qemu(format!(
                     "hardware KVM is available but Firecracker is not usable: {why}"
                 ))),
-                // Until the guest agent listens on vsock, a Firecracker guest has no channel
-                // to the host: sandboxes would not get past boot, so `auto` keeps QEMU.
-                None => Ok(qemu(format!(
-                    "hardware KVM is available and Firecracker (with its jailer when root) is \
-                     installed, but hearth's guest agent has no vsock channel yet, so sandboxes \
-                     run on QEMU with {}; `--backend firecracker` starts Firecracker anyway",
-                    facts.accel.accel
+                None => Ok(firecracker(format!(
+                    "hardware KVM is available and Firecracker is installed{}",
+                    if facts.root { ", with its jailer" } else { "" }
                 ))),
             }
         }
@@ -319,6 +315,17 @@ pub fn decide(state: &StateDir) -> Result<(BackendChoice, HostFacts), BackendErr
     let facts = HostFacts::gather(&config);
     let choice = choose(requested(&config)?, &facts)?;
     Ok((choice, facts))
+}
+
+/// Whether VMs here may run on Firecracker, so that setup unpacks the kernel it boots: it is
+/// what this host's settings or `auto` pick, or its binary is recorded.
+pub fn may_run_firecracker(state: &StateDir) -> bool {
+    let recorded = HostConfig::load(state).is_ok_and(|config| {
+        config.firecracker.is_some() || config.backend == Some(BackendKind::Firecracker)
+    });
+    recorded
+        || decide(state)
+            .is_ok_and(|(choice, _)| matches!(choice.chosen, Chosen::Firecracker { .. }))
 }
 
 /// The backend this host runs VMs on (see [`decide`]).
@@ -504,14 +511,14 @@ mod tests {
     }
 
     #[test]
-    fn test_auto_on_hardware_kvm_with_firecracker_keeps_qemu_until_the_agent_speaks_vsock() {
+    fn test_auto_on_hardware_kvm_with_firecracker_picks_it_jailed_as_root() {
         let choice = choose(
             BackendKind::Auto,
             &facts(KvmKind::Hardware, Some(NEW), Some(NEW)),
         )
         .unwrap();
-        assert_eq!(choice.chosen, Chosen::Qemu(Accel::Kvm));
-        assert!(choice.reason.contains("vsock"), "{}", choice.reason);
+        assert_eq!(choice.chosen, Chosen::Firecracker { jailed: true });
+        assert!(choice.reason.contains("jailer"), "{}", choice.reason);
         let asked = choose(
             BackendKind::Firecracker,
             &facts(KvmKind::Hardware, Some(NEW), Some(NEW)),

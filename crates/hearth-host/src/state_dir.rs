@@ -55,6 +55,11 @@ impl StateDir {
         self.boot_dir().join("vmlinuz")
     }
 
+    /// The kernel unpacked for Firecracker, which boots only an ELF image.
+    pub fn vmlinux(&self) -> PathBuf {
+        self.boot_dir().join("vmlinux")
+    }
+
     /// hearth's initramfs: the agent as `/init` plus kernel modules.
     pub fn initramfs(&self) -> PathBuf {
         self.boot_dir().join("initramfs.cpio")

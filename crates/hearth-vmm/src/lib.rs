@@ -32,6 +32,12 @@ pub trait Vmm: Send + Sync + std::fmt::Debug {
     /// [`VmConfig::restore`], the VM resumes from a state [`Vm::save`] wrote instead of booting.
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError>;
 
+    /// Whether this backend boots only an uncompressed ELF kernel (`vmlinux`, Firecracker on
+    /// x86_64) rather than the distribution's bzImage.
+    fn boots_elf_kernel_only(&self) -> bool {
+        false
+    }
+
     /// The VMM's own version (`QEMU emulator version 7.2.22 ...`): a saved state loads only
     /// into the version that saved it.
     fn version(&self) -> Result<String, VersionError>;

@@ -4,7 +4,8 @@
 #![expect(
     unsafe_code,
     reason = "pre_exec hooks are unsafe to register; each makes only async-signal-safe calls; \
-              pidfd_open(2) and pidfd_send_signal(2) have no safe wrapper in nix"
+              pidfd_open(2) and pidfd_send_signal(2) have no safe wrapper in nix, nor do descriptors \
+              received with SCM_RIGHTS"
 )]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -356,4 +357,10 @@ unsafe fn enter_jail(jail: &JailExec) -> std::io::Result<()> {
         return fail();
     }
     Ok(())
+}
+
+/// Takes ownership of a descriptor the kernel installed in this process with `SCM_RIGHTS`.
+pub(crate) fn received_fd(fd: std::os::fd::RawFd) -> OwnedFd {
+    // SAFETY: recvmsg(2) just created this descriptor for us; nothing else owns or closes it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }

@@ -13,13 +13,16 @@ use crate::error::EngineError;
 
 impl Engine {
     /// Builds the kernel, initramfs and built-in image into the state dir, or checks they are
-    /// up to date; each step goes to `reporter`.
+    /// up to date; each step goes to `reporter`. Where VMs may run on Firecracker, also the
+    /// unpacked kernel it boots.
     pub fn setup(
         &self,
         config: &SetupConfig,
         reporter: &dyn SetupReporter,
     ) -> Result<SetupReport, EngineError> {
-        setup::setup(self.state(), config, reporter).map_err(|source| EngineError::Setup {
+        let mut config = config.clone();
+        config.firecracker_kernel |= hearth_host::backend::may_run_firecracker(self.state());
+        setup::setup(self.state(), &config, reporter).map_err(|source| EngineError::Setup {
             dir: self.state().root().to_owned(),
             source: Box::new(source),
         })

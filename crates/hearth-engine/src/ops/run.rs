@@ -64,7 +64,11 @@ impl Engine {
             }
         }
         let mut config = SandboxConfig {
-            kernel: spec.kernel.unwrap_or_else(|| state.kernel()),
+            kernel: match spec.kernel {
+                Some(kernel) => kernel,
+                None if self.vmm()?.boots_elf_kernel_only() => state.vmlinux(),
+                None => state.kernel(),
+            },
             initramfs: spec.initramfs.unwrap_or_else(|| state.initramfs()),
             rootfs: state.default_image(),
             vcpus: spec.vcpus,

@@ -12,6 +12,7 @@ use super::fingerprint::{self, Fingerprint};
 use super::initramfs::{self, InitramfsError};
 use super::kernel::{self, GuestKernel, KernelError};
 use super::modules::{self, GuestModule, KernelModules, ModulesError, GUEST_MODULES};
+use super::vmlinux::{self, VmlinuxError};
 use crate::StateDir;
 
 /// Where setup finds things on the host. [`Default`] is the real host; tests point it at fakes.
@@ -44,6 +45,8 @@ pub struct SetupConfig {
     pub agent: PathBuf,
     /// Rebuild every output even when up to date.
     pub force: bool,
+    /// Also write the uncompressed kernel Firecracker boots (`vmlinux`).
+    pub firecracker_kernel: bool,
     pub host: HostLayout,
 }
 
@@ -54,6 +57,7 @@ impl SetupConfig {
             kernel: None,
             agent: agent.into(),
             force: false,
+            firecracker_kernel: false,
             host: HostLayout::default(),
         }
     }
@@ -85,6 +89,8 @@ pub enum Step {
     Kernel,
     Initramfs,
     DefaultImage,
+    /// The uncompressed kernel Firecracker boots.
+    FirecrackerKernel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -112,7 +118,7 @@ pub struct SetupReport {
     pub modules: Vec<GuestModule>,
     /// Wanted modules the kernel has built in, so not shipped.
     pub builtin_modules: Vec<String>,
-    /// Kernel, initramfs, default image, in that order.
+    /// Kernel, initramfs, default image, in that order, then Firecracker's kernel if asked.
     pub steps: Vec<StepReport>,
     /// Everything passed to [`SetupReporter::on_warning`].
     pub warnings: Vec<String>,
@@ -150,6 +156,8 @@ pub enum SetupError {
     },
     #[error("failed to install the guest kernel")]
     Kernel(#[from] KernelError),
+    #[error("failed to write the uncompressed kernel for Firecracker")]
+    Vmlinux(#[from] VmlinuxError),
     #[error("failed to find the guest's kernel modules")]
     Modules(#[from] ModulesError),
     #[error("failed to build the initramfs")]
@@ -233,11 +241,27 @@ pub fn setup(
         |dest| default_image::build(dest, &cfg.host.busybox),
     )?;
 
+    let mut steps = vec![kernel_step, initramfs_step, image_step];
+    if cfg.firecracker_kernel {
+        steps.push(run_step(
+            Step::FirecrackerKernel,
+            &state.vmlinux(),
+            &kernel::fingerprint_as(&kernel, "vmlinux")?,
+            cfg.force,
+            reporter,
+            &format!(
+                "unpacking the guest kernel `{}` for Firecracker",
+                kernel.path.display()
+            ),
+            |dest| vmlinux::install(&kernel.path, dest),
+        )?);
+    }
+
     Ok(SetupReport {
         kernel,
         modules: modules.modules,
         builtin_modules: modules.builtin,
-        steps: vec![kernel_step, initramfs_step, image_step],
+        steps,
         warnings: warnings.list,
     })
 }

@@ -218,7 +218,15 @@ fn bzimage_version(head: &[u8]) -> Option<String> {
 
 /// What the copy in the state dir depends on.
 pub(crate) fn fingerprint(kernel: &GuestKernel) -> Result<Fingerprint, KernelError> {
-    let mut fingerprint = Fingerprint::new("kernel");
+    fingerprint_as(kernel, "kernel")
+}
+
+/// The fingerprint of an output made from the kernel alone, named `output`.
+pub(crate) fn fingerprint_as(
+    kernel: &GuestKernel,
+    output: &str,
+) -> Result<Fingerprint, KernelError> {
+    let mut fingerprint = Fingerprint::new(output);
     fingerprint
         .file("source", &kernel.path)
         .map_err(|source| KernelError::Read {

@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::fingerprint::Fingerprint;
 
 /// What the guest needs that Debian's cloud kernel builds as modules: virtio over MMIO for
-/// disks, network and the agent's virtio-serial port, overlay for the root, erofs for images
-/// and fuse for host dirs mounted in the guest (`-v`).
+/// disks, network and the agent's virtio-serial port (QEMU) or vsock (Firecracker), overlay
+/// for the root, erofs for images and fuse for host dirs mounted in the guest (`-v`).
 /// Their dependencies come from `modules.dep`.
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_ring",
@@ -21,6 +21,7 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_blk",
     "virtio_net",
     "virtio_console",
+    "vmw_vsock_virtio_transport",
     "overlay",
     "erofs",
     "fuse",
@@ -406,6 +407,8 @@ kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
 kernel/net/core/failover.ko:
 kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/net/vmw_vsock/vsock.ko:
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
 kernel/lib/libcrc32c.ko:
 kernel/arch/x86/crypto/crc32c-intel.ko:
 ";
@@ -464,6 +467,9 @@ kernel/arch/x86/crypto/crc32c-intel.ko:
                 "net_failover",
                 "virtio_net",
                 "virtio_console",
+                "vsock",
+                "vmw_vsock_virtio_transport_common",
+                "vmw_vsock_virtio_transport",
                 "overlay",
                 "libcrc32c",
                 "erofs",

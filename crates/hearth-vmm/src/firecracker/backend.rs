@@ -33,8 +33,10 @@ use super::metrics::Metrics;
 use super::network::NetworkInterface;
 use super::relay::Relay;
 use super::snapshot::{
-    memory_path, BackendType, MemoryBackend, NetworkOverride, SnapshotCreate, SnapshotLoad,
+    memory_path, restored_memory, BackendType, MemoryBackend, NetworkOverride, SnapshotCreate,
+    SnapshotLoad,
 };
+use super::uffd::{PageServer, UffdError};
 use super::version::{self, Version};
 use super::vm_state::VmState;
 use super::vsock::{Vsock, GUEST_CID};
@@ -60,8 +62,9 @@ const MAX_SOCKET_PATH: usize = 107;
 /// Kernel arguments the backend always adds: the serial console; `reboot=k` so that a guest
 /// reboot (and `SendCtrlAltDel`) goes through the keyboard controller, which ends Firecracker;
 /// `panic=-1` so a panic reboots, i.e. ends the VM, at once; no PCI probing (Firecracker has
-/// no PCI bus by default; its devices are virtio-mmio, announced on the command line).
-const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off";
+/// no PCI bus by default; its devices are virtio-mmio, announced in its ACPI tables).
+/// The guest agent serves its stream on vsock here: Firecracker has no virtio-serial.
+const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off hearth.channel=vsock";
 
 /// The vsock socket's name, relative to the run dir Firecracker runs in. The snapshot records
 /// the path as given, and a restore binds it again relative to the new VM's run dir; an
@@ -83,6 +86,8 @@ const MEMORY_OVERHEAD_MIB: u64 = 64;
 pub struct FirecrackerVmm {
     firecracker: PathBuf,
     jailer: Option<Jailer>,
+    /// How a restore gets guest memory: mapped from the file, or served page by page.
+    memory: BackendType,
     /// `firecracker --version`'s first line, asked once.
     version: std::sync::OnceLock<String>,
 }
@@ -93,6 +98,7 @@ impl FirecrackerVmm {
         FirecrackerVmm {
             firecracker,
             jailer: None,
+            memory: BackendType::File,
             version: std::sync::OnceLock::new(),
         }
     }
@@ -102,8 +108,16 @@ impl FirecrackerVmm {
         FirecrackerVmm {
             firecracker,
             jailer: Some(jailer),
+            memory: BackendType::File,
             version: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Restores with `memory` as the memory backend: `Uffd` serves each page on its first
+    /// touch from hearth's page-fault handler ([`super::uffd`]) instead of mapping the file.
+    pub fn with_memory_backend(mut self, memory: BackendType) -> Self {
+        self.memory = memory;
+        self
     }
 
     fn program(&self) -> String {
@@ -162,11 +176,19 @@ pub enum FirecrackerError {
     },
     #[error(
         "kernel `{}` is not an ELF image: Firecracker on x86_64 boots an uncompressed \
-         `vmlinux`, not a bzImage; extract one with the kernel's `scripts/extract-vmlinux` or \
-         build one from Firecracker's guest kernel configs",
+         `vmlinux`, not a bzImage; `hearth setup --backend firecracker` unpacks the guest \
+         kernel into the state dir's `boot/vmlinux`",
         path.display()
     )]
     NotElf { path: PathBuf },
+    #[error(
+        "kernel `{}` does not exist; `hearth setup --backend firecracker` unpacks the guest \
+         kernel Firecracker boots there",
+        path.display()
+    )]
+    NoKernel { path: PathBuf },
+    #[error("failed to start the page-fault handler for a restore")]
+    Uffd(#[source] UffdError),
     #[error(
         "Firecracker cannot load a snapshot into a shared memory file to make a template; its \
          snapshots already keep memory in a file of their own, which clones load"
@@ -214,6 +236,8 @@ struct RunFiles {
     /// Firecracker's vsock socket, absolute, for the relay.
     vsock: PathBuf,
     agent_stream: PathBuf,
+    /// Where the page-fault handler listens for a `Uffd` restore.
+    uffd: PathBuf,
     console_log: PathBuf,
     /// Firecracker's log once `PUT /logger` points it there.
     log: PathBuf,
@@ -235,6 +259,7 @@ impl RunFiles {
             api: firecracker_file("firecracker.sock", jailer::API_SOCKET),
             vsock: firecracker_file(VSOCK_SOCKET, VSOCK_SOCKET),
             agent_stream: dir.join("agent-stream.sock"),
+            uffd: firecracker_file("uffd.sock", jailer::UFFD_SOCKET),
             console_log: config.console_log.clone(),
             log: firecracker_file("firecracker.log", jailer::LOG),
             stderr: dir.join("firecracker.err"),
@@ -297,6 +322,12 @@ fn instance_id(config: &VmConfig) -> String {
 
 /// Refuses what Firecracker cannot run before anything is spawned.
 fn check_inputs(config: &VmConfig, version: Version, program: &str) -> Result<(), StartVmError> {
+    // Before the generic file check: a missing vmlinux is a setup step not yet run.
+    if config.restore.is_none() && !config.kernel.exists() {
+        return Err(StartVmError::Firecracker(FirecrackerError::NoKernel {
+            path: config.kernel.clone(),
+        }));
+    }
     let restored_memory = match (&config.restore, &config.memory_file) {
         (Some(state), None) => Some(memory_path(state)),
         _ => None,
@@ -342,14 +373,21 @@ struct ApiPaths {
     kernel: PathBuf,
     initramfs: PathBuf,
     disks: Vec<PathBuf>,
-    /// A snapshot to load: its state and memory.
-    restore: Option<(PathBuf, PathBuf)>,
+    /// A snapshot to load: its state, and its memory file or the page-fault handler's socket.
+    restore: Option<(PathBuf, MemoryBackend)>,
     log: PathBuf,
     metrics: PathBuf,
 }
 
 impl ApiPaths {
-    fn new(config: &VmConfig, files: &RunFiles, jailed: bool) -> Self {
+    fn new(config: &VmConfig, files: &RunFiles, jailed: bool, memory: BackendType) -> Self {
+        let backend = |file: PathBuf, socket: PathBuf| MemoryBackend {
+            backend_type: memory,
+            backend_path: match memory {
+                BackendType::File => file,
+                BackendType::Uffd => socket,
+            },
+        };
         if jailed {
             return ApiPaths {
                 kernel: jailer::KERNEL.into(),
@@ -357,10 +395,12 @@ impl ApiPaths {
                 disks: (0..config.disks.len())
                     .map(|i| jailer::disk_path(i).into())
                     .collect(),
-                restore: config
-                    .restore
-                    .as_ref()
-                    .map(|_| (jailer::RESTORE_STATE.into(), jailer::RESTORE_MEMORY.into())),
+                restore: config.restore.as_ref().map(|_| {
+                    (
+                        jailer::RESTORE_STATE.into(),
+                        backend(jailer::RESTORE_MEMORY.into(), jailer::UFFD_SOCKET.into()),
+                    )
+                }),
                 log: jailer::LOG.into(),
                 metrics: jailer::METRICS.into(),
             };
@@ -370,11 +410,8 @@ impl ApiPaths {
             initramfs: config.initramfs.clone(),
             disks: config.disks.iter().map(|d| d.path.clone()).collect(),
             restore: config.restore.as_ref().map(|state| {
-                let memory = match &config.memory_file {
-                    Some(file) => file.path.clone(),
-                    None => memory_path(state),
-                };
-                (state.clone(), memory)
+                let memory = restored_memory(config, state);
+                (state.clone(), backend(memory, files.uffd.clone()))
             }),
             log: files.log.clone(),
             metrics: files.metrics.clone(),
@@ -454,6 +491,8 @@ pub struct FirecrackerVm {
     exit: Option<VmExit>,
     /// A jailed VM's chroot, cgroup and uid; given back once Firecracker is gone.
     jail: Option<JailGuard>,
+    /// Serves guest memory of a `Uffd` restore.
+    pages: Option<PageServer>,
 }
 
 #[async_trait::async_trait]
@@ -464,6 +503,10 @@ impl Vmm for FirecrackerVmm {
             name: "firecracker",
             accel: Accel::Kvm,
         }
+    }
+
+    fn boots_elf_kernel_only(&self) -> bool {
+        true
     }
 
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError> {
@@ -485,7 +528,7 @@ impl Vmm for FirecrackerVmm {
             None => None,
         };
         let files = RunFiles::new(config, chroot.as_ref().map(|(_, chroot)| chroot));
-        for socket in [&files.api, &files.vsock, &files.agent_stream] {
+        for socket in [&files.api, &files.vsock, &files.agent_stream, &files.uffd] {
             if socket.as_os_str().len() > MAX_SOCKET_PATH {
                 return Err(StartVmError::PathTooLong {
                     path: socket.clone(),
@@ -530,9 +573,21 @@ impl Vmm for FirecrackerVmm {
             files,
             exit: None,
             jail,
+            pages: None,
         };
         vm.await_api().await?;
-        let paths = ApiPaths::new(config, &vm.files, vm.jail.is_some());
+        if let (Some(state), BackendType::Uffd) = (&config.restore, self.memory) {
+            let owner = vm.jail.as_ref().map(|jail| {
+                (
+                    jail.lease.id,
+                    self.jailer.as_ref().map_or(0, |j| j.ids.shared_group()),
+                )
+            });
+            let pages = PageServer::spawn(&vm.files.uffd, &restored_memory(config, state), owner)
+                .map_err(|e| StartVmError::Firecracker(FirecrackerError::Uffd(e)))?;
+            vm.pages = Some(pages);
+        }
+        let paths = ApiPaths::new(config, &vm.files, vm.jail.is_some(), self.memory);
         vm.configure(config, &paths).await?;
         let relay = Relay::spawn(&vm.files.agent_stream, vm.files.vsock.clone(), AGENT_PORT)
             .map_err(prepare(&vm.files.agent_stream))?;
@@ -754,10 +809,7 @@ impl FirecrackerVm {
         if let Some((state, memory)) = &paths.restore {
             let load = SnapshotLoad {
                 snapshot_path: state.clone(),
-                mem_backend: MemoryBackend {
-                    backend_type: BackendType::File,
-                    backend_path: memory.clone(),
-                },
+                mem_backend: memory.clone(),
                 resume_vm: true,
                 network_overrides: config
                     .net
@@ -1006,7 +1058,24 @@ mod tests {
             panic!("{error:?}");
         };
         assert!(matches!(inner, FirecrackerError::NotElf { .. }));
-        assert!(inner.to_string().contains("extract-vmlinux"), "{inner}");
+        assert!(
+            inner
+                .to_string()
+                .contains("hearth setup --backend firecracker"),
+            "{inner}"
+        );
+        std::fs::remove_file(&config.kernel).unwrap();
+        let error = check_inputs(&config, NEW, "firecracker").unwrap_err();
+        let StartVmError::Firecracker(inner) = &error else {
+            panic!("{error:?}");
+        };
+        assert!(matches!(inner, FirecrackerError::NoKernel { .. }));
+        assert!(
+            inner
+                .to_string()
+                .contains("hearth setup --backend firecracker"),
+            "{inner}"
+        );
     }
 
     #[test]

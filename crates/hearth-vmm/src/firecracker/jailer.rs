@@ -31,6 +31,8 @@ pub(crate) const METRICS: &str = "/metrics.json";
 /// A snapshot being loaded: its state and memory, linked in.
 pub(crate) const RESTORE_STATE: &str = "/restore.state";
 pub(crate) const RESTORE_MEMORY: &str = "/restore.mem";
+/// Where the page-fault handler of a `Uffd` restore listens.
+pub(crate) const UFFD_SOCKET: &str = "/uffd.sock";
 /// A snapshot being written, moved out to where the caller wants it once complete.
 pub(crate) const SAVE_STATE: &str = "/save.state";
 pub(crate) const SAVE_MEMORY: &str = "/save.mem";
@@ -125,10 +127,7 @@ impl Chroot {
             self.place(&disk.path, &disk_path(index), gid, bits)?;
         }
         if let Some(state) = &config.restore {
-            let memory = match &config.memory_file {
-                Some(file) => file.path.clone(),
-                None => super::snapshot::memory_path(state),
-            };
+            let memory = super::snapshot::restored_memory(config, state);
             self.place(state, RESTORE_STATE, gid, 0o040)?;
             self.place(&memory, RESTORE_MEMORY, gid, 0o040)?;
         }

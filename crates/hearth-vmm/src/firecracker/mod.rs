@@ -6,9 +6,8 @@
 //! firecracker.yaml`) names its fields. Versions: 1.10 and later run VMs and snapshots (File
 //! memory backend); 1.12 and later also restore onto another tap (`network_overrides`).
 //!
-//! As root, Firecracker runs under its jailer ([`Jailer`], see `jailer.rs`). Not yet here: the UFFD
-//! page-fault handler for `MemoryBackend::Uffd`, and the guest agent listening on vsock port
-//! [`AGENT_PORT`] (it opens its virtio-serial port today).
+//! As root, Firecracker runs under its jailer ([`Jailer`], see `jailer.rs`). The guest agent
+//! listens on vsock port [`AGENT_PORT`], told so by `hearth.channel=vsock` on the command line.
 
 pub mod actions;
 mod backend;
@@ -23,6 +22,8 @@ pub mod metrics;
 pub mod network;
 mod relay;
 pub mod snapshot;
+pub mod uffd;
+mod uffd_sys;
 pub mod version;
 pub mod vm_state;
 pub mod vsock;
@@ -32,4 +33,4 @@ pub use client::{ApiClient, ApiError};
 pub use jailer::{unmount_leftovers, ChrootError, Jailer};
 
 /// The vsock port the guest agent serves its session stream on.
-pub const AGENT_PORT: u32 = 1024;
+pub use hearth_agent_proto::AGENT_VSOCK_PORT as AGENT_PORT;

@@ -63,6 +63,14 @@ pub fn memory_path(state: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// The memory a restore of `config` reads: the file it names, else the one beside `state`.
+pub(crate) fn restored_memory(config: &crate::VmConfig, state: &Path) -> PathBuf {
+    match &config.memory_file {
+        Some(file) => file.path.clone(),
+        None => memory_path(state),
+    }
+}
+
 /// `PUT /snapshot/load` into a fresh Firecracker (only the logger and metrics configured).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SnapshotLoad {

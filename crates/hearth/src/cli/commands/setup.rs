@@ -109,6 +109,7 @@ pub async fn setup(
             Step::Kernel => "kernel",
             Step::Initramfs => "initramfs",
             Step::DefaultImage => "default image",
+            Step::FirecrackerKernel => "vmlinux",
         };
         let outcome = match step.outcome {
             StepOutcome::Built => "built",
