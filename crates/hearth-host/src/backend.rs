@@ -21,7 +21,7 @@ use hearth_vmm::{Accel, Vmm};
 use serde::{Deserialize, Serialize};
 
 use crate::find_program;
-use crate::host_config::{HostConfig, HostConfigError};
+use crate::host_config::{FirecrackerMemory, HostConfig, HostConfigError};
 use crate::kvm::{self, AccelChoice, KvmKind};
 use crate::StateDir;
 
@@ -331,6 +331,10 @@ pub fn may_run_firecracker(state: &StateDir) -> bool {
 /// The backend this host runs VMs on (see [`decide`]).
 pub fn detect(state: &StateDir) -> Result<Box<dyn Vmm>, BackendError> {
     let (choice, facts) = decide(state)?;
+    let memory = HostConfig::load(state)?
+        .firecracker_memory
+        .unwrap_or_default()
+        .backend_type();
     tracing::debug!(backend = %choice.chosen, reason = %choice.reason, "backend chosen");
     match choice.chosen {
         Chosen::Qemu(accel) => {
@@ -348,7 +352,9 @@ pub fn detect(state: &StateDir) -> Result<Box<dyn Vmm>, BackendError> {
                         fix: "install the official release binary",
                     })?;
             if !jailed {
-                return Ok(Box::new(FirecrackerVmm::new(firecracker)));
+                return Ok(Box::new(
+                    FirecrackerVmm::new(firecracker).with_memory_backend(memory),
+                ));
             }
             let program = facts
                 .jailer
@@ -361,10 +367,10 @@ pub fn detect(state: &StateDir) -> Result<Box<dyn Vmm>, BackendError> {
                 program: JAILER,
                 fix: "the jailer runs only as root",
             })?;
-            Ok(Box::new(FirecrackerVmm::jailed(
-                firecracker,
-                Jailer { program, ids },
-            )))
+            Ok(Box::new(
+                FirecrackerVmm::jailed(firecracker, Jailer { program, ids })
+                    .with_memory_backend(memory),
+            ))
         }
     }
 }
@@ -377,6 +383,8 @@ pub struct BackendSetup {
     /// The `firecracker` binary; found on the search path when absent and Firecracker is asked.
     pub firecracker: Option<PathBuf>,
     pub jailer: Option<PathBuf>,
+    /// Firecracker's memory backend for restores; `None` keeps the recorded one.
+    pub firecracker_memory: Option<FirecrackerMemory>,
 }
 
 /// Checks the binaries `setup` names (or finds them), refusing any hearth cannot run, and
@@ -441,6 +449,9 @@ pub fn record(state: &StateDir, setup: &BackendSetup) -> Result<HostConfig, Back
     }
     if let Some(backend) = setup.backend {
         config.backend = Some(backend);
+    }
+    if let Some(memory) = setup.firecracker_memory {
+        config.firecracker_memory = Some(memory);
     }
     config.save(state)?;
     Ok(config)
@@ -614,11 +625,15 @@ mod tests {
             backend: Some(BackendKind::Firecracker),
             firecracker: Some(script(dir.path(), "firecracker", "Firecracker v1.10.0")),
             jailer: Some(script(dir.path(), "jailer", "Jailer v1.10.0")),
+            firecracker_memory: Some(FirecrackerMemory::Uffd),
         };
         let recorded = record(&state, &setup).unwrap();
         assert_eq!(recorded.backend, Some(BackendKind::Firecracker));
         assert_eq!(recorded.firecracker, setup.firecracker);
+        assert_eq!(recorded.firecracker_memory, Some(FirecrackerMemory::Uffd));
         assert_eq!(HostConfig::load(&state).unwrap(), recorded);
+        let text = std::fs::read_to_string(state.host_config()).unwrap();
+        assert!(text.contains(r#""firecracker_memory": "uffd""#), "{text}");
     }
 
     #[test]
@@ -629,6 +644,7 @@ mod tests {
             backend: Some(BackendKind::Firecracker),
             firecracker: Some(script(dir.path(), "firecracker", "Firecracker v1.9.1")),
             jailer: Some(script(dir.path(), "jailer", "Jailer v1.9.1")),
+            firecracker_memory: None,
         };
         let error = record(&state, &setup).unwrap_err();
         assert!(
@@ -643,6 +659,8 @@ mod tests {
         assert_eq!("qemu".parse::<BackendKind>().unwrap(), BackendKind::Qemu);
         assert_eq!(BackendKind::Firecracker.to_string(), "firecracker");
         assert!("kvm".parse::<BackendKind>().is_err());
+        assert_eq!("uffd".parse(), Ok(FirecrackerMemory::Uffd));
+        assert!("mmap".parse::<FirecrackerMemory>().is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The per-host settings `hearth setup` records in the state dir (`host.json`): which backend
-//! to use by default and where the Firecracker and jailer binaries are.
+//! to use by default, where the Firecracker and jailer binaries are, and how Firecracker
+//! restores get guest memory.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,44 @@ pub struct HostConfig {
     /// The `jailer` binary of the same release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jailer: Option<PathBuf>,
+    /// How Firecracker restores get guest memory; `file` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firecracker_memory: Option<FirecrackerMemory>,
+}
+
+/// Firecracker's memory backend for restores (see `hearth_vmm::firecracker::uffd`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirecrackerMemory {
+    /// Firecracker maps the snapshot's memory file: clones share its pages in the page cache.
+    #[default]
+    File,
+    /// hearth's page server copies each page in on its first touch.
+    Uffd,
+}
+
+impl FirecrackerMemory {
+    pub fn backend_type(self) -> hearth_vmm::firecracker::snapshot::BackendType {
+        use hearth_vmm::firecracker::snapshot::BackendType;
+        match self {
+            FirecrackerMemory::File => BackendType::File,
+            FirecrackerMemory::Uffd => BackendType::Uffd,
+        }
+    }
+}
+
+impl std::str::FromStr for FirecrackerMemory {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim() {
+            "file" => Ok(FirecrackerMemory::File),
+            "uffd" => Ok(FirecrackerMemory::Uffd),
+            other => Err(format!(
+                "`{other}` is not a memory backend; use `file` or `uffd`"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +138,7 @@ mod tests {
             backend: Some(BackendKind::Firecracker),
             firecracker: Some("/opt/fc/firecracker".into()),
             jailer: Some("/opt/fc/jailer".into()),
+            firecracker_memory: Some(FirecrackerMemory::Uffd),
         };
         config.save(&state).unwrap();
         assert_eq!(HostConfig::load(&state).unwrap(), config);

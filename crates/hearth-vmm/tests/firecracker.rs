@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use hearth_vmm::firecracker::actions::{Action, ActionType};
 use hearth_vmm::firecracker::instance::InstanceInfo;
-use hearth_vmm::firecracker::snapshot::memory_path;
+use hearth_vmm::firecracker::snapshot::{memory_path, BackendType};
+use hearth_vmm::firecracker::vm_state::VmState;
 use hearth_vmm::firecracker::{ApiClient, ApiError, FirecrackerError, FirecrackerVmm, Jailer};
 use hearth_vmm::jail::{JailIds, DEFAULT_ID_BASE};
 use hearth_vmm::{DiskConfig, NetConfig, NetNamespace, StartVmError, VmConfig, VmExit, Vmm};
@@ -738,4 +739,133 @@ async fn test_a_jailed_firecracker_joins_the_sandbox_netns_and_opens_its_tap() {
         vm.stop(Duration::from_millis(300)).await;
         assert_nothing_left(&config, &run_name, pid).await;
     }
+}
+
+/// The first page of `memory` after its first MiB that is not all zeros, and its offset.
+fn loaded_page(memory: &Path) -> (u64, Vec<u8>) {
+    let bytes = std::fs::read(memory).unwrap();
+    bytes
+        .chunks(4096)
+        .enumerate()
+        .skip(256)
+        .find(|(_, page)| page.iter().any(|b| *b != 0))
+        .map(|(index, page)| (index as u64 * 4096, page.to_vec()))
+        .expect("the snapshot's memory holds no loaded page")
+}
+
+/// Where Firecracker `pid` maps guest memory of `size` bytes: its anonymous mapping of exactly
+/// that size.
+fn guest_memory_base(pid: u32, size: u64) -> u64 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    maps.lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = fields.next()?.split_once('-')?;
+            let (start, end) = (
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+            );
+            let anonymous = fields.nth(4).is_none();
+            (end - start == size && anonymous).then_some(start)
+        })
+        .unwrap_or_else(|| panic!("no {size}-byte anonymous mapping in Firecracker:\n{maps}"))
+}
+
+/// Reads `len` bytes of process `pid` at `address` through `/proc/<pid>/mem`. Touching a page
+/// of userfaultfd-registered memory waits for its handler: a page nothing serves never comes.
+async fn read_process_memory(pid: u32, address: u64, len: usize) -> Vec<u8> {
+    let read = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+        let mut buf = vec![0u8; len];
+        mem.read_exact_at(&mut buf, address).map(|()| buf)
+    });
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("reading guest memory hung: the page was never served")
+        .unwrap()
+        .unwrap()
+}
+
+/// A `Uffd` restore from `snapshot` by `vmm` serves guest pages from the snapshot's memory
+/// file: Firecracker resumes, and a page read from its guest memory is the file's page.
+async fn assert_uffd_restore_serves_the_memory_file(
+    vmm: &FirecrackerVmm,
+    config: &VmConfig,
+    api: &ApiClient,
+    snapshot: &Path,
+) -> u32 {
+    let mut restored = vmm.start(config).await.expect("uffd restore");
+    let pid = restored.pid().unwrap();
+    // Paused, the guest cannot reach the point where kvm_pvm ends it.
+    api.send(&VmState::PAUSED).await.unwrap();
+    assert_eq!(api.get::<InstanceInfo>("/").await.unwrap().state, "Paused");
+    let (offset, page) = loaded_page(&memory_path(snapshot));
+    let base = guest_memory_base(pid, u64::from(config.mem_size_mib) << 20);
+    assert_eq!(read_process_memory(pid, base + offset, 4096).await, page);
+    restored.stop(Duration::from_millis(300)).await;
+    pid
+}
+
+#[tokio::test]
+async fn test_a_uffd_restore_gets_each_page_from_hearths_page_server() {
+    let Some(bin) = firecracker("test_a_uffd_restore_gets_each_page_from_hearths_page_server")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = vmlinux(dir.path());
+    let config = vm_config(dir.path(), &kernel, "saved");
+    let mut vm = FirecrackerVmm::new(bin.clone())
+        .start(&config)
+        .await
+        .expect("start");
+    let snapshot = dir.path().join("snapshot");
+    vm.save(&snapshot, false).await.expect("save");
+    vm.stop(Duration::from_millis(300)).await;
+
+    let vmm = FirecrackerVmm::new(bin).with_memory_backend(BackendType::Uffd);
+    let mut restored_config = vm_config(dir.path(), &kernel, "restored");
+    restored_config.restore = Some(snapshot.clone());
+    let pid = assert_uffd_restore_serves_the_memory_file(
+        &vmm,
+        &restored_config,
+        &api(&restored_config),
+        &snapshot,
+    )
+    .await;
+    assert!(!alive(pid));
+    assert!(
+        !restored_config.run_dir.join("uffd.sock").exists(),
+        "the page server's socket is removed with the VM"
+    );
+    assert!(sockets(&restored_config).is_empty());
+}
+
+#[tokio::test]
+async fn test_a_jailed_uffd_restore_is_served_through_the_chroot() {
+    let Some((bin, jailer)) = jailer("test_a_jailed_uffd_restore_is_served_through_the_chroot")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = vmlinux(dir.path());
+    let vmm = FirecrackerVmm::jailed(bin, jailer).with_memory_backend(BackendType::Uffd);
+    let name = unique("uffd-saved");
+    let config = vm_config(dir.path(), &kernel, &name);
+    let mut vm = vmm.start(&config).await.expect("start");
+    let pid = vm.pid().unwrap();
+    let snapshot = dir.path().join("snapshot");
+    vm.save(&snapshot, false).await.expect("save");
+    vm.stop(Duration::from_millis(300)).await;
+    assert_nothing_left(&config, &name, pid).await;
+
+    let restored_name = unique("uffd-restored");
+    let mut restored_config = vm_config(dir.path(), &kernel, &restored_name);
+    restored_config.restore = Some(snapshot.clone());
+    let api =
+        ApiClient::new(chroot(&restored_config, &restored_name).join("run/firecracker.socket"));
+    let pid =
+        assert_uffd_restore_serves_the_memory_file(&vmm, &restored_config, &api, &snapshot).await;
+    assert_nothing_left(&restored_config, &restored_name, pid).await;
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use hearth_engine::setup::FirecrackerMemory;
 use hearth_engine::{parse_label, LabelSelector};
 
 /// Run untrusted code in microVMs with the ease of containers.
@@ -783,6 +784,11 @@ pub struct SetupArgs {
     /// The jailer binary of the same release, which runs Firecracker when hearth is root.
     #[arg(long, value_name = "PATH")]
     pub jailer_bin: Option<PathBuf>,
+
+    /// How Firecracker restores get guest memory: `file` (mapped; clones share its pages) or
+    /// `uffd` (hearth's page server copies each page in on its first touch). Recorded.
+    #[arg(long, value_name = "file|uffd")]
+    pub firecracker_memory: Option<FirecrackerMemory>,
 
     /// Download the official Firecracker release (firecracker and jailer) for this host's
     /// architecture into the state dir, verify its SHA-256 and record it.

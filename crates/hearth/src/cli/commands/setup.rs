@@ -56,6 +56,7 @@ pub async fn setup(
     if backend.is_some()
         || args.firecracker_bin.is_some()
         || args.jailer_bin.is_some()
+        || args.firecracker_memory.is_some()
         || fetched.is_some()
     {
         let backend = backend.map(str::parse::<BackendKind>).transpose()?;
@@ -67,6 +68,7 @@ pub async fn setup(
             backend,
             firecracker,
             jailer,
+            firecracker_memory: args.firecracker_memory,
         })?;
         let default = recorded.backend.unwrap_or_default();
         eprintln!(
