@@ -16,7 +16,7 @@ mod process;
 pub mod qemu;
 mod sys;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use config::{Accel, DiskConfig, MemoryFile, MemoryMode, NetConfig, NetNamespace, VmConfig};
@@ -31,6 +31,13 @@ pub trait Vmm: Send + Sync + std::fmt::Debug {
     /// Starts a VM and returns once it is running (the guest may still be booting). With
     /// [`VmConfig::restore`], the VM resumes from a state [`Vm::save`] wrote instead of booting.
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError>;
+
+    /// Where [`Vm::save`] to `dest` put guest memory when it keeps memory in a file of its own
+    /// (Firecracker: `<dest>.mem`); `None` when memory is inside the saved stream (QEMU), which
+    /// the engine then splits out.
+    fn saved_memory(&self, _dest: &Path) -> Option<PathBuf> {
+        None
+    }
 
     /// Whether this backend boots only an uncompressed ELF kernel (`vmlinux`, Firecracker on
     /// x86_64) rather than the distribution's bzImage.

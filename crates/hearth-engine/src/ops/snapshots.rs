@@ -164,12 +164,18 @@ pub(crate) fn snapshot_meta(
 /// that never runs loads the stream into the memory file mapped shared, then saves only its
 /// devices. Every restore then maps that file copy-on-write, so sandboxes started from one
 /// snapshot share its pages. The saved sandbox itself was paused only for the stream.
+/// A backend that saved memory apart already (Firecracker) only has its two files renamed.
 pub(crate) async fn split_memory(
     vmm: &dyn hearth_vmm::Vmm,
     state: &crate::paths::StateDir,
     pending: &snapshots::PendingSnapshot,
     config: &SandboxConfig,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(memory) = vmm.saved_memory(&pending.stream_file()) {
+        std::fs::rename(&memory, pending.memory_file())?;
+        std::fs::rename(pending.stream_file(), pending.state_file())?;
+        return Ok(());
+    }
     // The stream holds a network device if the sandbox had one; this VM gets a tap in a
     // namespace of its own that nothing is connected to.
     const TAP: &str = "hthsplit";

@@ -509,6 +509,10 @@ impl Vmm for FirecrackerVmm {
         true
     }
 
+    fn saved_memory(&self, dest: &Path) -> Option<PathBuf> {
+        Some(memory_path(dest))
+    }
+
     async fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, StartVmError> {
         let version = self.checked_version()?;
         check_inputs(config, version, &self.program())?;
