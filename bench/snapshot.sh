@@ -31,39 +31,57 @@ tr '\0' '\n' < "/proc/$qemu_pid/cmdline" > "$tmp/argv"
 "$hearth" snapshot create --stop bench-src "$snap" > /dev/null
 state_file=$state/snapshots/$snap/state
 
-# The sandbox's argv with its run dir swapped for ours, the console unwaited, RAM mapped from
-# the snapshot's memory file copy-on-write and no boot files: what hearth restores with.
+# The sandbox's QEMU argv made runnable by hand, doing what hearth's restore does: the jail's
+# handed-over descriptors (sockets, disks) become paths in our run dir, RAM is mapped from the
+# snapshot's memory file copy-on-write, no boot files, no seccomp sandbox (it forbids the
+# `exec:` migration used here; hearth passes a descriptor instead).
 ram_file=$state/snapshots/$snap/ram
+rootfs=$("$hearth" snapshot inspect "$snap" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["rootfs"])')
+if [ -d "$rootfs" ]; then disks=$(find "$rootfs" -maxdepth 1 -type f -name '*.erofs' | sort); else disks=$rootfs; fi
 mkdir -p "$tmp/run"
-sed -e "s#$state/vms/$id#$tmp/run#g" -e 's#wait=on#wait=off#' "$tmp/argv" | python3 -c '
-import sys
-argv = sys.stdin.read().split("\n")[:-1]
-ram = sys.argv[1]
-out, skip = [], 0
-for i, a in enumerate(argv):
-    if skip:
-        skip -= 1
+python3 - "$tmp/argv" "$ram_file" "$tmp/run" $disks > "$tmp/raw-argv" <<'PY'
+import re, sys
+argv = open(sys.argv[1]).read().split("\n")[:-1]
+ram, run, disks = sys.argv[2], sys.argv[3], sys.argv[4:]
+alone = {"-nodefaults", "-no-user-config", "-no-reboot", "-S"}
+drop = {"-kernel", "-initrd", "-append", "-sandbox", "-add-fd", "-incoming"}
+out, size, i = [argv[0]], None, 1
+while i < len(argv):
+    flag = argv[i]
+    if flag in alone:
+        out.append(flag)
+        i += 1
         continue
-    if a in ("-kernel", "-initrd", "-append"):
-        skip = 1
+    value = argv[i + 1]
+    i += 2
+    if flag in drop:
         continue
-    if a == "-m":
-        size = argv[i + 1]
-        out += ["-object", f"memory-backend-file,id=microvm.ram,size={size},mem-path={ram},share=off"]
-        skip = 1
+    if flag == "-m" or (flag == "-object" and value.startswith("memory-backend-file,")):
+        size = value if flag == "-m" else re.search(r"size=([^,]+)", value).group(1)
         continue
-    if a.startswith("microvm,"):
-        a += ",memory-backend=microvm.ram"
-    out.append(a)
-print("\n".join(out + ["-incoming", "defer"]))' "$ram_file" > "$tmp/raw-argv"
+    if flag == "-chardev" and ",fd=" in value:
+        name = re.search(r"id=([^,]+)", value).group(1)
+        value = re.sub(r"fd=\d+", f"path={run}/{name}.sock", value).replace("wait=on", "wait=off")
+    value = re.sub(r"file=/dev/fdset/(\d+)", lambda m: "file=" + disks[int(m.group(1)) - 1], value)
+    if flag == "-M" and "memory-backend=" not in value:
+        value += ",memory-backend=microvm.ram"
+    out += [flag, value]
+out += ["-object", f"memory-backend-file,id=microvm.ram,size={size},mem-path={ram},share=off",
+        "-incoming", "defer"]
+print("\n".join(out))
+PY
 raw_restore() {
     rm -f "$tmp/run/"*.sock
     mapfile -t argv < "$tmp/raw-argv"
     "${argv[@]}" > "$tmp/raw.log" 2>&1 &
-    python3 - "$tmp/run/qmp.sock" "$state_file" <<'PY'
+    local qemu=$!
+    python3 - "$tmp/run/qmp.sock" "$state_file" <<'PY' || { kill "$qemu" 2> /dev/null; cat "$tmp/raw.log" >&2; return 1; }
 import json, os, socket, sys, time
 path, state = sys.argv[1], sys.argv[2]
+deadline = time.monotonic() + 30
 while not os.path.exists(path):
+    if time.monotonic() > deadline:
+        sys.exit(f"QEMU made no {path} within 30 s; see its log")
     time.sleep(0.002)
 s = socket.socket(socket.AF_UNIX)
 while True:
@@ -91,7 +109,7 @@ while cmd("query-migrate")["return"].get("status") != "completed":
 cmd("cont")
 cmd("quit")
 PY
-    wait
+    wait "$qemu"
 }
 cold() { "$hearth" run --cold --network none -- true; }
 warm() { "$hearth" run --network none --from-snapshot "$snap" -- true; }
@@ -136,22 +154,30 @@ for n in ${CLONES:-1 10 50}; do
         "$hearth" run -d --network none --from-snapshot "$snap" --name "bench-c$i" > /dev/null
     done
     sleep 2
-    pgrep -f -- "mem-path=$ram_file,share=off" | python3 -c '
-import sys
-ram = sys.argv[1]
-pids = sys.stdin.read().split()
+    # A jailed QEMU maps the file under its own root's name, so the mapping is found by inode.
+    pgrep -x qemu-system-x86 | python3 -c '
+import os, sys
+inode = str(os.stat(sys.argv[1]).st_ino)
 total = copied = template = 0
-for pid in pids:
-    mapping = None
-    for line in open(f"/proc/{pid}/smaps"):
+pids = []
+for pid in sys.stdin.read().split():
+    try:
+        lines = open(f"/proc/{pid}/smaps").read().splitlines()
+    except OSError:
+        continue
+    if not any(len(l.split()) > 4 and "-" in l.split()[0] and l.split()[4] == inode for l in lines):
+        continue
+    pids.append(pid)
+    ours = False
+    for line in lines:
         fields = line.split()
         if len(fields) >= 5 and "-" in fields[0]:
-            mapping = fields[5] if len(fields) > 5 else ""
+            ours = fields[4] == inode
         elif fields[0] == "Pss:":
             total += int(fields[1])
-            if mapping == ram:
+            if ours:
                 template += int(fields[1])
-        elif fields[0] == "Anonymous:" and mapping == ram:
+        elif fields[0] == "Anonymous:" and ours:
             copied += int(fields[1])
 n = max(len(pids), 1)
 mib = lambda kib: kib / n / 1024
@@ -160,3 +186,18 @@ print(f"PSS per idle clone, N={len(pids)}: {mib(total):.1f} MiB: guest RAM copie
       f"QEMU itself {mib(total - template):.1f}")' "$ram_file"
     for i in $(seq "$n"); do "$hearth" rm -f "bench-c$i" > /dev/null; done
 done
+
+# The time until BATCH clones started at once (default 50) are all exec-ready (`run -d` returns
+# once a sandbox's agent answers), against one clone started alone.
+batch() {
+    for i in $(seq "$1"); do
+        "$hearth" run -d --network none --from-snapshot "$snap" --name "bench-b$i" > /dev/null &
+    done
+    wait
+}
+unbatch() { for i in $(seq "$1"); do "$hearth" rm -f "bench-b$i" > /dev/null; done; }
+size=${BATCH:-50}
+one_ms=$(elapsed_ms batch 1); unbatch 1
+all_ms=$(elapsed_ms batch "$size"); unbatch "$size"
+echo "one clone exec-ready: ${one_ms} ms; ${size} clones started at once all exec-ready: ${all_ms} ms"
+awk -v a="$all_ms" -v b="$one_ms" -v n="$size" 'BEGIN { printf "  %d at once / one alone: %.1fx (%.2fx per clone)\n", n, a / b, a / b / n }'

@@ -2,6 +2,7 @@
 //! parallel test processes do not race.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -33,9 +34,34 @@ pub(crate) fn target_dir(hearth_bin: &Path) -> PathBuf {
 pub fn shared_state(hearth_bin: &Path) -> &'static Path {
     static STATE: OnceLock<PathBuf> = OnceLock::new();
     STATE.get_or_init(|| match build(hearth_bin) {
-        Ok(dir) => dir,
+        Ok(dir) => {
+            say_backend(&dir);
+            dir
+        }
         Err(e) => panic!("cannot prepare the test boot assets: {e:#}"),
     })
+}
+
+/// One line per test binary saying which backend its VMs run on, and so whether the VM tests
+/// are the Firecracker matrix: they run on Firecracker wherever `auto` (or `HEARTH_BACKEND`)
+/// picks it, which needs hardware KVM. Written to stderr itself, past the test harness's
+/// capture, so a passing run shows it too.
+fn say_backend(state: &Path) {
+    let line = match hearth_host::backend::decide(&hearth_host::StateDir::new(state)) {
+        Ok((choice, _)) => match choice.chosen {
+            hearth_host::backend::Chosen::Firecracker { .. } => {
+                format!("VM tests run on Firecracker: {}", choice.reason)
+            }
+            hearth_host::backend::Chosen::Qemu(_) => format!(
+                "VM tests run on QEMU; the Firecracker matrix is skipped: {}. On a host with \
+                 hardware KVM and firecracker (and its jailer, as root) installed, the same \
+                 `cargo test --workspace` runs it",
+                choice.reason
+            ),
+        },
+        Err(e) => format!("VM tests: cannot tell the backend: {e}"),
+    };
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Holds `path` locked (made if need be) until the returned guard drops: one test process
