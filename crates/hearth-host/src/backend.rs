@@ -96,6 +96,8 @@ pub enum BackendError {
     HostConfig(#[from] HostConfigError),
     #[error("failed to fetch the Firecracker release")]
     Fetch(#[source] crate::setup::firecracker_release::FetchError),
+    #[error("failed to fetch the guest kernel")]
+    FetchKernel(#[source] crate::setup::firecracker_release::FetchError),
 }
 
 /// A program found on this host, and what its `--version` said.

@@ -5,7 +5,9 @@
 use hearth_host::backend::{BackendError, BackendSetup};
 use hearth_host::doctor::{self, DoctorReport};
 use hearth_host::host_config::HostConfig;
-use hearth_host::setup::firecracker_release::{fetch_release, FetchedRelease, ReleaseFetch};
+use hearth_host::setup::firecracker_release::{
+    fetch_kernel, fetch_release, FetchedRelease, ReleaseFetch,
+};
 use hearth_host::setup::{self, SetupConfig, SetupReport, SetupReporter};
 
 use crate::engine::Engine;
@@ -44,6 +46,20 @@ impl Engine {
         fetch_release(fetch)
             .await
             .map_err(|e| EngineError::BackendSetup(BackendError::Fetch(e)))
+    }
+
+    /// Downloads a guest kernel (an uncompressed `vmlinux`) into the state dir's
+    /// `firecracker/kernels/`, refused unless it has SHA-256 `sha256`; its path, for
+    /// [`SetupConfig::kernel`].
+    pub async fn fetch_firecracker_kernel(
+        &self,
+        url: &str,
+        sha256: &str,
+    ) -> Result<std::path::PathBuf, EngineError> {
+        let dest = self.state().firecracker_dir().join("kernels");
+        fetch_kernel(url, sha256, &dest)
+            .await
+            .map_err(|e| EngineError::BackendSetup(BackendError::FetchKernel(e)))
     }
 
     pub fn doctor(&self) -> DoctorReport {

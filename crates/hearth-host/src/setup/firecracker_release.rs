@@ -9,6 +9,10 @@
 //! the caller pins, else the one published beside the archive (`<archive>.sha256.txt`): the
 //! latter guards against a corrupt or truncated download, and only a pinned one against a
 //! tampered release.
+//!
+//! `--fetch-firecracker-kernel URL` fetches a guest kernel the same way: an uncompressed
+//! `vmlinux`, such as those Firecracker's CI builds from its recommended configs. Nothing is
+//! published beside those, so the caller must pin its SHA-256.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -36,6 +40,9 @@ const MAX_ARCHIVE_BYTES: u64 = 256 << 20;
 
 /// A checksum file is one line.
 const MAX_CHECKSUM_BYTES: u64 = 4096;
+
+/// An uncompressed guest kernel is tens of MiB; far more than this is not one.
+const MAX_KERNEL_BYTES: u64 = 512 << 20;
 
 /// Which release to fetch, from where, into where.
 #[derive(Debug, Clone)]
@@ -71,7 +78,7 @@ pub enum FetchError {
         url: String,
         status: reqwest::StatusCode,
     },
-    #[error("`{url}` is larger than {limit} bytes, which no release archive is")]
+    #[error("`{url}` is larger than {limit} bytes, which no release archive or kernel is")]
     TooLarge { url: String, limit: u64 },
     #[error("`{url}` holds no SHA-256 (64 hex digits) at its start; pin one with `--firecracker-sha256`")]
     BadChecksumFile { url: String },
@@ -93,6 +100,8 @@ pub enum FetchError {
         version: Version,
         arch: String,
     },
+    #[error("`{url}` is not an uncompressed ELF kernel (`vmlinux`), which Firecracker boots")]
+    NotElf { url: String },
     #[error("failed to unpack `{url}`")]
     Unpack {
         url: String,
@@ -166,6 +175,40 @@ pub async fn fetch_release(fetch: &ReleaseFetch) -> Result<FetchedRelease, Fetch
         });
     }
     install(fetch, &archive_url, &archive)
+}
+
+/// Downloads the guest kernel at `url`, refuses it unless its SHA-256 is `sha256` and it is an
+/// ELF image, and installs it as `<dest>/vmlinux-<sha256>` (read-only for others), which is
+/// returned. Nothing is written for a refused kernel.
+pub async fn fetch_kernel(url: &str, sha256: &str, dest: &Path) -> Result<PathBuf, FetchError> {
+    let expected =
+        parse_sha256(sha256).ok_or_else(|| FetchError::BadChecksum(sha256.to_owned()))?;
+    let client = client_for(url).map_err(|source| FetchError::Download {
+        url: url.to_owned(),
+        source,
+    })?;
+    let kernel = download(&client, url, MAX_KERNEL_BYTES).await?;
+    let actual = format!("{:x}", Sha256::digest(&kernel));
+    if actual != expected {
+        return Err(FetchError::ChecksumMismatch {
+            url: url.to_owned(),
+            expected,
+            actual,
+        });
+    }
+    if !kernel.starts_with(b"\x7fELF") {
+        return Err(FetchError::NotElf {
+            url: url.to_owned(),
+        });
+    }
+    let path = dest.join(format!("vmlinux-{actual}"));
+    let install = |source| FetchError::Install {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dest).map_err(install)?;
+    write_file(&path, &kernel, 0o644).map_err(install)?;
+    Ok(path)
 }
 
 /// An HTTP client for `url`: the environment's proxy settings apply, except to a loopback
@@ -262,7 +305,7 @@ fn install(fetch: &ReleaseFetch, url: &str, archive: &[u8]) -> Result<FetchedRel
             arch: fetch.arch.clone(),
         })?;
         let path = install_dir.join(name);
-        write_executable(&path, &bytes).map_err(|source| FetchError::Install {
+        write_file(&path, &bytes, 0o755).map_err(|source| FetchError::Install {
             path: path.clone(),
             source,
         })?;
@@ -279,13 +322,11 @@ fn install(fetch: &ReleaseFetch, url: &str, archive: &[u8]) -> Result<FetchedRel
     })
 }
 
-fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` with `mode` through a temporary file beside it.
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let partial = path.with_extension("partial");
     std::fs::write(&partial, bytes)?;
-    std::fs::set_permissions(
-        &partial,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+    std::fs::set_permissions(&partial, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     std::fs::rename(&partial, path)
 }
 
@@ -424,6 +465,42 @@ mod tests {
             matches!(error, FetchError::ChecksumMismatch { .. }),
             "{error:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn test_a_kernel_is_installed_only_with_its_pinned_checksum_and_as_an_elf() {
+        let kernel = b"\x7fELF stand-in kernel".to_vec();
+        let sum = format!("{:x}", Sha256::digest(&kernel));
+        let (base, server) = serve(vec![
+            ("/vmlinux-6.1".to_owned(), kernel.clone()),
+            ("/bzImage".to_owned(), b"MZ not an ELF".to_vec()),
+        ])
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("kernels");
+        let url = format!("{base}/vmlinux-6.1");
+        let wrong = "0".repeat(64);
+        let err = fetch_kernel(&url, &wrong, &dest).await.unwrap_err();
+        assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
+        assert!(!dest.exists(), "nothing is written for a refused kernel");
+        let bz_sum = format!("{:x}", Sha256::digest(b"MZ not an ELF"));
+        let err = fetch_kernel(&format!("{base}/bzImage"), &bz_sum, &dest)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not an uncompressed ELF kernel"),
+            "{err}"
+        );
+        assert!(matches!(
+            fetch_kernel(&url, "beef", &dest).await.unwrap_err(),
+            FetchError::BadChecksum(_)
+        ));
+        let path = fetch_kernel(&url, &sum.to_uppercase(), &dest)
+            .await
+            .unwrap();
+        server.abort();
+        assert_eq!(path, dest.join(format!("vmlinux-{sum}")));
+        assert_eq!(std::fs::read(&path).unwrap(), kernel);
     }
 
     #[tokio::test]

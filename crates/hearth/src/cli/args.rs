@@ -785,6 +785,21 @@ pub struct SetupArgs {
     #[arg(long, value_name = "PATH")]
     pub jailer_bin: Option<PathBuf>,
 
+    /// Download a guest kernel for Firecracker (an uncompressed `vmlinux`, such as those
+    /// Firecracker's CI builds from its recommended configs) and use it as the guest kernel;
+    /// refused unless its SHA-256 is `--firecracker-kernel-sha256`.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "firecracker_kernel_sha256",
+        conflicts_with = "kernel"
+    )]
+    pub fetch_firecracker_kernel: Option<String>,
+
+    /// The SHA-256 the kernel `--fetch-firecracker-kernel` downloads must have.
+    #[arg(long, value_name = "HEX", requires = "fetch_firecracker_kernel")]
+    pub firecracker_kernel_sha256: Option<String>,
+
     /// How Firecracker restores get guest memory: `file` (mapped; clones share its pages) or
     /// `uffd` (hearth's page server copies each page in on its first touch). Recorded.
     #[arg(long, value_name = "file|uffd")]

@@ -90,6 +90,13 @@ pub async fn setup(
     };
     let mut config = SetupConfig::new(agent);
     config.kernel = args.kernel.clone();
+    if let (Some(url), Some(sha256)) = (
+        &args.fetch_firecracker_kernel,
+        &args.firecracker_kernel_sha256,
+    ) {
+        eprintln!("==> fetching the guest kernel {url}");
+        config.kernel = Some(engine.fetch_firecracker_kernel(url, sha256).await?);
+    }
     config.force = args.force;
     let report = engine.setup(&config, &StderrReporter)?;
     if args.json {
