@@ -35,6 +35,23 @@ fn slow_mkfs(dir: &Path) -> PathBuf {
     path
 }
 
+/// Gives the child SIGINT's default action. A shell starts background jobs with SIGINT
+/// ignored, and `hearth pull` (unlike `run`) installs no handler of its own, so a test run
+/// from such a job would otherwise see the pull shrug SIGINT off.
+#[expect(unsafe_code, reason = "pre_exec hooks are unsafe to register")]
+fn default_sigint(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs between fork and exec and only calls signal(2), which is
+    // async-signal-safe, to set a disposition.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigDfl)
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Paths under `dir` whose names start with one of `prefixes`.
 fn scratch_under(dir: &Path, prefixes: &[&str]) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -115,8 +132,9 @@ fn test_interrupted_pull_leaves_nothing_once_the_next_command_runs() {
     for stage in [Stage::Download, Stage::Unpack, Stage::Mkfs] {
         for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL] {
             let host = host();
-            let mut pull: Child = host
-                .hearth()
+            let mut command = host.hearth();
+            default_sigint(&mut command);
+            let mut pull: Child = command
                 .env("PATH", &path)
                 .args(["pull", "-q", &reference])
                 .stdout(Stdio::null())
