@@ -12,7 +12,7 @@ use std::process::Command;
 
 use hearth_agent_proto::TermSize;
 use nix::errno::Errno;
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
 
 use crate::user::Credentials;
 
@@ -43,6 +43,18 @@ pub fn prepare_child(
 ) {
     let hook = move || -> io::Result<()> {
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+        // Ignored signals stay ignored across exec: a process gets default dispositions, as
+        // under a container runtime, whatever the agent inherited (a shell's background job
+        // ignores SIGINT and SIGQUIT).
+        for signal in [
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGHUP,
+            Signal::SIGTERM,
+        ] {
+            // SAFETY: setting a default disposition installs no handler.
+            unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }?;
+        }
         if controlling_terminal {
             nix::unistd::setsid()?;
             // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal a terminal that is
@@ -59,7 +71,7 @@ pub fn prepare_child(
         Ok(())
     };
     // SAFETY: the hook runs in the forked child of a multi-threaded process, where only
-    // async-signal-safe calls are allowed. It makes system calls (sigprocmask, setsid, ioctl,
+    // async-signal-safe calls are allowed. It makes system calls (sigprocmask, signal, setsid, ioctl,
     // setgroups, setgid, setuid) on stack data or on the group list allocated before the fork,
     // does not allocate, and converts errors with the allocation-free `From<Errno> for io::Error`.
     unsafe {
